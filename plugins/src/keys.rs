@@ -1,0 +1,178 @@
+//! The keys a request is known by: `endpoint`, `ip`, `user` and named custom keys.
+//!
+//! The gateway extracts them once per request, early, and every policy reads
+//! them from here by a [`KeyRef`] resolved at config-compile time, so a policy
+//! never re-parses headers or paths on the hot path.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::ConfigError;
+
+/// The keys of one request.
+#[derive(Debug, Clone)]
+pub struct RequestKeys {
+    /// The route id, or `route:METHOD` when the config asks for per-method endpoints.
+    pub endpoint: Arc<str>,
+    /// The client address, after `trusted_proxies` handling of `X-Forwarded-For`.
+    pub ip: IpAddr,
+    /// The user id from the configured header, cookie or query parameter.
+    pub user: Option<Box<str>>,
+    /// Custom keys, indexed by [`KeyRef::Custom`]. `None` when the request lacks it.
+    pub custom: Vec<Option<Box<str>>>,
+}
+
+impl RequestKeys {
+    /// The value of one key, or `None` when the request does not carry it.
+    pub fn get(&self, key: KeyRef) -> Option<KeyValue<'_>> {
+        match key {
+            KeyRef::Endpoint => Some(KeyValue::Str(&self.endpoint)),
+            KeyRef::Ip => Some(KeyValue::Ip(self.ip)),
+            KeyRef::User => self.user.as_deref().map(KeyValue::Str),
+            KeyRef::Custom(i) => self
+                .custom
+                .get(i as usize)
+                .and_then(|v| v.as_deref())
+                .map(KeyValue::Str),
+        }
+    }
+}
+
+/// A borrowed key value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyValue<'a> {
+    Str(&'a str),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for KeyValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyValue::Str(s) => f.write_str(s),
+            KeyValue::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// A reference to one key, resolved from its name when the config is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef {
+    Endpoint,
+    Ip,
+    User,
+    Custom(u16),
+}
+
+impl KeyRef {
+    /// Resolves a key name against the built-in keys and the configured custom names.
+    pub fn resolve(name: &str, custom_names: &[String], path: &str) -> Result<Self, ConfigError> {
+        match name {
+            "endpoint" => Ok(KeyRef::Endpoint),
+            "ip" => Ok(KeyRef::Ip),
+            "user" => Ok(KeyRef::User),
+            other => custom_names
+                .iter()
+                .position(|n| n == other)
+                .map(|i| KeyRef::Custom(i as u16))
+                .ok_or_else(|| {
+                    let mut known = String::from("endpoint, ip, user");
+                    for n in custom_names {
+                        let _ = write!(known, ", {n}");
+                    }
+                    ConfigError::new(path, format!("unknown key \"{other}\" (known: {known})"))
+                }),
+        }
+    }
+}
+
+/// One key or a combination of keys such as `user+endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    parts: Vec<KeyRef>,
+}
+
+impl KeySpec {
+    /// Parses `name` or `name+name+...`.
+    pub fn parse(spec: &str, custom_names: &[String], path: &str) -> Result<Self, ConfigError> {
+        if spec.trim().is_empty() {
+            return Err(ConfigError::new(path, "key must not be empty"));
+        }
+        let parts = spec
+            .split('+')
+            .map(|p| KeyRef::resolve(p.trim(), custom_names, path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { parts })
+    }
+
+    pub fn single(key: KeyRef) -> Self {
+        Self { parts: vec![key] }
+    }
+
+    pub fn parts(&self) -> &[KeyRef] {
+        &self.parts
+    }
+
+    /// Renders the composite key (`alice|goods`), or `None` when the request
+    /// lacks any part: a request with no user is not counted under a user key.
+    pub fn render(&self, keys: &RequestKeys) -> Option<String> {
+        let mut out = String::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            let _ = write!(out, "{}", keys.get(*part)?);
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> RequestKeys {
+        RequestKeys {
+            endpoint: Arc::from("goods"),
+            ip: "203.0.113.7".parse().unwrap(),
+            user: Some("alice".into()),
+            custom: vec![Some("123".into()), None],
+        }
+    }
+
+    fn names() -> Vec<String> {
+        vec!["goods_id".to_string(), "tenant".to_string()]
+    }
+
+    #[test]
+    fn resolves_builtin_and_custom_names() {
+        assert_eq!(KeyRef::resolve("ip", &names(), "k").unwrap(), KeyRef::Ip);
+        assert_eq!(
+            KeyRef::resolve("tenant", &names(), "k").unwrap(),
+            KeyRef::Custom(1)
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_path_and_the_known_keys() {
+        let err = KeyRef::resolve("usr", &names(), "routes[0].policies[1].key").unwrap_err();
+        assert_eq!(err.path, "routes[0].policies[1].key");
+        assert!(err.message.contains("unknown key \"usr\""), "{err}");
+        assert!(err.message.contains("goods_id"), "{err}");
+    }
+
+    #[test]
+    fn combination_renders_all_parts_or_nothing() {
+        let spec = KeySpec::parse("user+endpoint", &names(), "k").unwrap();
+        assert_eq!(spec.render(&keys()).as_deref(), Some("alice|goods"));
+        let spec = KeySpec::parse("ip+goods_id", &names(), "k").unwrap();
+        assert_eq!(spec.render(&keys()).as_deref(), Some("203.0.113.7|123"));
+        let missing = KeySpec::parse("user+tenant", &names(), "k").unwrap();
+        assert_eq!(missing.render(&keys()), None);
+    }
+
+    #[test]
+    fn empty_spec_is_an_error() {
+        assert!(KeySpec::parse(" ", &names(), "k").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Breakwater's policies, as plain Rust.
+//!
+//! Nothing in this crate knows about Pingora sessions. A policy sees a small
+//! [`RequestView`] (method, path, headers, the request's keys and the time) and
+//! returns a [`Decision`]. After the upstream answers or fails, it is told the
+//! [`Outcome`]. That seam keeps every policy unit-testable with a fake clock and
+//! benchmarkable on its own; the gateway crate does all of the I/O.
+
+pub mod clock;
+pub mod config_error;
+pub mod deny;
+pub mod keys;
+pub mod policy;
+
+pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use config_error::ConfigError;
+pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
+pub use policy::{
+    Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, Rejection, RequestView,
+};

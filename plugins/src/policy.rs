@@ -1,0 +1,240 @@
+//! The seam between the gateway and its policies.
+//!
+//! A route's policies run in declared order in the request phase. Each returns
+//! a [`Decision`]; the first one that is not [`Decision::Continue`] ends the
+//! chain and the gateway writes its answer. A policy that must see how the
+//! request ended (a breaker, a concurrency limit) either implements
+//! [`Policy::on_outcome`], or hands out a [`Permit`]: a guard that the gateway
+//! completes with the outcome, or simply drops when the request is abandoned
+//! (client gone, error path, panic). Dropping without completing is how a
+//! permit learns the request was abandoned, so releases happen on every path.
+
+use std::any::Any;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::RequestKeys;
+
+/// What a policy is shown of a request. Borrowed: building it costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub keys: &'a RequestKeys,
+    /// True for gRPC requests (`content-type: application/grpc*`), whose
+    /// rejections the gateway renders as gRPC statuses.
+    pub grpc: bool,
+    /// The policy clock's time when the request arrived, in nanoseconds.
+    pub now_nanos: u64,
+}
+
+/// A policy's verdict on a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Let the request go on to the next policy, then upstream.
+    Continue,
+    /// Refuse it: the gateway answers with the rejection and never calls upstream.
+    Reject(Rejection),
+    /// Answer it locally (for example from a cache) without calling upstream.
+    Respond(LocalResponse),
+}
+
+/// Why and how a request is refused.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// HTTP status, e.g. 403, 429, 503.
+    pub status: u16,
+    /// The gRPC status code used when the request is gRPC (7 PERMISSION_DENIED,
+    /// 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...).
+    pub grpc_status: u8,
+    /// A short machine-readable class: `denied`, `rate_limited`, `circuit_open`.
+    pub kind: &'static str,
+    /// The name of the policy that refused.
+    pub policy: String,
+    /// A human-readable reason for the body and the logs.
+    pub reason: String,
+    /// Extra response headers (`Retry-After`, `RateLimit`, ...).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A complete response made by a policy.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// How the upstream exchange ended, as a policy needs to know it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The upstream's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// The `grpc-status` from headers or trailers, if any.
+    pub grpc_status: Option<u16>,
+    /// Time from sending upstream to the end of the exchange.
+    pub latency: Duration,
+    /// Set when the exchange failed rather than answered.
+    pub error: Option<ErrorKind>,
+}
+
+/// Classes of upstream failure. Policies care about the class, not the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The connection was refused: the upstream provably did not see the request.
+    ConnectRefused,
+    /// Connecting took longer than the connect timeout.
+    ConnectTimeout,
+    /// Any other failure to connect (no route, TLS handshake).
+    ConnectFailed,
+    /// The upstream did not answer within the read timeout.
+    Timeout,
+    /// The connection broke (reset or closed) during the exchange.
+    Reset,
+    /// The upstream spoke malformed HTTP.
+    Protocol,
+    /// The client went away before the exchange finished.
+    Abandoned,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Abandoned => "abandoned",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// A guard held for the life of an admitted request.
+///
+/// The gateway calls [`Permit::complete`] once with the outcome. If the request
+/// ends without an outcome, the permit is dropped instead; its `Drop` must then
+/// treat the request as abandoned and release whatever it holds.
+pub trait Permit: Send + Sync {
+    fn complete(self: Box<Self>, outcome: &Outcome);
+}
+
+/// The permits handed out to one request, completed or dropped together.
+#[derive(Default)]
+pub struct Permits {
+    held: Vec<Box<dyn Permit>>,
+}
+
+impl Permits {
+    pub fn push(&mut self, permit: Box<dyn Permit>) {
+        self.held.push(permit);
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Completes every permit with the outcome, in reverse order of admission.
+    pub fn complete(&mut self, outcome: &Outcome) {
+        while let Some(p) = self.held.pop() {
+            p.complete(outcome);
+        }
+    }
+}
+
+impl std::fmt::Debug for Permits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permits")
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+/// A request policy. Implementations keep their mutable state lock-free or
+/// sharded: `on_request` runs on every request of the routes that use it.
+pub trait Policy: Send + Sync + 'static {
+    /// The policy's unique name within the config (used in metrics, logs and
+    /// rejection bodies).
+    fn name(&self) -> &str;
+
+    /// The policy type as written in the config (`deny`, `rate_limit`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Decides on a request. A policy that needs to see the outcome may push a
+    /// [`Permit`] into `permits`.
+    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision;
+
+    /// Called once after the upstream answered or failed, for requests this
+    /// policy let through. The default does nothing.
+    fn on_outcome(&self, _keys: &RequestKeys, _outcome: &Outcome) {}
+
+    /// For admin endpoints that inspect a policy's state by concrete type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct CountingPermit {
+        completed: Arc<AtomicUsize>,
+        abandoned: Arc<AtomicUsize>,
+        done: bool,
+    }
+
+    impl Permit for CountingPermit {
+        fn complete(mut self: Box<Self>, _outcome: &Outcome) {
+            self.done = true;
+            self.completed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for CountingPermit {
+        fn drop(&mut self) {
+            if !self.done {
+                self.abandoned.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn permits_complete_once_or_count_as_abandoned_on_drop() {
+        let completed = Arc::new(AtomicUsize::new(0));
+        let abandoned = Arc::new(AtomicUsize::new(0));
+        let make = || {
+            Box::new(CountingPermit {
+                completed: completed.clone(),
+                abandoned: abandoned.clone(),
+                done: false,
+            })
+        };
+
+        let mut finished = Permits::default();
+        finished.push(make());
+        finished.push(make());
+        finished.complete(&Outcome::default());
+        assert!(finished.is_empty());
+        drop(finished);
+        assert_eq!(completed.load(Ordering::SeqCst), 2);
+        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+
+        let mut dropped = Permits::default();
+        dropped.push(make());
+        drop(dropped);
+        assert_eq!(abandoned.load(Ordering::SeqCst), 1);
+    }
+}
