@@ -1,0 +1,189 @@
+//! A route's compiled policy chain.
+
+use std::sync::Arc;
+
+use breakwater_plugins::{Decision, Outcome, Permits, Policy, RequestKeys, RequestView};
+
+use crate::metrics::DecisionCounters;
+
+/// One policy in a chain, with its decision counters resolved.
+pub struct ChainEntry {
+    pub policy: Arc<dyn Policy>,
+    pub counters: DecisionCounters,
+}
+
+/// The policies of one route, run in declared order.
+#[derive(Default)]
+pub struct PolicyChain {
+    pub entries: Vec<ChainEntry>,
+}
+
+/// What the chain decided, and who decided it.
+pub struct Verdict {
+    pub decision: Decision,
+    /// How many policies let the request through. Those, and only those, are
+    /// told the outcome later.
+    pub admitted_by: usize,
+}
+
+impl Verdict {
+    /// The policy that ended the chain, when one did.
+    pub fn decided_by<'c>(&self, chain: &'c PolicyChain) -> Option<&'c dyn Policy> {
+        match self.decision {
+            Decision::Continue => None,
+            _ => chain
+                .entries
+                .get(self.admitted_by)
+                .map(|e| e.policy.as_ref()),
+        }
+    }
+}
+
+impl PolicyChain {
+    /// Runs the policies until one does not continue.
+    pub fn decide(&self, view: &RequestView<'_>, permits: &mut Permits) -> Verdict {
+        for (i, entry) in self.entries.iter().enumerate() {
+            match entry.policy.on_request(view, permits) {
+                Decision::Continue => entry.counters.allowed.inc(),
+                other => {
+                    match other {
+                        Decision::Reject(_) => entry.counters.rejected.inc(),
+                        _ => entry.counters.responded.inc(),
+                    }
+                    return Verdict {
+                        decision: other,
+                        admitted_by: i,
+                    };
+                }
+            }
+        }
+        Verdict {
+            decision: Decision::Continue,
+            admitted_by: self.entries.len(),
+        }
+    }
+
+    /// Tells the first `admitted_by` policies how the request ended.
+    pub fn on_outcome(&self, admitted_by: usize, keys: &RequestKeys, outcome: &Outcome) {
+        for entry in self.entries.iter().take(admitted_by) {
+            entry.policy.on_outcome(keys, outcome);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl std::fmt::Debug for PolicyChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| e.policy.name()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use breakwater_plugins::{LocalResponse, Rejection};
+    use http::{HeaderMap, Method};
+    use std::any::Any;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A test policy that answers a fixed decision and counts outcomes.
+    struct Fixed {
+        name: &'static str,
+        answer: fn() -> Decision,
+        outcomes: AtomicUsize,
+    }
+
+    impl Policy for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn kind(&self) -> &'static str {
+            "fixed"
+        }
+        fn on_request(&self, _: &RequestView<'_>, _: &mut Permits) -> Decision {
+            (self.answer)()
+        }
+        fn on_outcome(&self, _: &RequestKeys, _: &Outcome) {
+            self.outcomes.fetch_add(1, Ordering::SeqCst);
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    fn fixed(name: &'static str, answer: fn() -> Decision) -> Arc<Fixed> {
+        Arc::new(Fixed {
+            name,
+            answer,
+            outcomes: AtomicUsize::new(0),
+        })
+    }
+
+    #[test]
+    fn first_non_continue_ends_the_chain_and_only_admitters_see_outcomes() {
+        let metrics = Metrics::new();
+        let pass = fixed("pass", || Decision::Continue);
+        let reject = fixed("reject", || {
+            Decision::Reject(Rejection {
+                status: 403,
+                grpc_status: 7,
+                kind: "denied",
+                policy: "reject".into(),
+                reason: "no".into(),
+                headers: vec![],
+            })
+        });
+        let never = fixed("never", || {
+            Decision::Respond(LocalResponse {
+                status: 200,
+                headers: vec![],
+                body: "x".into(),
+            })
+        });
+        let entry = |p: Arc<Fixed>| ChainEntry {
+            counters: metrics.decision_counters(p.name, "fixed"),
+            policy: p,
+        };
+        let chain = PolicyChain {
+            entries: vec![
+                entry(pass.clone()),
+                entry(reject.clone()),
+                entry(never.clone()),
+            ],
+        };
+        let keys = RequestKeys {
+            endpoint: Arc::from("r"),
+            ip: "127.0.0.1".parse().unwrap(),
+            user: None,
+            custom: vec![],
+        };
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: &headers,
+            keys: &keys,
+            grpc: false,
+            now_nanos: 0,
+        };
+        let verdict = chain.decide(&view, &mut Permits::default());
+        assert!(matches!(verdict.decision, Decision::Reject(_)));
+        assert_eq!(verdict.admitted_by, 1);
+        assert_eq!(verdict.decided_by(&chain).unwrap().name(), "reject");
+        chain.on_outcome(verdict.admitted_by, &keys, &Outcome::default());
+        assert_eq!(pass.outcomes.load(Ordering::SeqCst), 1);
+        assert_eq!(reject.outcomes.load(Ordering::SeqCst), 0);
+        assert_eq!(never.outcomes.load(Ordering::SeqCst), 0);
+        let d = &metrics.decisions;
+        assert_eq!(d.with_label_values(&["pass", "fixed", "allow"]).get(), 1);
+        assert_eq!(d.with_label_values(&["reject", "fixed", "reject"]).get(), 1);
+        assert_eq!(d.with_label_values(&["never", "fixed", "respond"]).get(), 0);
+    }
+}

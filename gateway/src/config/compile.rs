@@ -1,0 +1,618 @@
+//! Validation and compilation of a [`FileConfig`] into a [`Snapshot`].
+//!
+//! Compilation never touches the live snapshot: it reads the previous one only
+//! to carry policy state over (a policy whose name and config are unchanged is
+//! reused as the same `Arc`, with its windows, counters and breaker state).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use breakwater_plugins::{Clock, ConfigError, Policy};
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+
+use super::file::{
+    ClusterFile, EndpointKeyMode, FileConfig, KeySourceFile, MatchFile, PathMatchFile, PolicyFile,
+    RouteFile,
+};
+use crate::chain::{ChainEntry, PolicyChain};
+use crate::key_extract::{EndpointNames, KeyExtractor, KeySource};
+use crate::metrics::Metrics;
+use crate::route::{HeaderMatch, HostMatch, PathPattern, Route, RouteMatcher, Router};
+use crate::snapshot::{text_hash, CompiledPolicy, Snapshot};
+use crate::upstream::{Cluster, ClusterTimeouts};
+
+/// What compilation needs besides the file.
+pub struct CompileContext<'a> {
+    pub metrics: &'a Metrics,
+    pub clock: Arc<dyn Clock>,
+    /// The live snapshot, whose unchanged policies are carried over.
+    pub previous: Option<&'a Snapshot>,
+    /// Looks up environment variables (injectable for tests).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Validates `file` and builds a snapshot. `text` is the file's text, for the hash.
+pub fn compile(
+    file: FileConfig,
+    text: &str,
+    cx: &CompileContext<'_>,
+) -> Result<Snapshot, ConfigError> {
+    validate_static(&file, cx)?;
+    let keys = compile_keys(&file)?;
+    let custom_names: Vec<String> = keys.custom.iter().map(|(n, _)| n.clone()).collect();
+
+    let mut clusters = BTreeMap::new();
+    for (name, c) in &file.clusters {
+        let cluster = compile_cluster(name, c, cx.metrics)?;
+        clusters.insert(name.clone(), Arc::new(cluster));
+    }
+
+    let mut policies = BTreeMap::new();
+    let mut routes = Vec::with_capacity(file.routes.len());
+    let mut route_ids = HashSet::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.id.trim().is_empty() {
+            return Err(ConfigError::new(format!("{path}.id"), "must not be empty"));
+        }
+        if !route_ids.insert(r.id.as_str()) {
+            return Err(ConfigError::new(
+                format!("{path}.id"),
+                format!("duplicate route id \"{}\"", r.id),
+            ));
+        }
+        routes.push(compile_route(
+            r,
+            &path,
+            &clusters,
+            &keys,
+            &custom_names,
+            &mut policies,
+            cx,
+        )?);
+    }
+    let admin_token = resolve_admin_token(&file, cx)?;
+
+    Ok(Snapshot {
+        generation: cx.previous.map_or(1, |p| p.generation + 1),
+        hash: text_hash(text),
+        loaded_at: SystemTime::now(),
+        source: file,
+        router: Router { routes },
+        keys,
+        clusters,
+        policies,
+        clock: cx.clock.clone(),
+        admin_token,
+    })
+}
+
+fn validate_static(file: &FileConfig, _cx: &CompileContext<'_>) -> Result<(), ConfigError> {
+    if file.listeners.is_empty() {
+        return Err(ConfigError::new(
+            "listeners",
+            "at least one listener is required",
+        ));
+    }
+    for (i, l) in file.listeners.iter().enumerate() {
+        parse_socket_addr(&l.address, &format!("listeners[{i}].address"))?;
+    }
+    parse_socket_addr(&file.admin.address, "admin.address")?;
+    if file.server.threads == 0 {
+        return Err(ConfigError::new("server.threads", "must be at least 1"));
+    }
+    if file.clusters.is_empty() {
+        return Err(ConfigError::new(
+            "clusters",
+            "at least one cluster is required",
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&file.logging.level) {
+        return Err(ConfigError::new(
+            "logging.level",
+            format!("invalid filter: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_socket_addr(raw: &str, path: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            path,
+            format!("\"{raw}\" is not an address like 127.0.0.1:8080 or [::]:8080"),
+        )
+    })
+}
+
+fn resolve_admin_token(
+    file: &FileConfig,
+    cx: &CompileContext<'_>,
+) -> Result<Option<String>, ConfigError> {
+    match (&file.admin.token, &file.admin.token_env) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            "admin",
+            "set either `token` or `token_env`, not both",
+        )),
+        (Some(t), None) if t.is_empty() => {
+            Err(ConfigError::new("admin.token", "must not be empty"))
+        }
+        (Some(t), None) => Ok(Some(t.clone())),
+        (None, Some(var)) => match (cx.env)(var) {
+            Some(t) if !t.is_empty() => Ok(Some(t)),
+            _ => Err(ConfigError::new(
+                "admin.token_env",
+                format!("environment variable {var} is not set or empty"),
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn compile_keys(file: &FileConfig) -> Result<KeyExtractor, ConfigError> {
+    let k = &file.keys;
+    let mut trusted_proxies = Vec::with_capacity(k.trusted_proxies.len());
+    for (i, raw) in k.trusted_proxies.iter().enumerate() {
+        let net = raw
+            .parse::<IpNet>()
+            .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    format!("keys.trusted_proxies[{i}]"),
+                    format!("\"{raw}\" is not an IP address or CIDR range"),
+                )
+            })?;
+        trusted_proxies.push(net.trunc());
+    }
+    let user = k
+        .user
+        .as_ref()
+        .map(|s| compile_source(s, "keys.user"))
+        .transpose()?;
+    if matches!(user, Some(KeySource::PathCapture(_))) {
+        // Allowed: `/users/{uid}/...` routes can key users by path.
+    }
+    let mut custom = Vec::with_capacity(k.custom.len());
+    for (name, source) in &k.custom {
+        let path = format!("keys.custom.{name}");
+        if matches!(name.as_str(), "endpoint" | "ip" | "user") {
+            return Err(ConfigError::new(
+                path,
+                format!("\"{name}\" is a built-in key name"),
+            ));
+        }
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(ConfigError::new(
+                path,
+                "key names use letters, digits, '_' or '-' ('+' combines keys)",
+            ));
+        }
+        custom.push((name.clone(), compile_source(source, &path)?));
+    }
+    Ok(KeyExtractor {
+        by_method: k.endpoint == EndpointKeyMode::RouteMethod,
+        trusted_proxies,
+        user,
+        custom,
+    })
+}
+
+fn compile_source(s: &KeySourceFile, path: &str) -> Result<KeySource, ConfigError> {
+    let nonempty = |v: &str, field: &str| {
+        if v.trim().is_empty() {
+            Err(ConfigError::new(
+                format!("{path}.{field}"),
+                "must not be empty",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match s {
+        KeySourceFile::Header(h) => {
+            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    format!("{path}.header"),
+                    format!("\"{h}\" is not a valid header name"),
+                )
+            })?;
+            KeySource::Header(name)
+        }
+        KeySourceFile::Cookie(c) => {
+            nonempty(c, "cookie")?;
+            KeySource::Cookie(c.clone())
+        }
+        KeySourceFile::Query(q) => {
+            nonempty(q, "query")?;
+            KeySource::Query(q.clone())
+        }
+        KeySourceFile::PathCapture(p) => {
+            nonempty(p, "path_capture")?;
+            KeySource::PathCapture(p.clone())
+        }
+    })
+}
+
+fn compile_cluster(name: &str, c: &ClusterFile, metrics: &Metrics) -> Result<Cluster, ConfigError> {
+    let path = format!("clusters.{name}");
+    if c.endpoints.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.endpoints"),
+            "at least one endpoint is required",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        let ep_path = format!("{path}.endpoints[{i}]");
+        let Some((host, port)) = e.rsplit_once(':') else {
+            return Err(ConfigError::new(
+                ep_path,
+                format!("\"{e}\" needs a port, like 127.0.0.1:9000"),
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(ConfigError::new(
+                ep_path,
+                format!("\"{e}\" is not host:port"),
+            ));
+        }
+        if !seen.insert(e.as_str()) {
+            return Err(ConfigError::new(
+                ep_path,
+                format!("duplicate endpoint \"{e}\""),
+            ));
+        }
+    }
+    let ms = |v: u64, field: &str| {
+        if v == 0 {
+            Err(ConfigError::new(format!("{path}.{field}"), "must be > 0"))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    let timeouts = ClusterTimeouts {
+        connect: ms(c.connect_timeout_ms, "connect_timeout_ms")?,
+        read: ms(c.read_timeout_ms, "read_timeout_ms")?,
+        write: ms(c.write_timeout_ms, "write_timeout_ms")?,
+        idle: ms(c.idle_timeout_ms, "idle_timeout_ms")?,
+    };
+    let latency = metrics.upstream_latency.with_label_values(&[name]);
+    Cluster::new(
+        name,
+        c.endpoints.clone(),
+        timeouts,
+        c.tls,
+        c.sni.clone(),
+        latency,
+    )
+    .map_err(|e| ConfigError::new(format!("{path}.endpoints"), format!("cannot resolve: {e}")))
+}
+
+fn compile_matcher(m: &MatchFile, path: &str) -> Result<RouteMatcher, ConfigError> {
+    let path_pattern = match &m.path {
+        None => None,
+        Some(PathMatchFile::Exact(p)) => {
+            Some(PathPattern::exact(p, &format!("{path}.path.exact"))?)
+        }
+        Some(PathMatchFile::Prefix(p)) => {
+            Some(PathPattern::prefix(p, &format!("{path}.path.prefix"))?)
+        }
+        Some(PathMatchFile::Template(p)) => {
+            Some(PathPattern::template(p, &format!("{path}.path.template"))?)
+        }
+    };
+    let mut methods = Vec::with_capacity(m.methods.len());
+    for (i, raw) in m.methods.iter().enumerate() {
+        let upper = raw.to_ascii_uppercase();
+        let method = Method::from_bytes(upper.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                format!("{path}.methods[{i}]"),
+                format!("\"{raw}\" is not an HTTP method"),
+            )
+        })?;
+        methods.push(method);
+    }
+    let mut headers = Vec::with_capacity(m.headers.len());
+    for (i, h) in m.headers.iter().enumerate() {
+        let hp = format!("{path}.headers[{i}]");
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                format!("{hp}.name"),
+                format!("\"{}\" is not a valid header name", h.name),
+            )
+        })?;
+        let value = h
+            .value
+            .as_ref()
+            .map(|v| {
+                HeaderValue::from_str(v).map_err(|_| {
+                    ConfigError::new(format!("{hp}.value"), "is not a valid header value")
+                })
+            })
+            .transpose()?;
+        headers.push(HeaderMatch { name, value });
+    }
+    let host = match &m.host {
+        Some(h) if h.trim().is_empty() => {
+            return Err(ConfigError::new(
+                format!("{path}.host"),
+                "must not be empty",
+            ))
+        }
+        Some(h) => Some(HostMatch::parse(h)),
+        None => None,
+    };
+    Ok(RouteMatcher {
+        host,
+        path: path_pattern,
+        methods,
+        headers,
+    })
+}
+
+fn compile_route(
+    r: &RouteFile,
+    path: &str,
+    clusters: &BTreeMap<String, Arc<Cluster>>,
+    keys: &KeyExtractor,
+    custom_names: &[String],
+    policies: &mut BTreeMap<String, CompiledPolicy>,
+    cx: &CompileContext<'_>,
+) -> Result<Route, ConfigError> {
+    let cluster = clusters.get(&r.cluster).cloned().ok_or_else(|| {
+        let known: Vec<&str> = clusters.keys().map(String::as_str).collect();
+        ConfigError::new(
+            format!("{path}.cluster"),
+            format!(
+                "unknown cluster \"{}\" (known: {})",
+                r.cluster,
+                known.join(", ")
+            ),
+        )
+    })?;
+    let matcher = compile_matcher(&r.matcher, &format!("{path}.match"))?;
+    let capture_names = matcher
+        .path
+        .as_ref()
+        .map(|p| p.capture_names().to_vec())
+        .unwrap_or_default();
+    let capture_slots = keys
+        .custom
+        .iter()
+        .map(|(_, source)| match source {
+            KeySource::PathCapture(name) => capture_names.iter().position(|n| n == name),
+            _ => None,
+        })
+        .collect();
+
+    let mut entries = Vec::with_capacity(r.policies.len());
+    for (i, p) in r.policies.iter().enumerate() {
+        let ppath = format!("{path}.policies[{i}]");
+        let policy = compile_policy(p, &r.id, i, &ppath, custom_names, policies, cx)?;
+        entries.push(ChainEntry {
+            counters: cx.metrics.decision_counters(policy.name(), policy.kind()),
+            policy,
+        });
+    }
+
+    Ok(Route {
+        id: r.id.as_str().into(),
+        endpoint: EndpointNames::new(&r.id),
+        matcher,
+        cluster,
+        chain: PolicyChain { entries },
+        capture_slots,
+        requests: cx.metrics.status_counters(&r.id),
+    })
+}
+
+fn compile_policy(
+    p: &PolicyFile,
+    route_id: &str,
+    index: usize,
+    path: &str,
+    _custom_names: &[String],
+    policies: &mut BTreeMap<String, CompiledPolicy>,
+    cx: &CompileContext<'_>,
+) -> Result<Arc<dyn Policy>, ConfigError> {
+    let (kind, explicit_name) = match p {
+        PolicyFile::Deny(c) => ("deny", c.name.clone()),
+    };
+    let name = match explicit_name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(ConfigError::new(
+                format!("{path}.{kind}.name"),
+                "must not be empty",
+            ))
+        }
+        Some(n) => n,
+        None => {
+            let base = format!("{route_id}.{kind}");
+            if policies.contains_key(&base) {
+                format!("{base}.{index}")
+            } else {
+                base
+            }
+        }
+    };
+    if policies.contains_key(&name) {
+        return Err(ConfigError::new(
+            format!("{path}.{kind}.name"),
+            format!("duplicate policy name \"{name}\""),
+        ));
+    }
+    let fingerprint = serde_json::to_string(p).unwrap_or_default();
+    let carried = cx
+        .previous
+        .and_then(|prev| prev.policies.get(&name))
+        .filter(|prev| prev.fingerprint == fingerprint)
+        .map(|prev| prev.policy.clone());
+    let policy: Arc<dyn Policy> = match carried {
+        Some(existing) => existing,
+        None => match p {
+            PolicyFile::Deny(c) => Arc::new(c.compile(name.clone(), &format!("{path}.deny"))?),
+        },
+    };
+    policies.insert(
+        name,
+        CompiledPolicy {
+            fingerprint,
+            policy: policy.clone(),
+        },
+    );
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use breakwater_plugins::MonotonicClock;
+
+    const BASE: &str = "\
+listeners:
+  - address: 127.0.0.1:8080
+keys:
+  trusted_proxies: [10.0.0.0/8]
+  user: { header: x-user-id }
+  custom:
+    goods_id: { path_capture: id }
+clusters:
+  orders:
+    endpoints: [127.0.0.1:9000, 127.0.0.1:9001]
+routes:
+  - id: goods
+    match: { path: { template: '/goods/{id}' }, methods: [get] }
+    cluster: orders
+    policies:
+      - deny: { ips: [203.0.113.0/24] }
+  - id: all
+    cluster: orders
+";
+
+    fn compile_text(
+        text: &str,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Result<Snapshot, ConfigError> {
+        let file = parse_str(text)?;
+        let env = |_: &str| None;
+        compile(
+            file,
+            text,
+            &CompileContext {
+                metrics,
+                clock: Arc::new(MonotonicClock::new()),
+                previous,
+                env: &env,
+            },
+        )
+    }
+
+    #[test]
+    fn compiles_routes_keys_clusters_and_policies() {
+        let m = Metrics::new();
+        let s = compile_text(BASE, None, &m).unwrap();
+        assert_eq!(s.router.routes.len(), 2);
+        assert_eq!(s.router.routes[0].capture_slots, vec![Some(0)]);
+        assert_eq!(s.router.routes[1].capture_slots, vec![None]);
+        assert_eq!(s.router.routes[0].matcher.methods, vec![Method::GET]);
+        assert!(s.policies.contains_key("goods.deny"));
+        assert_eq!(s.generation, 1);
+    }
+
+    #[test]
+    fn unknown_cluster_names_path_and_known_clusters() {
+        let m = Metrics::new();
+        let text = BASE.replace(
+            "  - id: all\n    cluster: orders",
+            "  - id: all\n    cluster: ordrs",
+        );
+        let err = compile_text(&text, None, &m).unwrap_err();
+        assert_eq!(err.path, "routes[1].cluster");
+        assert_eq!(err.message, "unknown cluster \"ordrs\" (known: orders)");
+    }
+
+    #[test]
+    fn validation_errors_name_their_paths() {
+        let m = Metrics::new();
+        let cases = [
+            (
+                "- address: 127.0.0.1:8080",
+                "- address: localhost",
+                "listeners[0].address",
+            ),
+            ("[10.0.0.0/8]", "[10.0.0.0/33]", "keys.trusted_proxies[0]"),
+            (
+                "127.0.0.1:9001]",
+                "127.0.0.1]",
+                "clusters.orders.endpoints[1]",
+            ),
+            (
+                "methods: [get]",
+                "methods: [\"g t\"]",
+                "routes[0].match.methods[0]",
+            ),
+            ("/goods/{id}", "/goods/{id", "routes[0].match.path.template"),
+            (
+                "[203.0.113.0/24]",
+                "[nope]",
+                "routes[0].policies[0].deny.ips[0]",
+            ),
+            ("  - id: all", "  - id: goods", "routes[1].id"),
+            (
+                "{ header: x-user-id }",
+                "{ header: \"bad header\" }",
+                "keys.user.header",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = BASE.replacen(from, to, 1);
+            assert_ne!(text, BASE, "replacement {from:?} did not apply");
+            let err = compile_text(&text, None, &m).unwrap_err();
+            assert_eq!(err.path, want, "for {to:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unchanged_policies_carry_over_and_changed_ones_are_rebuilt() {
+        let m = Metrics::new();
+        let first = compile_text(BASE, None, &m).unwrap();
+        let same = compile_text(
+            &BASE.replace("  - id: all", "  - id: all2"),
+            Some(&first),
+            &m,
+        )
+        .unwrap();
+        assert_eq!(same.generation, 2);
+        assert!(Arc::ptr_eq(
+            &first.policies["goods.deny"].policy,
+            &same.policies["goods.deny"].policy
+        ));
+        let changed = compile_text(
+            &BASE.replace("203.0.113.0/24", "203.0.114.0/24"),
+            Some(&same),
+            &m,
+        )
+        .unwrap();
+        assert!(!Arc::ptr_eq(
+            &same.policies["goods.deny"].policy,
+            &changed.policies["goods.deny"].policy
+        ));
+    }
+
+    #[test]
+    fn admin_token_env_must_resolve() {
+        let m = Metrics::new();
+        let text = format!("{BASE}admin:\n  token_env: BW_TOKEN\n");
+        let err = compile_text(&text, None, &m).unwrap_err();
+        assert_eq!(err.path, "admin.token_env");
+    }
+}

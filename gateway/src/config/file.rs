@@ -1,0 +1,225 @@
+//! Serde mirror of `gateway.yaml`. Every struct denies unknown fields.
+
+use std::collections::BTreeMap;
+
+use breakwater_plugins::deny::DenyConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    pub listeners: Vec<ListenerFile>,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub logging: LoggingFile,
+    #[serde(default)]
+    pub keys: KeysFile,
+    pub clusters: BTreeMap<String, ClusterFile>,
+    pub routes: Vec<RouteFile>,
+}
+
+/// Process settings. Changing them needs a restart (or a graceful upgrade).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    /// Worker threads for the proxy service.
+    pub threads: usize,
+    /// How long in-flight requests may drain after SIGTERM/SIGQUIT.
+    pub grace_period_secs: u64,
+    /// How long services get to shut down after the grace period.
+    pub graceful_shutdown_timeout_secs: u64,
+    /// Idle upstream connections kept for reuse, across all clusters.
+    pub upstream_keepalive_pool_size: usize,
+    pub pid_file: String,
+    /// Unix socket used to hand listeners to a new process on `-u` upgrades.
+    pub upgrade_sock: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            grace_period_secs: 10,
+            graceful_shutdown_timeout_secs: 5,
+            upstream_keepalive_pool_size: 512,
+            pid_file: "/tmp/breakwater.pid".into(),
+            upgrade_sock: "/tmp/breakwater_upgrade.sock".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: String,
+    /// `http1` today. The listener is built through one function per protocol
+    /// so h2c and TLS with ALPN slot in beside it.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    #[default]
+    Http1,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminFile {
+    pub address: String,
+    /// Bearer token for mutating endpoints. Prefer `token_env` in production.
+    pub token: Option<String>,
+    /// Name of an environment variable holding the bearer token.
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9901".into(),
+            token: None,
+            token_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingFile {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,pingora=warn`.
+    pub level: String,
+    pub access_log: bool,
+}
+
+impl Default for LoggingFile {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysFile {
+    /// `route` (the route id) or `route_method` (`goods:GET`).
+    pub endpoint: EndpointKeyMode,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    pub trusted_proxies: Vec<String>,
+    /// Where the `user` key comes from.
+    pub user: Option<KeySourceFile>,
+    /// Named custom keys.
+    pub custom: BTreeMap<String, KeySourceFile>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKeyMode {
+    #[default]
+    Route,
+    RouteMethod,
+}
+
+/// Where a key's value is read from. Exactly one field is set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum KeySourceFile {
+    Header(String),
+    Cookie(String),
+    Query(String),
+    PathCapture(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `host:port` endpoints, balanced round-robin.
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_io_timeout_ms")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "default_io_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and `Host` for TLS upstreams; defaults to empty (no SNI).
+    #[serde(default)]
+    pub sni: String,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_io_timeout_ms() -> u64 {
+    30_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub id: String,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchFile,
+    pub cluster: String,
+    #[serde(default)]
+    pub policies: Vec<PolicyFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchFile {
+    /// `example.com`, or `*.example.com` for any subdomain.
+    pub host: Option<String>,
+    pub path: Option<PathMatchFile>,
+    /// Empty means any method.
+    pub methods: Vec<String>,
+    pub headers: Vec<HeaderMatchFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PathMatchFile {
+    Exact(String),
+    Prefix(String),
+    /// `/goods/{id}`: `{name}` matches one path segment and captures it.
+    Template(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchFile {
+    pub name: String,
+    /// When absent, the header only has to be present.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// One entry of a route's `policies` list, e.g. `- deny: { ips: [...] }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PolicyFile {
+    Deny(DenyConfig),
+}

@@ -1,0 +1,66 @@
+//! The route table: a list scanned in declared order, first match wins.
+//!
+//! A linear scan is deliberate: declared order is the contract operators rely
+//! on (as with nginx regex locations or Envoy's route list), and each matcher
+//! is a few comparisons. Hundreds of routes cost well under a microsecond.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use super::{Captures, RouteMatcher};
+use crate::chain::PolicyChain;
+use crate::key_extract::EndpointNames;
+use crate::metrics::StatusCounters;
+use crate::upstream::Cluster;
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub id: Arc<str>,
+    /// The `endpoint` key values for this route.
+    pub endpoint: EndpointNames,
+    pub matcher: RouteMatcher,
+    pub cluster: Arc<Cluster>,
+    pub chain: PolicyChain,
+    /// For each custom key (by index), the capture index in this route's path
+    /// template, when that key is a `path_capture` this template declares.
+    pub capture_slots: Vec<Option<usize>>,
+    /// `breakwater_requests_total{route, status}` handles for this route.
+    pub requests: StatusCounters,
+}
+
+/// A matched route and its path captures.
+#[derive(Debug)]
+pub struct RouteMatch<'r> {
+    pub index: usize,
+    pub route: &'r Route,
+    pub captures: Captures,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    pub routes: Vec<Route>,
+}
+
+impl Router {
+    /// Finds the first route whose conditions all hold.
+    pub fn route(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<RouteMatch<'_>> {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            route
+                .matcher
+                .matches(host, method, path, headers)
+                .map(|captures| RouteMatch {
+                    index,
+                    route,
+                    captures,
+                })
+        })
+    }
+}

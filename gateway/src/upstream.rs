@@ -1,0 +1,139 @@
+//! Upstream clusters: endpoints, round-robin selection and per-cluster timeouts.
+//!
+//! Selection uses `pingora-load-balancing`'s round-robin over a static
+//! discovery. Connection reuse comes from Pingora's connector pool, which is
+//! keyed by the peer (address, TLS, SNI), so it survives config reloads: a new
+//! snapshot's cluster hands out equal peers and finds the same idle sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::upstreams::peer::HttpPeer;
+use prometheus::Histogram;
+
+/// A compiled cluster.
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub endpoints: Vec<String>,
+    balancer: LoadBalancer<RoundRobin>,
+    pub timeouts: ClusterTimeouts,
+    pub tls: bool,
+    pub sni: String,
+    /// `breakwater_upstream_latency_seconds{cluster}`.
+    pub latency: Histogram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster. Endpoints that are not literal addresses are resolved
+    /// once, here, with the system resolver.
+    pub fn new(
+        name: &str,
+        endpoints: Vec<String>,
+        timeouts: ClusterTimeouts,
+        tls: bool,
+        sni: String,
+        latency: Histogram,
+    ) -> std::io::Result<Self> {
+        let balancer = LoadBalancer::try_from_iter(endpoints.iter().map(String::as_str))?;
+        Ok(Self {
+            name: name.into(),
+            endpoints,
+            balancer,
+            timeouts,
+            tls,
+            sni,
+            latency,
+        })
+    }
+
+    /// The next endpoint in round-robin order, as a Pingora peer carrying this
+    /// cluster's timeouts.
+    pub fn next_peer(&self) -> Option<Box<HttpPeer>> {
+        let backend = self.balancer.select(b"", self.endpoints.len().max(1))?;
+        let mut peer = HttpPeer::new(backend.addr, self.tls, self.sni.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.timeouts.connect);
+        o.read_timeout = Some(self.timeouts.read);
+        o.write_timeout = Some(self.timeouts.write);
+        o.idle_timeout = Some(self.timeouts.idle);
+        Some(Box::new(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> ClusterTimeouts {
+        ClusterTimeouts {
+            connect: Duration::from_millis(100),
+            read: Duration::from_secs(1),
+            write: Duration::from_secs(1),
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    fn histogram() -> Histogram {
+        Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap()
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_evenly() {
+        let c = Cluster::new(
+            "c",
+            vec![
+                "127.0.0.1:7001".into(),
+                "127.0.0.1:7002".into(),
+                "127.0.0.1:7003".into(),
+            ],
+            timeouts(),
+            false,
+            String::new(),
+            histogram(),
+        )
+        .unwrap();
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..300 {
+            let peer = c.next_peer().unwrap();
+            *counts.entry(peer._address.to_string()).or_insert(0) += 1;
+            assert_eq!(
+                peer.options.connection_timeout,
+                Some(Duration::from_millis(100))
+            );
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&n| n == 100), "{counts:?}");
+    }
+
+    #[test]
+    fn endpoint_without_port_is_an_error() {
+        assert!(Cluster::new(
+            "c",
+            vec!["127.0.0.1".into()], // no port,
+            timeouts(),
+            false,
+            String::new(),
+            histogram()
+        )
+        .is_err());
+    }
+}
