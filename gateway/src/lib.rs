@@ -4,10 +4,21 @@
 //! endpoint and metrics live here. Policies live in the plugins crate and are
 //! only ever called through the [`breakwater_plugins::Policy`] seam.
 
+pub mod access_log;
+pub mod admin;
 pub mod chain;
+pub mod cli;
 pub mod config;
 pub mod key_extract;
+pub mod logging;
 pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod request_id;
+pub mod responses;
 pub mod route;
+pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod upstream;
+pub mod watch;

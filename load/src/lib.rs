@@ -1,1 +1,3 @@
+//! Breakwater's load lab and the bundled demo upstream.
 
+pub mod demo;

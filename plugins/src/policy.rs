@@ -124,7 +124,14 @@ impl ErrorKind {
 /// ends without an outcome, the permit is dropped instead; its `Drop` must then
 /// treat the request as abandoned and release whatever it holds.
 pub trait Permit: Send + Sync {
+    /// The request went upstream and ended with `outcome`.
     fn complete(self: Box<Self>, outcome: &Outcome);
+
+    /// The request never went upstream (a later policy refused it, or it was
+    /// answered locally). Release without counting a success or a failure.
+    /// The default just drops the permit; a permit whose `Drop` counts an
+    /// abandonment must override this.
+    fn cancel(self: Box<Self>) {}
 }
 
 /// The permits handed out to one request, completed or dropped together.
@@ -144,6 +151,13 @@ impl Permits {
 
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
+    }
+
+    /// Cancels every permit: the request never reached the upstream.
+    pub fn cancel(&mut self) {
+        while let Some(p) = self.held.pop() {
+            p.cancel();
+        }
     }
 
     /// Completes every permit with the outcome, in reverse order of admission.

@@ -1,8 +1,6 @@
 //! Reading and parsing the YAML file, with errors that name the field path
 //! and the line and column where the parser knows them.
 
-use std::path::Path;
-
 use breakwater_plugins::ConfigError;
 
 use super::file::FileConfig;
@@ -17,16 +15,6 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
-}
-
-/// Reads and parses a config file (no validation beyond the schema).
-pub fn load_file(path: &Path) -> Result<(FileConfig, String), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let parsed = parse_str(&text)?;
-    Ok((parsed, text))
 }
 
 /// Parses YAML text into the file model.

@@ -11,4 +11,4 @@ pub mod compile;
 pub mod file;
 pub mod load;
 
-pub use load::{load_file, parse_str, LoadError};
+pub use load::{parse_str, LoadError};

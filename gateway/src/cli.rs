@@ -1,0 +1,61 @@
+//! The `breakwater` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::server::{build, RunFlags};
+use crate::state::GatewayState;
+
+/// Breakwater: a service-governance gateway on Pingora.
+#[derive(Debug, Parser)]
+#[command(name = "breakwater", version)]
+pub struct Cli {
+    /// The config file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/gateway.yaml")]
+    pub conf: PathBuf,
+    /// Validate the config, print "ok" or the error, and exit 0 or 1 (like `nginx -t`).
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Take over the listening sockets of a running instance (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+}
+
+/// Entry point of the `breakwater` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let state = match GatewayState::load(cli.conf.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("breakwater: {}: {e}", cli.conf.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        println!("ok");
+        return ExitCode::SUCCESS;
+    }
+    let snapshot = state.snapshot();
+    crate::logging::init(&snapshot.source.logging);
+    tracing::info!(
+        config = %cli.conf.display(),
+        hash = %snapshot.hash,
+        listeners = ?snapshot.source.listeners.iter().map(|l| l.address.as_str()).collect::<Vec<_>>(),
+        admin = %snapshot.source.admin.address,
+        "breakwater starting"
+    );
+    drop(snapshot);
+    let server = build(
+        state,
+        RunFlags {
+            upgrade: cli.upgrade,
+            daemon: cli.daemon,
+        },
+    );
+    server.run_forever()
+}

@@ -1,0 +1,478 @@
+//! The `ProxyHttp` implementation: thin glue between Pingora and the snapshot.
+//!
+//! Per request: load the snapshot once, route, extract keys, run the route's
+//! policy chain (`request_filter`), pick an endpoint (`upstream_peer`), add
+//! forwarding headers, and at the end (`logging`) report the outcome to the
+//! policies and permits, count metrics and write the access log line.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use breakwater_plugins::{Decision, ErrorKind, Outcome, Permits, RequestKeys, RequestView};
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::access_log;
+use crate::key_extract::RequestParts;
+use crate::request_id;
+use crate::responses::{render, GatewayResponse, Refusal};
+use crate::snapshot::Snapshot;
+use crate::state::GatewayState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The Breakwater proxy service.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+/// How the gateway disposed of a request, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Disposition {
+    #[default]
+    Proxied,
+    NoRoute,
+    Rejected,
+    Responded,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxied => "proxied",
+            Self::NoRoute => "no_route",
+            Self::Rejected => "rejected",
+            Self::Responded => "responded",
+        }
+    }
+}
+
+/// Per-request state, from the first filter to `logging`.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub route: Option<usize>,
+    pub keys: Option<RequestKeys>,
+    pub grpc: bool,
+    pub request_id: Option<HeaderValue>,
+    pub disposition: Disposition,
+    /// The policy that rejected or answered the request, if one did.
+    pub decided_by: Option<String>,
+    /// How many policies let the request through (they see the outcome).
+    pub admitted_by: usize,
+    pub permits: Permits,
+    pub peer_ip: Option<IpAddr>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_addr: Option<String>,
+    pub upstream_status: Option<u16>,
+}
+
+impl RequestCtx {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            snapshot: None,
+            route: None,
+            keys: None,
+            grpc: false,
+            request_id: None,
+            disposition: Disposition::Proxied,
+            decided_by: None,
+            admitted_by: 0,
+            permits: Permits::default(),
+            peer_ip: None,
+            upstream_started: None,
+            upstream_addr: None,
+            upstream_status: None,
+        }
+    }
+
+    fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s crate::route::Route> {
+        self.route.and_then(|i| snapshot.router.routes.get(i))
+    }
+}
+
+/// The request's host without port, from the `Host` header or the URI.
+fn request_host(req: &pingora::http::RequestHeader) -> Option<&str> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())?;
+    // `[v6]:port`, `host:port` or a bare host.
+    Some(if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    })
+}
+
+fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+async fn write_local(session: &mut Session, resp: GatewayResponse, ctx: &RequestCtx) -> Result<()> {
+    let has_body = !resp.body.is_empty();
+    let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
+    for (name, value) in resp.headers {
+        header.append_header(name, value)?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, resp.body.len())?;
+    if let Some(id) = &ctx.request_id {
+        header.insert_header(REQUEST_ID, id.clone())?;
+    }
+    session
+        .write_response_header(Box::new(header), !has_body)
+        .await?;
+    if has_body {
+        session.write_response_body(Some(resp.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Maps a Pingora error to the outcome class policies reason about.
+pub fn classify(e: &Error) -> ErrorKind {
+    if e.esource() == &ErrorSource::Downstream {
+        return ErrorKind::Abandoned;
+    }
+    match e.etype() {
+        ErrorType::ConnectRefused => ErrorKind::ConnectRefused,
+        ErrorType::ConnectTimedout => ErrorKind::ConnectTimeout,
+        ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::SocketError
+        | ErrorType::BindError => ErrorKind::ConnectFailed,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ErrorKind::Timeout,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+            ErrorKind::Reset
+        }
+        ErrorType::InvalidHTTPHeader
+        | ErrorType::H1Error
+        | ErrorType::H2Error
+        | ErrorType::InvalidH2 => ErrorKind::Protocol,
+        _ => ErrorKind::Other,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let snapshot = self.state.snapshot();
+        let req = session.req_header();
+        ctx.grpc = is_grpc(req);
+        ctx.request_id = Some(request_id::from_request_or_new(&req.headers));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        ctx.peer_ip = Some(peer);
+
+        let req = session.req_header();
+        let path = req.uri.path();
+        let Some(matched) =
+            snapshot
+                .router
+                .route(request_host(req), &req.method, path, &req.headers)
+        else {
+            ctx.disposition = Disposition::NoRoute;
+            ctx.snapshot = Some(snapshot);
+            let resp = render(
+                Refusal {
+                    status: 404,
+                    grpc_status: 12, // UNIMPLEMENTED
+                    error: "no_route",
+                    reason: "no route matches this request",
+                    policy: None,
+                    cluster: None,
+                    route: None,
+                    extra_headers: vec![],
+                },
+                ctx.grpc,
+            );
+            write_local(session, resp, ctx).await?;
+            return Ok(true);
+        };
+        let parts = RequestParts {
+            method: &req.method,
+            path,
+            query: req.uri.query(),
+            headers: &req.headers,
+            peer,
+        };
+        let keys = snapshot
+            .keys
+            .extract(&parts, matched.route, &matched.captures);
+        let route = matched.route;
+        ctx.route = Some(matched.index);
+
+        let verdict = if route.chain.is_empty() {
+            None
+        } else {
+            let view = RequestView {
+                method: &req.method,
+                path,
+                query: req.uri.query(),
+                headers: &req.headers,
+                keys: &keys,
+                grpc: ctx.grpc,
+                now_nanos: snapshot.clock.now_nanos(),
+            };
+            Some(route.chain.decide(&view, &mut ctx.permits))
+        };
+        let local = match verdict {
+            None => None,
+            Some(v) => {
+                ctx.admitted_by = v.admitted_by;
+                ctx.decided_by = v.decided_by(&route.chain).map(|p| p.name().to_string());
+                match v.decision {
+                    Decision::Continue => None,
+                    Decision::Reject(r) => {
+                        ctx.disposition = Disposition::Rejected;
+                        Some(render(
+                            Refusal {
+                                status: r.status,
+                                grpc_status: r.grpc_status,
+                                error: r.kind,
+                                reason: &r.reason,
+                                policy: Some(&r.policy),
+                                cluster: None,
+                                route: Some(&route.id),
+                                extra_headers: r.headers,
+                            },
+                            ctx.grpc,
+                        ))
+                    }
+                    Decision::Respond(lr) => {
+                        ctx.disposition = Disposition::Responded;
+                        Some(GatewayResponse {
+                            status: lr.status,
+                            headers: lr.headers,
+                            body: lr.body,
+                        })
+                    }
+                }
+            }
+        };
+        ctx.keys = Some(keys);
+        ctx.snapshot = Some(snapshot);
+        match local {
+            None => Ok(false),
+            Some(resp) => {
+                // Nothing goes upstream: permits are released, not failed.
+                ctx.permits.cancel();
+                write_local(session, resp, ctx).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let snapshot = ctx
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot in context"))?;
+        let route = ctx
+            .route(snapshot)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let peer = route.cluster.next_peer().ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectNoRoute,
+                format!("cluster {} has no endpoint to send to", route.cluster.name),
+            )
+        })?;
+        ctx.upstream_started = Some(Instant::now());
+        ctx.upstream_addr = Some(peer._address.to_string());
+        Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // No retries by default: a retry multiplies load on a sick upstream.
+        // Budgeted retries are a per-route policy.
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(peer) = ctx.peer_ip {
+            // Append the socket peer, as nginx's $proxy_add_x_forwarded_for does.
+            let prior: Vec<&str> = upstream
+                .headers
+                .get_all(&FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let value = if prior.is_empty() {
+                peer.to_string()
+            } else {
+                format!("{}, {peer}", prior.join(", "))
+            };
+            upstream.insert_header(FORWARDED_FOR, value)?;
+        }
+        if !upstream.headers.contains_key(&FORWARDED_PROTO) {
+            upstream.insert_header(FORWARDED_PROTO, "http")?;
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header(REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if !upstream_response.status.is_informational() {
+            ctx.upstream_status = Some(upstream_response.status.as_u16());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let cluster = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| ctx.route(s))
+            .map(|r| (r.cluster.name.clone(), r.id.clone()));
+        let (status, grpc_status, error, reason) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => {
+                (*code, 13, "http_error", "request failed".to_string())
+            }
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => (0, 0, "client_gone", String::new()),
+            (ErrorSource::Downstream, _) => {
+                (400, 3, "bad_request", "malformed request".to_string())
+            }
+            (ErrorSource::Upstream, _) => match classify(e) {
+                ErrorKind::Timeout | ErrorKind::ConnectTimeout => {
+                    (504, 4, "upstream_timeout", describe_upstream_error(e))
+                }
+                _ => (502, 14, "upstream_unavailable", describe_upstream_error(e)),
+            },
+            _ => (500, 13, "internal", "internal error".to_string()),
+        };
+        if status > 0 {
+            let resp = render(
+                Refusal {
+                    status,
+                    grpc_status,
+                    error,
+                    reason: &reason,
+                    policy: None,
+                    cluster: cluster.as_ref().map(|(c, _)| c.as_ref()),
+                    route: cluster.as_ref().map(|(_, r)| r.as_ref()),
+                    extra_headers: vec![],
+                },
+                ctx.grpc,
+            );
+            if let Err(write_err) = write_local(session, resp, ctx).await {
+                tracing::debug!(%write_err, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let snapshot = ctx.snapshot.clone();
+        let route = snapshot.as_ref().and_then(|s| ctx.route(s));
+        match route {
+            Some(r) => r.requests.inc(status),
+            None => self.state.unrouted.inc(status),
+        }
+        if let (Some(started), Some(r)) = (ctx.upstream_started, route) {
+            let latency = started.elapsed();
+            r.cluster.latency.observe(latency.as_secs_f64());
+            let outcome = Outcome {
+                status: ctx.upstream_status,
+                grpc_status: None,
+                latency,
+                error: e.map(classify),
+            };
+            ctx.permits.complete(&outcome);
+            if let Some(keys) = &ctx.keys {
+                r.chain.on_outcome(ctx.admitted_by, keys, &outcome);
+            }
+        }
+        if snapshot
+            .as_ref()
+            .is_some_and(|s| s.source.logging.access_log)
+        {
+            access_log::write(session, ctx, route, status, e);
+        }
+    }
+}
+
+fn describe_upstream_error(e: &Error) -> String {
+    match e.etype() {
+        ErrorType::ConnectRefused => "connection refused by upstream".into(),
+        ErrorType::ConnectTimedout => "timed out connecting to upstream".into(),
+        ErrorType::ReadTimedout => "upstream did not answer in time".into(),
+        ErrorType::WriteTimedout => "timed out sending to upstream".into(),
+        ErrorType::ConnectNoRoute => "no endpoint available".into(),
+        ErrorType::ConnectionClosed => "upstream closed the connection".into(),
+        other => format!("upstream error: {}", other.as_str()),
+    }
+}

@@ -1,0 +1,168 @@
+//! The gateway's own answers: rejections, 404, 502 and 504.
+//!
+//! Every refusal says why, in a form both a person and a program can read: a
+//! short JSON body naming the policy or cluster, an `x-breakwater-*` header,
+//! and for gRPC callers a trailers-only response with `grpc-status` and
+//! `grpc-message`, since a gRPC client ignores HTTP bodies.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+
+/// A response built by the gateway itself.
+#[derive(Debug, Clone)]
+pub struct GatewayResponse {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Empty for gRPC trailers-only answers.
+    pub body: Bytes,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+}
+
+/// What went wrong, for [`render`].
+pub struct Refusal<'a> {
+    pub status: u16,
+    pub grpc_status: u8,
+    /// Machine-readable class: `no_route`, `denied`, `upstream_timeout`, ...
+    pub error: &'a str,
+    pub reason: &'a str,
+    pub policy: Option<&'a str>,
+    pub cluster: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-breakwater-policy");
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-breakwater-error");
+
+/// Builds the HTTP or gRPC form of a refusal.
+pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
+    let mut headers = r.extra_headers;
+    if let Ok(v) = HeaderValue::from_str(r.error) {
+        headers.push((ERROR_HEADER, v));
+    }
+    if let Some(p) = r.policy.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.push((POLICY_HEADER, p));
+    }
+    if grpc {
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        ));
+        headers.push((
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from(u16::from(r.grpc_status)),
+        ));
+        let message = grpc_message(r.reason, r.policy.or(r.cluster));
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            headers.push((HeaderName::from_static("grpc-message"), v));
+        }
+        return GatewayResponse {
+            status: 200,
+            headers,
+            body: Bytes::new(),
+        };
+    }
+    let body = serde_json::to_vec(&ErrorBody {
+        error: r.error,
+        reason: r.reason,
+        policy: r.policy,
+        cluster: r.cluster,
+        route: r.route,
+    })
+    .unwrap_or_default();
+    headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    headers.push((
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
+    GatewayResponse {
+        status: r.status,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec): space and
+/// printable ASCII except `%` pass through.
+fn grpc_message(reason: &str, who: Option<&str>) -> String {
+    let text = match who {
+        Some(w) => format!("{reason} ({w})"),
+        None => reason.to_string(),
+    };
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal() -> Refusal<'static> {
+        Refusal {
+            status: 403,
+            grpc_status: 7,
+            error: "denied",
+            reason: "client address is denied",
+            policy: Some("goods.deny"),
+            cluster: None,
+            route: Some("goods"),
+            extra_headers: vec![],
+        }
+    }
+
+    fn header<'a>(r: &'a GatewayResponse, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[test]
+    fn http_refusal_is_json_naming_the_policy() {
+        let r = render(refusal(), false);
+        assert_eq!(r.status, 403);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "denied");
+        assert_eq!(body["policy"], "goods.deny");
+        assert_eq!(body["route"], "goods");
+        assert!(body.get("cluster").is_none());
+        assert_eq!(header(&r, "x-breakwater-policy"), Some("goods.deny"));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn grpc_refusal_is_trailers_only_with_encoded_message() {
+        let mut f = refusal();
+        f.reason = "100% denied";
+        let r = render(f, true);
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        assert_eq!(header(&r, "grpc-status"), Some("7"));
+        assert_eq!(
+            header(&r, "grpc-message"),
+            Some("100%25 denied (goods.deny)")
+        );
+    }
+}

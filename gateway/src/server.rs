@@ -1,0 +1,82 @@
+//! Assembling the Pingora server: proxy listeners, admin, reload triggers.
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::proxy::{http_proxy_service_with_name, HttpProxy};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
+use crate::proxy::Gateway;
+use crate::state::GatewayState;
+use crate::watch::ReloadTriggers;
+
+/// Process-level switches from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    /// Take over the listeners of a running instance (`-u`), for zero-downtime upgrades.
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+fn server_conf(s: &ServerFile) -> ServerConf {
+    ServerConf {
+        threads: s.threads,
+        grace_period_seconds: Some(s.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_secs),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        ..ServerConf::default()
+    }
+}
+
+/// Binds one downstream listener. One arm per protocol, so h2c and TLS with
+/// ALPN add an arm here and nothing else changes.
+fn add_listener(service: &mut Service<HttpProxy<Gateway>>, listener: &ListenerFile) {
+    match listener.protocol {
+        ListenerProtocol::Http1 => service.add_tcp(&listener.address),
+    }
+}
+
+/// Builds the server for an already-loaded state.
+pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
+    let source = &state.snapshot().source;
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&source.server));
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            state: state.clone(),
+        },
+        "breakwater proxy",
+    );
+    for l in &source.listeners {
+        add_listener(&mut proxy, l);
+    }
+
+    let mut admin = Service::new(
+        "breakwater admin".to_string(),
+        AdminApp {
+            state: state.clone(),
+        },
+    );
+    admin.add_tcp(&source.admin.address);
+    admin.threads = Some(1);
+
+    let triggers = background_service("breakwater reload", ReloadTriggers { state });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(triggers);
+    server
+}

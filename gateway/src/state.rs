@@ -1,0 +1,84 @@
+//! Process-wide gateway state: the live snapshot and what outlives it.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use breakwater_plugins::{Clock, MonotonicClock};
+
+use crate::config::compile::{compile, CompileContext};
+use crate::config::{parse_str, LoadError};
+use crate::metrics::{Metrics, StatusCounters};
+use crate::reload::Reloader;
+use crate::snapshot::{Snapshot, SnapshotStore};
+
+/// Shared by the proxy, the admin endpoint and the reload triggers.
+pub struct GatewayState {
+    pub config_path: PathBuf,
+    pub store: SnapshotStore,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    pub reloader: Reloader,
+    /// Set once the reload triggers (file watch, SIGHUP) are armed; `/healthz`
+    /// answers 503 until then.
+    pub ready: AtomicBool,
+    /// `breakwater_requests_total{route="none"}` for requests no route matched.
+    pub unrouted: StatusCounters,
+}
+
+impl GatewayState {
+    /// Loads and compiles the config at `path`: the startup path, where any
+    /// error is fatal.
+    pub fn load(path: PathBuf) -> Result<Arc<Self>, LoadError> {
+        let metrics = Metrics::new();
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+        let text = read_config(&path)?;
+        let snapshot = build_snapshot(&text, &metrics, &clock, None)?;
+        metrics.config_generation.set(snapshot.generation as i64);
+        let unrouted = metrics.status_counters("none");
+        Ok(Arc::new(Self {
+            config_path: path,
+            store: ArcSwap::from_pointee(snapshot),
+            metrics,
+            clock,
+            reloader: Reloader::default(),
+            ready: AtomicBool::new(false),
+            unrouted,
+        }))
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.store.load_full()
+    }
+}
+
+/// Reads the config file's text.
+pub fn read_config(path: &std::path::Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Parses, validates and compiles config text into a snapshot.
+pub fn build_snapshot(
+    text: &str,
+    metrics: &Metrics,
+    clock: &Arc<dyn Clock>,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, LoadError> {
+    let file = parse_str(text)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let snapshot = compile(
+        file,
+        text,
+        &CompileContext {
+            metrics,
+            clock: clock.clone(),
+            previous,
+            env: &env,
+        },
+    )?;
+    Ok(snapshot)
+}
