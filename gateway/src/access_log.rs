@@ -18,6 +18,10 @@ pub fn write(
 ) {
     let req = session.req_header();
     let keys = ctx.keys.as_ref();
+    let custom = match (keys, ctx.snapshot.as_deref()) {
+        (Some(k), Some(s)) if !s.keys.custom.is_empty() => render_custom(k, &s.keys.custom),
+        _ => String::new(),
+    };
     tracing::info!(
         target: "breakwater::access",
         method = %req.method,
@@ -32,9 +36,29 @@ pub fn write(
         ip = %keys.map(|k| k.ip).or(ctx.peer_ip).map(|ip| ip.to_string()).unwrap_or_default(),
         user = keys.and_then(|k| k.user.as_deref()).unwrap_or("-"),
         endpoint = keys.map(|k| k.endpoint.as_ref()).unwrap_or("-"),
+        keys = custom.as_str(),
         latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
         request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
         "request"
     );
+}
+
+/// Custom keys as `name=value,name=value`, skipping absent ones.
+fn render_custom(
+    keys: &breakwater_plugins::RequestKeys,
+    names: &[(String, crate::key_extract::KeySource)],
+) -> String {
+    let mut out = String::new();
+    for ((name, _), value) in names.iter().zip(&keys.custom) {
+        if let Some(v) = value {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out
 }

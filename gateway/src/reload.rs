@@ -165,7 +165,9 @@ fn pending_restart(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.server != b.server {
         out.push("server".to_string());
     }
-    if a.logging != b.logging {
+    // access_log is read per request from the snapshot; format and level
+    // belong to the installed subscriber.
+    if a.logging.format != b.logging.format || a.logging.level != b.logging.level {
         out.push("logging".to_string());
     }
     out

@@ -79,9 +79,11 @@ impl ReloadTriggers {
 impl BackgroundService for ReloadTriggers {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut rx) = mpsc::channel(1);
-        let _watcher = match start_watcher(&self.state.config_path, tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
+        let watch = self.state.snapshot().source.server.watch_config;
+        let _watcher = match watch.then(|| start_watcher(&self.state.config_path, tx)) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
                 tracing::error!(error = %e, path = %self.state.config_path.display(),
                     "cannot watch the config file; reload with SIGHUP or POST /reload");
                 None

@@ -1,1 +1,45 @@
+//! Breakwater's integration harness.
+//!
+//! [`MockUpstream`] is a real HTTP server on an ephemeral loopback port that
+//! records what it receives. [`Gateway`] runs the real `breakwater` binary on
+//! ephemeral ports with a config written to a temp dir, and kills it when
+//! dropped. Tests talk to both with a real client and wait on conditions,
+//! never on fixed sleeps.
 
+pub mod gateway;
+pub mod upstream;
+
+pub use gateway::{free_port, Gateway, GatewayBuilder};
+pub use upstream::{MockUpstream, Recorded};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that does not pool connections across tests and never follows
+/// redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .expect("client")
+}

@@ -36,6 +36,9 @@ pub struct ServerFile {
     pub pid_file: String,
     /// Unix socket used to hand listeners to a new process on `-u` upgrades.
     pub upgrade_sock: String,
+    /// Reload when the config file changes. When false, only SIGHUP and
+    /// `POST /reload` reload, as with nginx.
+    pub watch_config: bool,
 }
 
 impl Default for ServerFile {
@@ -47,6 +50,7 @@ impl Default for ServerFile {
             upstream_keepalive_pool_size: 512,
             pid_file: "/tmp/breakwater.pid".into(),
             upgrade_sock: "/tmp/breakwater_upgrade.sock".into(),
+            watch_config: true,
         }
     }
 }

@@ -1,0 +1,265 @@
+//! Runs the real gateway binary on ephemeral ports.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A free loopback port. The port is released before it is used, so a race
+/// with another process is possible; [`GatewayBuilder::start`] retries when
+/// the gateway cannot bind.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Builds the config around a test's own sections.
+///
+/// The body is YAML with the placeholders `{listen}` (proxy address),
+/// `{admin}` (admin address) and `{dir}` (the temp dir). `server`,
+/// `listeners`, `admin` and `logging` sections are added unless the body has
+/// its own.
+pub struct GatewayBuilder {
+    bin: PathBuf,
+    body: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Gateway {
+    bin: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
+    let mut out = String::new();
+    let has = |section: &str| body.lines().any(|l| l.starts_with(&format!("{section}:")));
+    if !has("server") {
+        out.push_str(
+            "server:\n  threads: 1\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n  pid_file: {dir}/bw.pid\n  upgrade_sock: {dir}/upgrade.sock\n",
+        );
+    }
+    if !has("listeners") {
+        out.push_str("listeners:\n  - address: \"{listen}\"\n");
+    }
+    if !has("admin") {
+        out.push_str("admin:\n  address: \"{admin}\"\n");
+    }
+    if !has("logging") {
+        out.push_str("logging:\n  format: json\n  level: info\n  access_log: true\n");
+    }
+    out.push_str(body);
+    out.replace("{listen}", &format!("127.0.0.1:{port}"))
+        .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
+        .replace("{dir}", &dir.display().to_string())
+}
+
+impl GatewayBuilder {
+    pub fn new(bin: &str, body: &str) -> Self {
+        Self {
+            bin: PathBuf::from(bin),
+            body: body.to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Starts the gateway and waits until `/healthz` is 200 and the proxy port accepts.
+    pub async fn start(self) -> Gateway {
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (port, admin_port) = (free_port(), free_port());
+            match self.try_start(dir, port, admin_port).await {
+                Ok(gw) => return gw,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("gateway did not start:\n{last_log}");
+    }
+
+    async fn try_start(&self, dir: TempDir, port: u16, admin_port: u16) -> Result<Gateway, String> {
+        let config_path = dir.path().join("gateway.yaml");
+        let log_path = dir.path().join("gateway.log");
+        fs::write(
+            &config_path,
+            render(&self.body, port, admin_port, dir.path()),
+        )
+        .expect("write config");
+        let child = spawn(&self.bin, &config_path, &log_path, &self.args, &self.env);
+        let mut gw = Gateway {
+            bin: self.bin.clone(),
+            port,
+            admin_port,
+            config_path,
+            log_path,
+            dir,
+            child: Some(child),
+        };
+        gw.wait_ready(Duration::from_secs(30)).await?;
+        Ok(gw)
+    }
+}
+
+fn spawn(
+    bin: &Path,
+    config: &Path,
+    log: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Child {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn gateway")
+}
+
+impl Gateway {
+    pub fn builder(bin: &str, body: &str) -> GatewayBuilder {
+        GatewayBuilder::new(bin, body)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Sends a Unix signal to the gateway process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Rewrites the config file (same ports and dir) from a new body.
+    /// Written to a temp file and renamed over, as editors do.
+    pub fn write_config(&self, body: &str) {
+        let text = render(body, self.port, self.admin_port, self.dir.path());
+        self.write_raw_config(&text);
+    }
+
+    /// Replaces the config file with exactly `text`.
+    pub fn write_raw_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".gateway.yaml.tmp");
+        fs::write(&tmp, text).expect("write config");
+        fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Parsed JSON access-log lines.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "breakwater::access")
+            .collect()
+    }
+
+    /// Waits for the process to exit, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Detaches the child so that drop does not kill it (for upgrade tests).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    /// Starts another process on the same config and ports with extra args
+    /// (for `-u` upgrades); it is not waited on.
+    pub fn spawn_sibling(&self, args: &[&str]) -> Child {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        spawn(&self.bin, &self.config_path, &self.log_path, &args, &[])
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let client = crate::client();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("gateway exited with {status}:\n{}", self.log()));
+                }
+            }
+            let health = client.get(self.admin("/healthz")).send().await;
+            if health.is_ok_and(|r| r.status() == 200)
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "gateway not ready after {within:?}:\n{}",
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A recording mock upstream.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/slow?ms=N` | echo JSON after N ms |
+//! | `/status/N` | status N, empty body |
+//! | `/download?bytes=N` | N bytes, streamed in 64 KiB chunks (chunked encoding) |
+//! | anything else | echo JSON: method, path, query, headers, body length and FNV hash |
+//!
+//! Every answer carries `x-upstream: <name>` and `x-upstream-custom: yes`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<Vec<Recorded>>,
+    connections: AtomicUsize,
+}
+
+pub struct MockUpstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+/// FNV-1a over a byte slice: a cheap content fingerprint for body checks.
+pub fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The byte at `i` of `/download` bodies, so clients can verify content.
+pub fn pattern_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn query_num(query: Option<&str>, key: &str) -> u64 {
+    query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn handle(
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    shared.seen.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        headers: parts.headers.clone(),
+        body_len: body.len(),
+    });
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    let builder = Response::builder()
+        .header("x-upstream", name.as_ref())
+        .header("x-upstream-custom", "yes");
+    let echo = || {
+        let headers: serde_json::Map<String, serde_json::Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v.to_str().unwrap_or(""))))
+            .collect();
+        serde_json::json!({
+            "upstream": name.as_ref(),
+            "method": parts.method.as_str(),
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body_len": body.len(),
+            "body_fnv": fnv(&body).to_string(),
+        })
+        .to_string()
+    };
+    let resp = if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(query_num(query, "ms"))).await;
+        builder.body(full(echo()))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        builder.status(status).body(full(Bytes::new()))
+    } else if path == "/download" {
+        let total = query_num(query, "bytes") as usize;
+        let chunk = 64 * 1024;
+        let chunks = (0..total).step_by(chunk).map(move |start| {
+            let end = (start + chunk).min(total);
+            let data: Vec<u8> = (start..end).map(pattern_byte).collect();
+            Ok::<_, Infallible>(Frame::data(Bytes::from(data)))
+        });
+        builder.body(StreamBody::new(stream::iter(chunks)).boxed())
+    } else {
+        builder
+            .header("content-type", "application/json")
+            .body(full(echo()))
+    };
+    Ok(resp.expect("valid response"))
+}
+
+impl MockUpstream {
+    /// Starts an upstream named `name` on an ephemeral loopback port.
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared::default());
+        let name_arc: Arc<str> = name.into();
+        let task = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let shared = shared.clone();
+                    let name = name_arc.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| handle(name.clone(), shared.clone(), req));
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            })
+        };
+        Self {
+            name: name.to_string(),
+            addr,
+            shared,
+            task,
+        }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Recorded> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,89 @@
+//! `breakwater -t`: validate a config and exit like `nginx -t`.
+
+use std::process::Command;
+
+use crate::BIN;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = "\
+listeners:
+  - address: 127.0.0.1:1
+clusters:
+  orders:
+    endpoints: [127.0.0.1:2]
+routes:
+  - id: a
+    cluster: orders
+";
+
+#[test]
+fn good_file_prints_ok_and_exits_zero() {
+    let (code, out, _) = check(GOOD);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/gateway.yaml");
+    let out = Command::new(BIN).args(["-t", "-c", path]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_files_name_the_path_and_exit_one() {
+    let cases = [
+        (
+            GOOD.replace("cluster: orders", "cluster: ordrs"),
+            "routes[0].cluster: unknown cluster \"ordrs\"",
+        ),
+        (
+            GOOD.replace("    cluster: orders", "    clustr: orders"),
+            "routes[0].clustr: unknown field `clustr`",
+        ),
+        (
+            GOOD.replace("127.0.0.1:2", "127.0.0.1"),
+            "clusters.orders.endpoints[0]",
+        ),
+        ("listeners: [\n".to_string(), "line "),
+    ];
+    for (text, want) in cases {
+        let (code, out, err) = check(&text);
+        assert_eq!(code, 1, "{text}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.contains(want), "stderr {err:?} should contain {want:?}");
+    }
+    // A syntax error carries the position.
+    let (_, _, err) = check(&GOOD.replace("    cluster: orders", "    clustr: orders"));
+    assert!(err.contains("(line 8, column"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["-t", "-c", "/nonexistent/gw.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/gw.yaml"));
+}

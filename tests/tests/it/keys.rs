@@ -1,0 +1,104 @@
+//! Request keys: client IP with X-Forwarded-For trust, user and custom keys.
+
+use breakwater_tests::{client, eventually, MockUpstream};
+use serde_json::Value;
+use std::time::Duration;
+
+use crate::gateway;
+
+fn config(up: &MockUpstream, trusted: &str, denied_ip: &str) -> String {
+    format!(
+        r#"keys:
+  trusted_proxies: [{trusted}]
+  user: {{ header: x-user-id }}
+  custom:
+    goods_id: {{ path_capture: id }}
+    sku: {{ query: sku }}
+    tenant: {{ cookie: tenant }}
+clusters:
+  up: {{ endpoints: ["{addr}"] }}
+routes:
+  - id: goods
+    match: {{ path: {{ template: "/goods/{{id}}" }} }}
+    cluster: up
+    policies:
+      - deny: {{ ips: ["{denied_ip}"] }}
+"#,
+        addr = up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
+    let up = MockUpstream::start("a").await;
+    // The test client (127.0.0.1) is not trusted, and is denied.
+    let gw = gateway(&config(&up, "10.0.0.0/8", "127.0.0.1"))
+        .start()
+        .await;
+    let resp = client()
+        .get(gw.url("/goods/1"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        403,
+        "XFF from an untrusted peer must not change the client IP"
+    );
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_peer_forwarded_for_uses_rightmost_untrusted_hop() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&config(&up, "127.0.0.1/32, 10.0.0.0/8", "203.0.113.5"))
+        .start()
+        .await;
+    let c = client();
+    // The real client 203.0.113.5 reached us through proxy 10.0.0.2; it
+    // prepended a fake hop to look like someone else.
+    let resp = c
+        .get(gw.url("/goods/1"))
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.0.0.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // A different real client passes.
+    let resp = c
+        .get(gw.url("/goods/1"))
+        .header("x-forwarded-for", "203.0.113.5, 198.51.100.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_endpoint_and_custom_keys_are_extracted() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&config(&up, "", "192.0.2.1")).start().await;
+    let resp = client()
+        .get(gw.url("/goods/123?sku=red%2D1"))
+        .header("x-user-id", "alice")
+        .header("cookie", "a=b; tenant=acme")
+        .header("x-request-id", "keys-test-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let line: Value = eventually(Duration::from_secs(5), "the access log line", || async {
+        gw.access_log()
+            .into_iter()
+            .find(|l| l["request_id"] == "keys-test-1")
+    })
+    .await;
+    assert_eq!(line["user"], "alice");
+    assert_eq!(line["endpoint"], "goods");
+    assert_eq!(line["ip"], "127.0.0.1");
+    assert_eq!(line["keys"], "goods_id=123,sku=red-1,tenant=acme");
+    assert_eq!(line["route"], "goods");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["decision"], "proxied");
+}

@@ -1,0 +1,27 @@
+//! Integration tests: the real gateway binary, real upstreams, a real client.
+
+mod admin;
+mod config_check;
+mod deny;
+mod keys;
+mod lifecycle;
+mod proxy;
+mod reload;
+mod routing;
+
+use breakwater_tests::{GatewayBuilder, MockUpstream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_breakwater-under-test");
+
+/// A gateway builder for `body` (see `GatewayBuilder` for placeholders).
+pub fn gateway(body: &str) -> GatewayBuilder {
+    GatewayBuilder::new(BIN, body)
+}
+
+/// One cluster `up` pointing at `upstream`, one catch-all route.
+pub fn single_route(upstream: &MockUpstream) -> String {
+    format!(
+        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 2000\nroutes:\n  - id: all\n    cluster: up\n",
+        upstream.addr
+    )
+}
