@@ -237,3 +237,38 @@ async fn reloading_under_steady_load_loses_no_request() {
     );
     assert!(config(&gw).await["generation"].as_u64().unwrap() >= 11);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&body(&up, false, false)).start().await;
+    let url = gw.url("/slow?ms=800");
+    let slow = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request to reach the upstream",
+        || async { (up.count() == 1).then_some(()) },
+    )
+    .await;
+    // The new config has no route for it at all.
+    let moved = body(&up, false, false).replace(
+        "  - id: all\n",
+        "  - id: all\n    match: { path: { exact: /elsewhere } }\n",
+    );
+    gw.write_config(&moved);
+    let v: Value = client()
+        .post(gw.admin("/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], "ok");
+    assert_eq!(status(&gw).await, 404, "new requests see the new config");
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request kept its snapshot"
+    );
+}
