@@ -11,6 +11,8 @@ pub mod config_error;
 pub mod deny;
 pub mod keys;
 pub mod policy;
+pub mod store;
+pub mod window;
 
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use config_error::ConfigError;

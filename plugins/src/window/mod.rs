@@ -1,0 +1,5 @@
+//! Sliding windows.
+
+mod sliding;
+
+pub use sliding::{SlidingWindow, WindowSpec};
