@@ -13,17 +13,9 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use crate::keys::{KeySpec, KeyValue, RequestKeys};
 
 /// A per-process randomly seeded hasher for store keys.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct KeyHasher {
     state: foldhash::quality::RandomState,
-}
-
-impl Default for KeyHasher {
-    fn default() -> Self {
-        Self {
-            state: foldhash::quality::RandomState::default(),
-        }
-    }
 }
 
 impl KeyHasher {
