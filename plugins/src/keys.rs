@@ -89,6 +89,7 @@ impl KeyRef {
 /// One key or a combination of keys such as `user+endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
+    text: String,
     parts: Vec<KeyRef>,
 }
 
@@ -98,15 +99,20 @@ impl KeySpec {
         if spec.trim().is_empty() {
             return Err(ConfigError::new(path, "key must not be empty"));
         }
-        let parts = spec
-            .split('+')
-            .map(|p| KeyRef::resolve(p.trim(), custom_names, path))
+        let names: Vec<&str> = spec.split('+').map(str::trim).collect();
+        let parts = names
+            .iter()
+            .map(|p| KeyRef::resolve(p, custom_names, path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { parts })
+        Ok(Self {
+            text: names.join("+"),
+            parts,
+        })
     }
 
-    pub fn single(key: KeyRef) -> Self {
-        Self { parts: vec![key] }
+    /// The spec as written, normalized: `user+endpoint`.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     pub fn parts(&self) -> &[KeyRef] {

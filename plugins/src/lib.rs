@@ -6,17 +6,25 @@
 //! [`Outcome`]. That seam keeps every policy unit-testable with a fake clock and
 //! benchmarkable on its own; the gateway crate does all of the I/O.
 
+pub mod block_list;
 pub mod clock;
 pub mod config_error;
 pub mod deny;
+pub mod duration;
 pub mod keys;
+pub mod log_throttle;
 pub mod policy;
+pub mod rate_limit;
+pub mod report;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod window;
 
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use config_error::ConfigError;
 pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
 pub use policy::{
-    Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, Rejection, RequestView,
+    Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, PolicyEnv, Rejection,
+    RequestView,
 };

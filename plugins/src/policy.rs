@@ -10,12 +10,25 @@
 //! permit learns the request was abandoned, so releases happen on every path.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::RequestKeys;
+use crate::block_list::BlockList;
+use crate::report::LimitReport;
+use crate::{Clock, RequestKeys};
+
+/// What a policy's config needs from the gateway to compile.
+#[derive(Clone)]
+pub struct PolicyEnv<'a> {
+    /// Custom key names, in `KeyRef::Custom` order.
+    pub custom_keys: &'a [String],
+    pub clock: Arc<dyn Clock>,
+    /// The process-wide block list (abuse detection and admin blocks).
+    pub blocks: Arc<BlockList>,
+}
 
 /// What a policy is shown of a request. Borrowed: building it costs nothing.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +209,12 @@ pub trait Policy: Send + Sync + 'static {
 
     /// For admin endpoints that inspect a policy's state by concrete type.
     fn as_any(&self) -> &dyn Any;
+
+    /// For limit-like policies: counts, tracked keys and the `top` hottest
+    /// keys, for `GET /limits` and the metrics. `None` for other policies.
+    fn limit_report(&self, _top: usize) -> Option<LimitReport> {
+        None
+    }
 }
 
 #[cfg(test)]

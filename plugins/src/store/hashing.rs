@@ -19,11 +19,16 @@ pub struct KeyHasher {
 }
 
 impl KeyHasher {
-    /// Hashes the parts of `spec` as found in `keys`; `None` when a part is missing.
-    pub fn hash_spec(&self, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
+    /// Hashes `label` and a sequence of key values.
+    fn hash_values<'a>(
+        &self,
+        label: &str,
+        values: impl Iterator<Item = Option<KeyValue<'a>>>,
+    ) -> Option<u64> {
         let mut h = self.state.build_hasher();
-        for part in spec.parts() {
-            match keys.get(*part)? {
+        label.hash(&mut h);
+        for v in values {
+            match v? {
                 KeyValue::Str(s) => {
                     0u8.hash(&mut h);
                     s.hash(&mut h);
@@ -37,26 +42,80 @@ impl KeyHasher {
         Some(h.finish())
     }
 
-    /// Hashes a rendered key (`alice|goods`) the way [`Self::hash_spec`]
-    /// hashes the request's parts, for keys typed by an operator.
-    pub fn hash_rendered(&self, spec: &KeySpec, rendered: &str) -> Option<u64> {
-        let parts = spec.parts();
-        let mut values = rendered.splitn(parts.len(), '|');
-        let mut h = self.state.build_hasher();
-        for part in parts {
-            let v = values.next()?;
-            match part {
-                crate::KeyRef::Ip => {
-                    1u8.hash(&mut h);
-                    v.parse::<std::net::IpAddr>().ok()?.hash(&mut h);
-                }
-                _ => {
-                    0u8.hash(&mut h);
-                    v.hash(&mut h);
-                }
+    /// Hashes the parts of `spec` as found in `keys`; `None` when a part is missing.
+    pub fn hash_spec(&self, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
+        self.hash_values("", spec.parts().iter().map(|p| keys.get(*p)))
+    }
+
+    /// Like [`Self::hash_spec`], under a label (the block list uses the spec's
+    /// text, so `ip:1.2.3.4` and `user:1.2.3.4` differ).
+    pub fn hash_labeled(&self, label: &str, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
+        self.hash_values(label, spec.parts().iter().map(|p| keys.get(*p)))
+    }
+
+    /// Hashes a key written as text, `<spec>:<value>` with values joined by
+    /// `|` (`ip:10.0.0.1`, `user+endpoint:alice|goods`), exactly as
+    /// [`Self::hash_labeled`] hashes the same key taken from a request.
+    /// Parts named `ip` must parse as IP addresses.
+    pub fn hash_text(&self, text: &str) -> Result<(u64, String), String> {
+        let (spec, value) = text.split_once(':').ok_or_else(|| {
+            format!("\"{text}\" is not <key>:<value>, e.g. ip:203.0.113.7 or user:alice")
+        })?;
+        let names: Vec<&str> = spec.split('+').map(str::trim).collect();
+        if names.iter().any(|n| n.is_empty()) || value.is_empty() {
+            return Err(format!("\"{text}\" is not <key>:<value>"));
+        }
+        let raw: Vec<&str> = value.splitn(names.len(), '|').collect();
+        if raw.len() != names.len() {
+            return Err(format!(
+                "\"{text}\" needs {} values joined by '|'",
+                names.len()
+            ));
+        }
+        let mut values = Vec::with_capacity(raw.len());
+        for (name, v) in names.iter().zip(&raw) {
+            if *name == "ip" {
+                let ip: std::net::IpAddr = v
+                    .parse()
+                    .map_err(|_| format!("\"{v}\" is not an IP address"))?;
+                let ip = match ip {
+                    std::net::IpAddr::V6(v6) => {
+                        v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
+                    }
+                    v4 => v4,
+                };
+                values.push(KeyValueOwned::Ip(ip));
+            } else {
+                values.push(KeyValueOwned::Str(v));
             }
         }
-        Some(h.finish())
+        let label = names.join("+");
+        let hash = self
+            .hash_values(&label, values.iter().map(|v| Some(v.borrow())))
+            .unwrap_or_default();
+        let canonical = format!(
+            "{label}:{}",
+            values
+                .iter()
+                .map(|v| v.borrow().to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        Ok((hash, canonical))
+    }
+}
+
+enum KeyValueOwned<'a> {
+    Str(&'a str),
+    Ip(std::net::IpAddr),
+}
+
+impl KeyValueOwned<'_> {
+    fn borrow(&self) -> KeyValue<'_> {
+        match self {
+            KeyValueOwned::Str(s) => KeyValue::Str(s),
+            KeyValueOwned::Ip(ip) => KeyValue::Ip(*ip),
+        }
     }
 }
 
@@ -81,8 +140,24 @@ mod tests {
         let a = h.hash_spec(&spec, &keys("alice")).unwrap();
         assert_eq!(a, h.hash_spec(&spec, &keys("alice")).unwrap());
         assert_ne!(a, h.hash_spec(&spec, &keys("bob")).unwrap());
-        assert_eq!(h.hash_rendered(&spec, "alice|goods|10.0.0.1"), Some(a));
-        assert_eq!(h.hash_rendered(&spec, "alice|goods"), None);
+        let labeled = h
+            .hash_labeled("user+endpoint+ip", &spec, &keys("alice"))
+            .unwrap();
+        assert_ne!(a, labeled);
+        let (from_text, canonical) = h
+            .hash_text("user+endpoint+ip:alice|goods|10.0.0.1")
+            .unwrap();
+        assert_eq!(from_text, labeled);
+        assert_eq!(canonical, "user+endpoint+ip:alice|goods|10.0.0.1");
+        assert!(h.hash_text("user+endpoint:alice").is_err());
+        assert!(h.hash_text("ip:not-an-ip").is_err());
+        assert!(h.hash_text("nocolon").is_err());
+        // Mapped IPv6 is the IPv4 client, as at extraction.
+        let ip = KeySpec::parse("ip", &[], "k").unwrap();
+        assert_eq!(
+            h.hash_text("ip:::ffff:10.0.0.1").unwrap().0,
+            h.hash_labeled("ip", &ip, &keys("x")).unwrap()
+        );
     }
 
     #[test]

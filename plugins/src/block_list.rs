@@ -1,0 +1,412 @@
+//! The block list: keys refused outright until their block expires.
+//!
+//! Entries are added by `abuse` detection or through the admin endpoint, and
+//! named `<key>:<value>` (`ip:203.0.113.7`, `user:alice`,
+//! `user+endpoint:alice|goods`). The gateway checks every request's `ip` and
+//! `user` against it before any policy runs; an `abuse` policy also checks its
+//! own (possibly combined) key. Lookups hash the key straight from the request
+//! and cost one sharded-map probe; an empty list costs one atomic load.
+//!
+//! Entries expire on their own: an expired entry is dropped when next looked
+//! up, and [`BlockList::purge_expired`] (run every second by the gateway)
+//! drops and logs the rest. The list is capped; when it is full of live
+//! entries, new blocks are refused and counted rather than evicting a block an
+//! operator placed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::store::KeyHasher;
+use crate::{Clock, KeySpec, RequestKeys};
+
+/// One block.
+#[derive(Debug, Clone)]
+pub struct BlockEntry {
+    /// Canonical `<key>:<value>` text.
+    pub key: String,
+    pub reason: String,
+    /// The policy that placed it, or `admin`.
+    pub source: String,
+    /// Status to refuse with (403 or 429 typically).
+    pub status: u16,
+    pub created_at: SystemTime,
+    until_nanos: u64,
+}
+
+/// A live block, as the admin shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockView {
+    pub key: String,
+    pub reason: String,
+    pub source: String,
+    pub status: u16,
+    pub created_at: String,
+    pub expires_at: String,
+    pub expires_in_ms: u64,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHit {
+    pub key: String,
+    pub reason: String,
+    pub source: String,
+    pub status: u16,
+    pub remaining: Duration,
+}
+
+/// Why a block was not placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("{0}")]
+    BadKey(String),
+    #[error("the block list is full ({0} live entries)")]
+    Full(usize),
+    #[error("ttl must be between 1s and 30d")]
+    BadTtl,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BlockCounts {
+    pub live: usize,
+    pub blocked: u64,
+    pub expired: u64,
+    pub removed: u64,
+    pub refused_full: u64,
+}
+
+pub struct BlockList {
+    entries: DashMap<u64, BlockEntry>,
+    len: AtomicUsize,
+    cap: usize,
+    hasher: KeyHasher,
+    clock: Arc<dyn Clock>,
+    blocked: AtomicU64,
+    expired: AtomicU64,
+    removed: AtomicU64,
+    refused_full: AtomicU64,
+}
+
+const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl BlockList {
+    pub fn new(cap: usize, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            entries: DashMap::new(),
+            len: AtomicUsize::new(0),
+            cap: cap.max(1),
+            hasher: KeyHasher::default(),
+            clock,
+            blocked: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    /// The block-list hash of a request's key under `spec`.
+    pub fn hash_of(&self, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
+        self.hasher.hash_labeled(spec.text(), spec, keys)
+    }
+
+    /// Whether the key with this hash is blocked now.
+    pub fn check(&self, hash: u64) -> Option<BlockHit> {
+        if self.is_empty() {
+            return None;
+        }
+        let now = self.clock.now_nanos();
+        let hit = self.entries.get(&hash).map(|e| {
+            (
+                e.until_nanos,
+                BlockHit {
+                    key: e.key.clone(),
+                    reason: e.reason.clone(),
+                    source: e.source.clone(),
+                    status: e.status,
+                    remaining: Duration::from_nanos(e.until_nanos.saturating_sub(now)),
+                },
+            )
+        })?;
+        if hit.0 > now {
+            return Some(hit.1);
+        }
+        self.expire(hash, now);
+        None
+    }
+
+    fn expire(&self, hash: u64, now: u64) {
+        if let Some((_, e)) = self.entries.remove_if(&hash, |_, e| e.until_nanos <= now) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            self.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "breakwater::blocks", key = %e.key, source = %e.source, "block expired");
+        }
+    }
+
+    /// Blocks the key with `hash` (canonical text `key`) for `ttl`. A key
+    /// already blocked keeps the later expiry.
+    pub fn block_hashed(
+        &self,
+        hash: u64,
+        key: String,
+        ttl: Duration,
+        reason: String,
+        source: &str,
+        status: u16,
+    ) -> Result<(), BlockError> {
+        if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+            return Err(BlockError::BadTtl);
+        }
+        let now = self.clock.now_nanos();
+        let until = now + ttl.as_nanos() as u64;
+        if !self.entries.contains_key(&hash) && self.len.load(Ordering::Acquire) >= self.cap {
+            self.purge_expired();
+            if self.len.load(Ordering::Acquire) >= self.cap {
+                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                return Err(BlockError::Full(self.cap));
+            }
+        }
+        let entry = BlockEntry {
+            key: key.clone(),
+            reason: reason.clone(),
+            source: source.to_string(),
+            status,
+            created_at: SystemTime::now(),
+            until_nanos: until,
+        };
+        let mut inserted = false;
+        self.entries
+            .entry(hash)
+            .and_modify(|e| {
+                if until > e.until_nanos {
+                    e.until_nanos = until;
+                    e.reason = reason.clone();
+                    e.source = source.to_string();
+                    e.status = status;
+                }
+            })
+            .or_insert_with(|| {
+                inserted = true;
+                entry
+            });
+        if inserted {
+            self.len.fetch_add(1, Ordering::AcqRel);
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "breakwater::blocks", %key, %source, %reason, ttl_secs = ttl.as_secs(), "key blocked");
+        }
+        Ok(())
+    }
+
+    /// Blocks a key written as `<key>:<value>` (the admin's form).
+    pub fn block_text(
+        &self,
+        text: &str,
+        ttl: Duration,
+        reason: String,
+        source: &str,
+        status: u16,
+    ) -> Result<String, BlockError> {
+        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        self.block_hashed(hash, canonical.clone(), ttl, reason, source, status)?;
+        Ok(canonical)
+    }
+
+    /// Removes a block by its text. `Ok(false)` when it was not blocked.
+    pub fn unblock_text(&self, text: &str) -> Result<bool, BlockError> {
+        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        match self.entries.remove(&hash) {
+            Some(_) => {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                self.removed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "breakwater::blocks", key = %canonical, "block removed by admin");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Drops every expired entry, logging each.
+    pub fn purge_expired(&self) -> usize {
+        let now = self.clock.now_nanos();
+        let expired: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|e| e.until_nanos <= now)
+            .map(|e| *e.key())
+            .collect();
+        for hash in &expired {
+            self.expire(*hash, now);
+        }
+        expired.len()
+    }
+
+    /// The live blocks, soonest to expire first.
+    pub fn list(&self) -> Vec<BlockView> {
+        let now = self.clock.now_nanos();
+        let wall = SystemTime::now();
+        let mut out: Vec<(u64, BlockView)> = self
+            .entries
+            .iter()
+            .filter(|e| e.until_nanos > now)
+            .map(|e| {
+                let left = Duration::from_nanos(e.until_nanos - now);
+                (
+                    e.until_nanos,
+                    BlockView {
+                        key: e.key.clone(),
+                        reason: e.reason.clone(),
+                        source: e.source.clone(),
+                        status: e.status,
+                        created_at: humantime::format_rfc3339_millis(e.created_at).to_string(),
+                        expires_at: humantime::format_rfc3339_millis(wall + left).to_string(),
+                        expires_in_ms: left.as_millis() as u64,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(until, _)| *until);
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    pub fn counts(&self) -> BlockCounts {
+        BlockCounts {
+            live: self.len.load(Ordering::Acquire),
+            blocked: self.blocked.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            removed: self.removed.load(Ordering::Relaxed),
+            refused_full: self.refused_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FakeClock;
+
+    fn keys(ip: &str) -> RequestKeys {
+        RequestKeys {
+            endpoint: Arc::from("r"),
+            ip: ip.parse().unwrap(),
+            user: Some("alice".into()),
+            custom: vec![],
+        }
+    }
+
+    #[test]
+    fn admin_text_and_request_keys_meet_and_expire() {
+        let clock = FakeClock::new();
+        let list = BlockList::new(10, Arc::new(clock.clone()));
+        let ip = KeySpec::parse("ip", &[], "k").unwrap();
+        let h = list.hash_of(&ip, &keys("203.0.113.7")).unwrap();
+        assert_eq!(list.check(h), None);
+        let canonical = list
+            .block_text(
+                "ip:203.0.113.7",
+                Duration::from_secs(60),
+                "crawler".into(),
+                "admin",
+                403,
+            )
+            .unwrap();
+        assert_eq!(canonical, "ip:203.0.113.7");
+        let hit = list.check(h).unwrap();
+        assert_eq!(hit.status, 403);
+        assert_eq!(hit.remaining, Duration::from_secs(60));
+        assert_eq!(
+            list.check(list.hash_of(&ip, &keys("203.0.113.8")).unwrap()),
+            None
+        );
+        // A user key with the same text is a different key.
+        let user = KeySpec::parse("user", &[], "k").unwrap();
+        assert_eq!(
+            list.check(list.hash_of(&user, &keys("203.0.113.7")).unwrap()),
+            None
+        );
+
+        clock.advance(Duration::from_secs(59));
+        assert!(list.check(h).is_some());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(list.check(h), None);
+        assert_eq!(list.counts().expired, 1);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn unblock_list_and_purge() {
+        let clock = FakeClock::new();
+        let list = BlockList::new(10, Arc::new(clock.clone()));
+        list.block_text(
+            "user:bob",
+            Duration::from_secs(10),
+            "r".into(),
+            "admin",
+            429,
+        )
+        .unwrap();
+        list.block_text(
+            "user:carol",
+            Duration::from_secs(5),
+            "r".into(),
+            "admin",
+            429,
+        )
+        .unwrap();
+        let listed: Vec<String> = list.list().into_iter().map(|b| b.key).collect();
+        assert_eq!(listed, ["user:carol", "user:bob"]);
+        assert_eq!(list.unblock_text("user:bob"), Ok(true));
+        assert_eq!(list.unblock_text("user:bob"), Ok(false));
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(list.purge_expired(), 1);
+        assert_eq!(
+            list.counts(),
+            BlockCounts {
+                live: 0,
+                blocked: 2,
+                expired: 1,
+                removed: 1,
+                refused_full: 0
+            }
+        );
+    }
+
+    #[test]
+    fn full_list_refuses_new_blocks_but_reuses_expired_room() {
+        let clock = FakeClock::new();
+        let list = BlockList::new(2, Arc::new(clock.clone()));
+        list.block_text("user:a", Duration::from_secs(5), "r".into(), "p", 403)
+            .unwrap();
+        list.block_text("user:b", Duration::from_secs(50), "r".into(), "p", 403)
+            .unwrap();
+        assert_eq!(
+            list.block_text("user:c", Duration::from_secs(5), "r".into(), "p", 403),
+            Err(BlockError::Full(2))
+        );
+        clock.advance(Duration::from_secs(6));
+        assert!(list
+            .block_text("user:c", Duration::from_secs(5), "r".into(), "p", 403)
+            .is_ok());
+        assert_eq!(list.counts().refused_full, 1);
+    }
+
+    #[test]
+    fn bad_keys_and_ttls_are_errors() {
+        let list = BlockList::new(2, Arc::new(FakeClock::new()));
+        assert!(matches!(
+            list.block_text("ip:nope", Duration::from_secs(5), String::new(), "a", 403),
+            Err(BlockError::BadKey(_))
+        ));
+        assert_eq!(
+            list.block_text("user:x", Duration::from_millis(5), String::new(), "a", 403),
+            Err(BlockError::BadTtl)
+        );
+    }
+}

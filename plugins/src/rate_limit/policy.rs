@@ -1,0 +1,386 @@
+//! The compiled `rate_limit` policy.
+//!
+//! Keys absent from a request (no user on an anonymous request) are not
+//! limited by a policy on that key. With `algorithm: sliding_window`, the
+//! check and the count are two atomic steps: under a burst of concurrent
+//! requests for one key, up to (concurrency − 1) extra requests can pass at
+//! the limit's edge. GCRA updates are a single compare-and-swap and exact.
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::state::InMemoryState;
+use governor::{Quota, RateLimiter};
+use http::HeaderValue;
+
+use super::config::{Algorithm, RateLimitConfig};
+use super::gcra::{DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
+use super::headers::{policy_value, rejection_headers};
+use crate::log_throttle::LogThrottle;
+use crate::report::{LimitCounts, LimitReport, TopKey};
+use crate::store::{KeyHasher, KeyNames, KeyState, KeyedStore};
+use crate::window::{SlidingWindow, WindowSpec};
+use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, Rejection, RequestView};
+
+/// Sub-buckets of every window kept by this policy.
+const BUCKETS: u32 = 4;
+
+#[derive(Debug, Default)]
+struct WindowEntry {
+    admitted: SlidingWindow,
+}
+
+impl KeyState for WindowEntry {
+    type Context = WindowSpec;
+
+    fn heat(&self, now: u64, spec: &WindowSpec) -> u64 {
+        self.admitted.heat(spec, now)
+    }
+}
+
+enum Engine {
+    Gcra {
+        limiter: KeyedGcra,
+        entries: Arc<KeyedStore<GcraEntry>>,
+    },
+    Window {
+        entries: KeyedStore<WindowEntry>,
+    },
+}
+
+/// A key with its own limit. Under GCRA it gets its own limiter; under a
+/// sliding window it shares the store with a different threshold.
+struct Override {
+    limit: u64,
+    gcra: Option<DirectGcra>,
+}
+
+#[derive(Default)]
+struct Counts {
+    admitted: AtomicU64,
+    rejected: AtomicU64,
+    shadow_rejected: AtomicU64,
+}
+
+pub struct RateLimit {
+    name: String,
+    key: KeySpec,
+    hasher: KeyHasher,
+    limit: u64,
+    window: Duration,
+    spec: WindowSpec,
+    shadow: bool,
+    status: u16,
+    clock: Arc<dyn Clock>,
+    engine: Engine,
+    overrides: HashMap<Box<str>, Override>,
+    allow: HashSet<Box<str>>,
+    names: KeyNames,
+    counts: Counts,
+    policy_header: HeaderValue,
+    reason: String,
+    config: serde_json::Value,
+    shadow_log: LogThrottle,
+}
+
+/// `limit` per `window` with `burst`, as a governor quota.
+fn quota(limit: u64, window: Duration, burst: Option<u32>) -> Quota {
+    let period = (window / limit.min(u64::from(u32::MAX)) as u32).max(Duration::from_nanos(1));
+    let burst = burst
+        .or_else(|| u32::try_from(limit).ok())
+        .and_then(NonZeroU32::new)
+        .unwrap_or(NonZeroU32::MAX);
+    Quota::with_period(period)
+        .expect("period is at least 1ns")
+        .allow_burst(burst)
+}
+
+/// What one check found.
+enum Check {
+    Admit { remaining: u64 },
+    Refuse { retry_after: Duration },
+}
+
+impl RateLimit {
+    pub(crate) fn new(
+        name: String,
+        cfg: &RateLimitConfig,
+        key: KeySpec,
+        status: u16,
+        config: serde_json::Value,
+        env: &PolicyEnv<'_>,
+    ) -> Self {
+        let window = cfg.window.as_duration();
+        let spec = WindowSpec::new(window, BUCKETS);
+        let clock = env.clock.clone();
+        let engine = match cfg.algorithm {
+            Algorithm::Gcra => {
+                let entries = Arc::new(KeyedStore::new(
+                    cfg.max_keys,
+                    GcraCx {
+                        start: clock.now_nanos(),
+                        spec,
+                    },
+                ));
+                let limiter: KeyedGcra = RateLimiter::new(
+                    quota(cfg.limit, window, cfg.burst),
+                    GcraStore::new(entries.clone(), clock.clone()),
+                    PolicyClock(clock.clone()),
+                );
+                Engine::Gcra { limiter, entries }
+            }
+            Algorithm::SlidingWindow => Engine::Window {
+                entries: KeyedStore::new(cfg.max_keys, spec),
+            },
+        };
+        let overrides = cfg
+            .overrides
+            .iter()
+            .map(|o| {
+                let gcra = (cfg.algorithm == Algorithm::Gcra).then(|| {
+                    let burst = cfg.burst.map(|b| {
+                        // Scale the burst with the limit, as a VIP expects.
+                        ((u64::from(b) * o.limit) / cfg.limit).clamp(1, u64::from(u32::MAX)) as u32
+                    });
+                    let direct: DirectGcra = RateLimiter::new(
+                        quota(o.limit, window, burst),
+                        InMemoryState::default(),
+                        PolicyClock(clock.clone()),
+                    );
+                    direct
+                });
+                (
+                    o.key.as_str().into(),
+                    Override {
+                        limit: o.limit,
+                        gcra,
+                    },
+                )
+            })
+            .collect();
+        let key_name = cfg.key.clone();
+        Self {
+            policy_header: policy_value(&name, cfg.limit, window),
+            reason: format!(
+                "rate limit of {} per {} exceeded for this {key_name}",
+                cfg.limit,
+                humantime::format_duration(window)
+            ),
+            name,
+            key,
+            hasher: KeyHasher::default(),
+            limit: cfg.limit,
+            window,
+            spec,
+            shadow: cfg.shadow,
+            status,
+            clock,
+            engine,
+            overrides,
+            allow: cfg.allow.iter().map(|a| a.as_str().into()).collect(),
+            names: KeyNames::new(4096),
+            counts: Counts::default(),
+            config,
+            shadow_log: LogThrottle::new(1_000_000_000),
+        }
+    }
+
+    fn check_window(entries: &KeyedStore<WindowEntry>, hash: u64, now: u64, limit: u64) -> Check {
+        let spec = *entries.context();
+        entries.with(hash, now, WindowEntry::default, |e| {
+            if e.admitted.fits(&spec, now, 1, limit) {
+                e.admitted.add(&spec, now, 1);
+                let used = e.admitted.estimate(&spec, now).ceil() as u64;
+                Check::Admit {
+                    remaining: limit.saturating_sub(used),
+                }
+            } else {
+                Check::Refuse {
+                    retry_after: spec.until_next_bucket(now),
+                }
+            }
+        })
+    }
+
+    fn gcra_check(
+        &self,
+        result: Result<
+            governor::middleware::StateSnapshot,
+            governor::NotUntil<governor::nanos::Nanos>,
+        >,
+    ) -> Check {
+        match result {
+            Ok(snapshot) => Check::Admit {
+                remaining: u64::from(snapshot.remaining_burst_capacity()),
+            },
+            Err(not_until) => Check::Refuse {
+                retry_after: not_until
+                    .wait_time_from(governor::nanos::Nanos::from(self.clock.now_nanos())),
+            },
+        }
+    }
+
+    fn check(&self, hash: u64, now: u64, rendered: Option<&str>) -> Check {
+        if let Some(o) = rendered.and_then(|r| self.overrides.get(r)) {
+            return match (&o.gcra, &self.engine) {
+                (Some(direct), _) => self.gcra_check(direct.check()),
+                (None, Engine::Window { entries }) => {
+                    Self::check_window(entries, hash, now, o.limit)
+                }
+                // Not built that way; the keyed limit is the safe answer.
+                (None, Engine::Gcra { limiter, .. }) => self.gcra_check(limiter.check_key(&hash)),
+            };
+        }
+        match &self.engine {
+            Engine::Gcra { limiter, .. } => self.gcra_check(limiter.check_key(&hash)),
+            Engine::Window { entries } => Self::check_window(entries, hash, now, self.limit),
+        }
+    }
+
+    fn tracked(&self, hash: u64) -> bool {
+        match &self.engine {
+            Engine::Gcra { entries, .. } => entries.peek(hash, |_| ()).is_some(),
+            Engine::Window { entries } => entries.peek(hash, |_| ()).is_some(),
+        }
+    }
+
+    fn note_name(&self, hash: u64, now: u64, req: &RequestView<'_>) {
+        self.names
+            .note(hash, now, || self.key.render(req.keys), |h| self.tracked(h));
+    }
+}
+
+impl Policy for RateLimit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn on_request(&self, req: &RequestView<'_>, _permits: &mut Permits) -> Decision {
+        let Some(hash) = self.hasher.hash_spec(&self.key, req.keys) else {
+            return Decision::Continue;
+        };
+        let now = req.now_nanos;
+        let rendered = if self.overrides.is_empty() && self.allow.is_empty() {
+            None
+        } else {
+            self.key.render(req.keys)
+        };
+        if rendered.as_deref().is_some_and(|r| self.allow.contains(r)) {
+            self.counts.admitted.fetch_add(1, Ordering::Relaxed);
+            return Decision::Continue;
+        }
+        match self.check(hash, now, rendered.as_deref()) {
+            Check::Admit { remaining } => {
+                self.counts.admitted.fetch_add(1, Ordering::Relaxed);
+                if remaining.saturating_mul(2) <= self.limit {
+                    self.note_name(hash, now, req);
+                }
+                Decision::Continue
+            }
+            Check::Refuse { retry_after } => {
+                self.note_name(hash, now, req);
+                if self.shadow {
+                    self.counts.shadow_rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = self.shadow_log.admit(now) {
+                        tracing::info!(
+                            target: "breakwater::shadow",
+                            policy = %self.name,
+                            key = %self.names.name(hash),
+                            held_back,
+                            "shadow rate limit would have rejected"
+                        );
+                    }
+                    return Decision::Continue;
+                }
+                self.counts.rejected.fetch_add(1, Ordering::Relaxed);
+                Decision::Reject(Rejection {
+                    status: self.status,
+                    grpc_status: 8, // RESOURCE_EXHAUSTED
+                    kind: "rate_limited",
+                    policy: self.name.clone(),
+                    reason: self.reason.clone(),
+                    headers: rejection_headers(&self.policy_header, &self.name, 0, retry_after),
+                })
+            }
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn limit_report(&self, top: usize) -> Option<LimitReport> {
+        let now = self.clock.now_nanos();
+        // A min-heap of the `top` largest estimates.
+        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::with_capacity(top + 1);
+        let mut consider = |hash: u64, heat: u64| {
+            if heat == 0 || top == 0 {
+                return;
+            }
+            heap.push(Reverse((heat, hash)));
+            if heap.len() > top {
+                heap.pop();
+            }
+        };
+        let (stats, counts_of): (_, Box<dyn Fn(u64) -> f64>) = match &self.engine {
+            Engine::Gcra { entries, .. } => {
+                entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                (
+                    entries.stats(),
+                    Box::new(move |h| {
+                        entries
+                            .peek(h, |e| e.admitted.estimate(&self.spec, now))
+                            .unwrap_or(0.0)
+                    }),
+                )
+            }
+            Engine::Window { entries } => {
+                entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                (
+                    entries.stats(),
+                    Box::new(move |h| {
+                        entries
+                            .peek(h, |e| e.admitted.estimate(&self.spec, now))
+                            .unwrap_or(0.0)
+                    }),
+                )
+            }
+        };
+        let secs = self.window.as_secs_f64();
+        let top_keys = heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((_, hash))| {
+                let count = counts_of(hash);
+                TopKey {
+                    key: self.names.name(hash),
+                    count,
+                    rate_per_sec: count / secs,
+                }
+            })
+            .collect();
+        Some(LimitReport {
+            name: self.name.clone(),
+            kind: "rate_limit",
+            config: self.config.clone(),
+            tracked_keys: stats.tracked,
+            max_keys: stats.max_keys,
+            evictions: stats.evictions,
+            counts: LimitCounts {
+                admitted: self.counts.admitted.load(Ordering::Relaxed),
+                rejected: self.counts.rejected.load(Ordering::Relaxed),
+                shadow_rejected: self.counts.shadow_rejected.load(Ordering::Relaxed),
+            },
+            top_keys,
+        })
+    }
+}

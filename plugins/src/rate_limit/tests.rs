@@ -1,0 +1,225 @@
+use std::time::Duration;
+
+use super::*;
+use crate::testing::{keys, Env};
+use crate::{Decision, Policy};
+
+fn limit(yaml: &str, env: &Env) -> RateLimit {
+    let cfg: RateLimitConfig = serde_yaml::from_str(yaml).expect("test config parses");
+    cfg.compile("per-ip".into(), "p", &env.policy_env())
+        .expect("test config compiles")
+}
+
+fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
+    match d {
+        Decision::Reject(r) => r
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str().ok()),
+        _ => None,
+    }
+}
+
+#[test]
+fn gcra_admits_the_burst_then_refills_at_the_rate() {
+    let env = Env::new();
+    let p = limit("{ key: ip, limit: 10, window: 1s }", &env);
+    let k = keys("10.0.0.1", None);
+    assert_eq!(env.admitted(&p, &k, 10), 10);
+    let (d, _) = env.decide(&p, &k);
+    match &d {
+        Decision::Reject(r) => {
+            assert_eq!(r.status, 429);
+            assert_eq!(r.grpc_status, 8);
+            assert_eq!(r.kind, "rate_limited");
+            assert_eq!(r.policy, "per-ip");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(header(&d, "retry-after"), Some("1"));
+    assert_eq!(header(&d, "ratelimit-policy"), Some("\"per-ip\";q=10;w=1"));
+    assert_eq!(header(&d, "ratelimit"), Some("\"per-ip\";r=0;t=1"));
+    // One emission interval later, exactly one more.
+    env.clock.advance(Duration::from_millis(100));
+    assert_eq!(env.admitted(&p, &k, 5), 1);
+    env.clock.advance(Duration::from_secs(1));
+    assert_eq!(env.admitted(&p, &k, 20), 10);
+}
+
+#[test]
+fn gcra_burst_caps_the_instantaneous_allowance() {
+    let env = Env::new();
+    let p = limit("{ key: ip, limit: 10, window: 1s, burst: 2 }", &env);
+    let k = keys("10.0.0.1", None);
+    assert_eq!(env.admitted(&p, &k, 5), 2);
+    env.clock.advance(Duration::from_millis(100));
+    assert_eq!(env.admitted(&p, &k, 5), 1);
+    // Over a long run the rate holds: 10 per second.
+    let mut total = 0;
+    for _ in 0..100 {
+        env.clock.advance(Duration::from_millis(10));
+        total += env.admitted(&p, &k, 3);
+    }
+    assert_eq!(total, 10);
+}
+
+#[test]
+fn sliding_window_counts_admitted_requests_in_the_window() {
+    let env = Env::new();
+    let p = limit(
+        "{ key: ip, limit: 5, window: 1s, algorithm: sliding_window }",
+        &env,
+    );
+    let k = keys("10.0.0.1", None);
+    assert_eq!(env.admitted(&p, &k, 8), 5);
+    let (d, _) = env.decide(&p, &k);
+    assert_eq!(header(&d, "retry-after"), Some("1"));
+    env.clock.advance(Duration::from_millis(999));
+    assert_eq!(env.admitted(&p, &k, 8), 0);
+    // After a full window plus the sub-bucket they fell in, all 5 are gone.
+    env.clock.advance(Duration::from_millis(251));
+    assert_eq!(env.admitted(&p, &k, 8), 5);
+}
+
+#[test]
+fn sliding_window_at_twice_the_limit_admits_the_limit() {
+    let env = Env::new();
+    let p = limit(
+        "{ key: ip, limit: 100, window: 1s, algorithm: sliding_window }",
+        &env,
+    );
+    let k = keys("10.0.0.1", None);
+    // 200 req/s, evenly spaced, for 20 s.
+    let mut admitted = 0;
+    for _ in 0..4_000 {
+        env.clock.advance(Duration::from_millis(5));
+        admitted += env.admitted(&p, &k, 1);
+    }
+    let expected = 100 * 20;
+    assert!(
+        (admitted as i64 - expected as i64).abs() <= expected as i64 / 20,
+        "admitted {admitted}"
+    );
+}
+
+#[test]
+fn keys_are_limited_independently_and_absent_keys_not_at_all() {
+    let env = Env::new();
+    let p = limit("{ key: user, limit: 2, window: 1s }", &env);
+    assert_eq!(env.admitted(&p, &keys("10.0.0.1", Some("a")), 5), 2);
+    assert_eq!(env.admitted(&p, &keys("10.0.0.1", Some("b")), 5), 2);
+    assert_eq!(env.admitted(&p, &keys("10.0.0.1", None), 5), 5);
+}
+
+#[test]
+fn overrides_and_allowlist() {
+    let env = Env::new();
+    for algo in ["gcra", "sliding_window"] {
+        let p = limit(
+            &format!("{{ key: user, limit: 2, window: 1s, algorithm: {algo}, overrides: [{{ key: vip, limit: 5 }}], allow: [robot] }}"),
+            &env,
+        );
+        assert_eq!(
+            env.admitted(&p, &keys("10.0.0.1", Some("joe")), 10),
+            2,
+            "{algo}"
+        );
+        assert_eq!(
+            env.admitted(&p, &keys("10.0.0.1", Some("vip")), 10),
+            5,
+            "{algo}"
+        );
+        assert_eq!(
+            env.admitted(&p, &keys("10.0.0.1", Some("robot")), 100),
+            100,
+            "{algo}"
+        );
+    }
+}
+
+#[test]
+fn shadow_mode_admits_and_counts_what_it_would_reject() {
+    let env = Env::new();
+    let p = limit("{ key: ip, limit: 3, window: 1s, shadow: true }", &env);
+    assert_eq!(env.admitted(&p, &keys("10.0.0.1", None), 10), 10);
+    let r = p.limit_report(5).unwrap();
+    assert_eq!(r.counts.admitted, 3);
+    assert_eq!(r.counts.shadow_rejected, 7);
+    assert_eq!(r.counts.rejected, 0);
+}
+
+#[test]
+fn report_lists_top_keys_by_rate_with_names() {
+    let env = Env::new();
+    let p = limit(
+        "{ key: ip, limit: 100, window: 1s, algorithm: sliding_window }",
+        &env,
+    );
+    env.admitted(&p, &keys("10.0.0.1", None), 90);
+    env.admitted(&p, &keys("10.0.0.2", None), 60);
+    env.admitted(&p, &keys("10.0.0.3", None), 5);
+    let r = p.limit_report(2).unwrap();
+    assert_eq!(r.tracked_keys, 3);
+    let top: Vec<(&str, f64)> = r
+        .top_keys
+        .iter()
+        .map(|t| (t.key.as_str(), t.count))
+        .collect();
+    assert_eq!(top, [("10.0.0.1", 90.0), ("10.0.0.2", 60.0)]);
+    assert_eq!(r.top_keys[0].rate_per_sec, 90.0);
+}
+
+#[test]
+fn key_space_is_capped_and_evictions_counted() {
+    let env = Env::new();
+    for algo in ["gcra", "sliding_window"] {
+        let p = limit(
+            &format!("{{ key: ip, limit: 10, window: 10s, max_keys: 500, algorithm: {algo} }}"),
+            &env,
+        );
+        for i in 0..5_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            env.admitted(&p, &keys(&ip, None), 1);
+        }
+        let r = p.limit_report(1).unwrap();
+        assert!(r.tracked_keys <= 500, "{algo}: {}", r.tracked_keys);
+        assert!(r.evictions >= 4_000, "{algo}: {}", r.evictions);
+    }
+}
+
+#[test]
+fn config_errors_name_their_fields() {
+    let env = Env::new();
+    let cases = [
+        ("{ key: ip, limit: 0, window: 1s }", "p.limit"),
+        ("{ key: ipp, limit: 1, window: 1s }", "p.key"),
+        ("{ key: ip, limit: 1, window: 0s }", "p.window"),
+        (
+            "{ key: ip, limit: 1, window: 1s, algorithm: sliding_window, burst: 3 }",
+            "p.burst",
+        ),
+        ("{ key: ip, limit: 1, window: 1s, burst: 0 }", "p.burst"),
+        (
+            "{ key: ip, limit: 1, window: 1s, max_keys: 0 }",
+            "p.max_keys",
+        ),
+        ("{ key: ip, limit: 1, window: 1s, status: 200 }", "p.status"),
+        (
+            "{ key: ip, limit: 1, window: 1s, overrides: [{ key: a, limit: 0 }] }",
+            "p.overrides[0].limit",
+        ),
+    ];
+    for (yaml, path) in cases {
+        let cfg: RateLimitConfig = serde_yaml::from_str(yaml).unwrap();
+        let err = cfg
+            .compile("n".into(), "p", &env.policy_env())
+            .err()
+            .expect(yaml);
+        assert_eq!(err.path, path, "{yaml}: {err}");
+    }
+    assert!(
+        serde_yaml::from_str::<RateLimitConfig>("{ key: ip, limit: 1, window: 1s, limt: 2 }")
+            .is_err()
+    );
+}

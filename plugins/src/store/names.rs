@@ -1,0 +1,90 @@
+//! `KeyNames`: the text of the keys worth showing, bounded.
+//!
+//! Stores key state by hash only (see `KeyHasher`). To show an operator *which*
+//! keys are hot, a policy records the text of a key when it becomes notable
+//! (near or over its limit). The table is capped; when full, names of keys the
+//! store no longer tracks are swept out, at most once a second.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+
+pub struct KeyNames {
+    map: DashMap<u64, Box<str>>,
+    len: AtomicUsize,
+    cap: usize,
+    last_sweep: AtomicU64,
+}
+
+impl KeyNames {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+            cap,
+            last_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// Records the name of `hash` if absent. `render` runs only when needed.
+    /// `tracked` tells, during a sweep, whether the store still has a key.
+    pub fn note(
+        &self,
+        hash: u64,
+        now: u64,
+        render: impl FnOnce() -> Option<String>,
+        tracked: impl Fn(u64) -> bool,
+    ) {
+        if self.map.contains_key(&hash) {
+            return;
+        }
+        if self.len.load(Ordering::Relaxed) >= self.cap {
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if now.saturating_sub(last) < 1_000_000_000
+                || self
+                    .last_sweep
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+            {
+                return;
+            }
+            self.map.retain(|k, _| tracked(*k));
+            self.len.store(self.map.len(), Ordering::Relaxed);
+            if self.len.load(Ordering::Relaxed) >= self.cap {
+                return;
+            }
+        }
+        if let Some(name) = render() {
+            if self.map.insert(hash, name.into()).is_none() {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The name of `hash`, or `#<hash>`.
+    pub fn name(&self, hash: u64) -> String {
+        self.map
+            .get(&hash)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("#{hash:016x}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_names_up_to_the_cap_and_sweeps_untracked_ones() {
+        let names = KeyNames::new(2);
+        names.note(1, 0, || Some("one".into()), |_| true);
+        names.note(2, 0, || Some("two".into()), |_| true);
+        names.note(3, 0, || Some("three".into()), |_| true);
+        assert_eq!(names.name(1), "one");
+        assert_eq!(names.name(3), "#0000000000000003");
+        // A second later, with key 1 gone from the store, there is room again.
+        names.note(3, 2_000_000_000, || Some("three".into()), |k| k != 1);
+        assert_eq!(names.name(3), "three");
+        assert_eq!(names.name(1), "#0000000000000001");
+    }
+}

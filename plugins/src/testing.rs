@@ -1,0 +1,70 @@
+//! Helpers for policy unit tests.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::block_list::BlockList;
+use crate::{Clock, Decision, FakeClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView};
+
+/// Keys for a request from `ip`, optionally as `user`.
+pub fn keys(ip: &str, user: Option<&str>) -> RequestKeys {
+    RequestKeys {
+        endpoint: Arc::from("route"),
+        ip: ip.parse().expect("test IP"),
+        user: user.map(Into::into),
+        custom: vec![],
+    }
+}
+
+/// A fake clock, a block list on it, and an env for compiling policies.
+pub struct Env {
+    pub clock: FakeClock,
+    pub blocks: Arc<BlockList>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let clock = FakeClock::new();
+        let blocks = Arc::new(BlockList::new(1_000, Arc::new(clock.clone())));
+        Self { clock, blocks }
+    }
+
+    pub fn policy_env(&self) -> PolicyEnv<'static> {
+        PolicyEnv {
+            custom_keys: &[],
+            clock: Arc::new(self.clock.clone()),
+            blocks: self.blocks.clone(),
+        }
+    }
+
+    /// Runs one request through `policy` at the clock's current time.
+    pub fn decide(&self, policy: &dyn Policy, keys: &RequestKeys) -> (Decision, Permits) {
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: &headers,
+            keys,
+            grpc: false,
+            now_nanos: self.clock.now_nanos(),
+        };
+        let mut permits = Permits::default();
+        let d = policy.on_request(&view, &mut permits);
+        (d, permits)
+    }
+
+    /// How many of `n` requests `policy` admits at the current time.
+    pub fn admitted(&self, policy: &dyn Policy, keys: &RequestKeys, n: usize) -> usize {
+        (0..n)
+            .filter(|_| matches!(self.decide(policy, keys).0, Decision::Continue))
+            .count()
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
