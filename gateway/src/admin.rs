@@ -139,20 +139,20 @@ impl AdminApp {
         )
     }
 
-    async fn drain_body(session: &mut ServerSession) -> Result<(), Response<Vec<u8>>> {
-        let mut seen = 0;
+    async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+        let mut body = Vec::new();
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    seen += chunk.len();
-                    if seen > MAX_BODY {
+                    if body.len() + chunk.len() > MAX_BODY {
                         return Err(error(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "request body too large",
                         ));
                     }
+                    body.extend_from_slice(&chunk);
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(body),
                 Err(e) => {
                     return Err(error(
                         StatusCode::BAD_REQUEST,
@@ -164,14 +164,96 @@ impl AdminApp {
     }
 }
 
+/// `POST /blocks` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    key: String,
+    ttl: breakwater_plugins::duration::HumanDuration,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    status: Option<u16>,
+}
+
+impl AdminApp {
+    /// `GET /limits?top=N`: every limit-like policy with its top keys.
+    fn limits(&self, query: &str) -> Response<Vec<u8>> {
+        let top = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "top")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(10)
+            .min(1000);
+        let snapshot = self.state.snapshot();
+        let limits: Vec<Value> = snapshot
+            .policies
+            .values()
+            .filter_map(|p| p.policy.limit_report(top))
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect();
+        json_response(StatusCode::OK, &json!({ "limits": limits }))
+    }
+
+    fn blocks_list(&self) -> Response<Vec<u8>> {
+        let blocks = self.state.blocks.list();
+        json_response(
+            StatusCode::OK,
+            &json!({ "count": blocks.len(), "blocks": blocks }),
+        )
+    }
+
+    /// `POST /blocks {"key": "ip:203.0.113.7", "ttl": "10m", "reason": "..."}`.
+    fn block(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let req: BlockRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"key\": \"ip:203.0.113.7\", \"ttl\": \"10m\", \"reason\": \"...\"}}: {e}"),
+                )
+            }
+        };
+        let status = req.status.unwrap_or(403);
+        if !(400..=599).contains(&status) {
+            return error(StatusCode::BAD_REQUEST, "status must be 400-599");
+        }
+        let reason = req
+            .reason
+            .unwrap_or_else(|| "blocked by an operator".into());
+        match self
+            .state
+            .blocks
+            .block_text(&req.key, req.ttl.as_duration(), reason, "admin", status)
+        {
+            Ok(key) => json_response(
+                StatusCode::CREATED,
+                &json!({ "blocked": key, "ttl_secs": req.ttl.as_duration().as_secs() }),
+            ),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+
+    /// `DELETE /blocks/{key}`, the key percent-encoded or plain.
+    fn unblock(&self, raw: &str) -> Response<Vec<u8>> {
+        let key = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        match self.state.blocks.unblock_text(&key) {
+            Ok(true) => json_response(StatusCode::OK, &json!({ "unblocked": key })),
+            Ok(false) => error(StatusCode::NOT_FOUND, &format!("{key} is not blocked")),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if let Err(resp) = Self::drain_body(session).await {
-            return resp;
-        }
+        let body = match Self::read_body(session).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().unwrap_or("").to_string();
         let mutating = method == Method::POST || method == Method::DELETE || method == Method::PUT;
         if mutating && !self.authorized(session) {
             let mut resp = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
@@ -184,7 +266,13 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/config") => self.config(),
             (Method::POST, "/reload") => self.reload().await,
-            (_, "/healthz" | "/metrics" | "/config" | "/reload") => {
+            (Method::GET, "/limits") => self.limits(&query),
+            (Method::GET, "/blocks") => self.blocks_list(),
+            (Method::POST, "/blocks") => self.block(&body),
+            (Method::DELETE, p) if p.starts_with("/blocks/") => {
+                self.unblock(&p["/blocks/".len()..])
+            }
+            (_, "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),

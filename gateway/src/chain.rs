@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use breakwater_plugins::{Decision, Outcome, Permits, Policy, RequestKeys, RequestView};
+use breakwater_plugins::{
+    Decision, Outcome, Permits, Policy, RequestKeys, RequestView, WaitOutcome,
+};
 
 use crate::metrics::DecisionCounters;
 
@@ -40,10 +42,25 @@ impl Verdict {
 }
 
 impl PolicyChain {
-    /// Runs the policies until one does not continue.
-    pub fn decide(&self, view: &RequestView<'_>, permits: &mut Permits) -> Verdict {
+    /// Runs the policies until one does not continue. A policy that asks to
+    /// wait (a queue) is awaited here, and the chain goes on after it; the
+    /// chain never returns [`Decision::Wait`]. Without waits, no await point
+    /// is reached.
+    pub async fn decide(&self, view: &RequestView<'_>, permits: &mut Permits) -> Verdict {
         for (i, entry) in self.entries.iter().enumerate() {
-            match entry.policy.on_request(view, permits) {
+            let decision = match entry.policy.on_request(view, permits) {
+                Decision::Wait(waiter) => match waiter.await {
+                    WaitOutcome::Admit(permit) => {
+                        if let Some(p) = permit {
+                            permits.push(p);
+                        }
+                        Decision::Continue
+                    }
+                    WaitOutcome::Reject(r) => Decision::Reject(r),
+                },
+                other => other,
+            };
+            match decision {
                 Decision::Continue => entry.counters.allowed.inc(),
                 other => {
                     match other {
@@ -125,8 +142,8 @@ mod tests {
         })
     }
 
-    #[test]
-    fn first_non_continue_ends_the_chain_and_only_admitters_see_outcomes() {
+    #[tokio::test]
+    async fn first_non_continue_ends_the_chain_and_only_admitters_see_outcomes() {
         let metrics = Metrics::new();
         let pass = fixed("pass", || Decision::Continue);
         let reject = fixed("reject", || {
@@ -173,7 +190,7 @@ mod tests {
             grpc: false,
             now_nanos: 0,
         };
-        let verdict = chain.decide(&view, &mut Permits::default());
+        let verdict = chain.decide(&view, &mut Permits::default()).await;
         assert!(matches!(verdict.decision, Decision::Reject(_)));
         assert_eq!(verdict.admitted_by, 1);
         assert_eq!(verdict.decided_by(&chain).unwrap().name(), "reject");

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use breakwater_plugins::{Decision, ErrorKind, Outcome, Permits, RequestKeys, RequestView};
+use breakwater_plugins::abuse::blocked_rejection;
+use breakwater_plugins::{
+    Decision, ErrorKind, Outcome, Permits, Rejection, RequestKeys, RequestView,
+};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -21,6 +24,7 @@ use crate::access_log;
 use crate::key_extract::RequestParts;
 use crate::request_id;
 use crate::responses::{render, GatewayResponse, Refusal};
+use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::state::GatewayState;
 
@@ -94,7 +98,7 @@ impl RequestCtx {
         }
     }
 
-    fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s crate::route::Route> {
+    fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s Route> {
         self.route.and_then(|i| snapshot.router.routes.get(i))
     }
 }
@@ -138,6 +142,39 @@ async fn write_local(session: &mut Session, resp: GatewayResponse, ctx: &Request
         session.write_response_body(Some(resp.body), true).await?;
     }
     Ok(())
+}
+
+/// The gateway's answer for a policy's rejection.
+fn reject(r: Rejection, route: &Route, grpc: bool) -> GatewayResponse {
+    render(
+        Refusal {
+            status: r.status,
+            grpc_status: r.grpc_status,
+            error: r.kind,
+            reason: &r.reason,
+            policy: Some(&r.policy),
+            cluster: None,
+            route: Some(&route.id),
+            extra_headers: r.headers,
+        },
+        grpc,
+    )
+}
+
+impl Gateway {
+    /// The block list's verdict on the request's `ip` and `user`, checked on
+    /// every route before any policy. An empty list costs one atomic load.
+    fn blocked(&self, keys: &RequestKeys) -> Option<Rejection> {
+        let blocks = &self.state.blocks;
+        if blocks.is_empty() {
+            return None;
+        }
+        [&self.state.ip_key, &self.state.user_key]
+            .into_iter()
+            .filter_map(|spec| blocks.hash_of(spec, keys))
+            .find_map(|hash| blocks.check(hash))
+            .map(|hit| blocked_rejection(&hit))
+    }
 }
 
 /// Maps a Pingora error to the outcome class policies reason about.
@@ -226,42 +263,31 @@ impl ProxyHttp for Gateway {
         let route = matched.route;
         ctx.route = Some(matched.index);
 
-        let verdict = if route.chain.is_empty() {
-            None
-        } else {
-            let view = RequestView {
-                method: &req.method,
-                path,
-                query: req.uri.query(),
-                headers: &req.headers,
-                keys: &keys,
-                grpc: ctx.grpc,
-                now_nanos: snapshot.clock.now_nanos(),
-            };
-            Some(route.chain.decide(&view, &mut ctx.permits))
-        };
-        let local = match verdict {
-            None => None,
-            Some(v) => {
+        let local = match self.blocked(&keys) {
+            Some(r) => {
+                ctx.disposition = Disposition::Rejected;
+                ctx.decided_by = Some(r.policy.clone());
+                Some(reject(r, route, ctx.grpc))
+            }
+            None if route.chain.is_empty() => None,
+            None => {
+                let view = RequestView {
+                    method: &req.method,
+                    path,
+                    query: req.uri.query(),
+                    headers: &req.headers,
+                    keys: &keys,
+                    grpc: ctx.grpc,
+                    now_nanos: snapshot.clock.now_nanos(),
+                };
+                let v = route.chain.decide(&view, &mut ctx.permits).await;
                 ctx.admitted_by = v.admitted_by;
                 ctx.decided_by = v.decided_by(&route.chain).map(|p| p.name().to_string());
                 match v.decision {
-                    Decision::Continue => None,
+                    Decision::Continue | Decision::Wait(_) => None,
                     Decision::Reject(r) => {
                         ctx.disposition = Disposition::Rejected;
-                        Some(render(
-                            Refusal {
-                                status: r.status,
-                                grpc_status: r.grpc_status,
-                                error: r.kind,
-                                reason: &r.reason,
-                                policy: Some(&r.policy),
-                                cluster: None,
-                                route: Some(&route.id),
-                                extra_headers: r.headers,
-                            },
-                            ctx.grpc,
-                        ))
+                        Some(reject(r, route, ctx.grpc))
                     }
                     Decision::Respond(lr) => {
                         ctx.disposition = Disposition::Responded;

@@ -138,9 +138,15 @@ impl Reloader {
         if text_hash(&text) == current.hash {
             return Ok(None);
         }
-        build_snapshot(&text, &state.metrics, &state.clock, Some(current))
-            .map(Some)
-            .map_err(|e| e.to_string())
+        build_snapshot(
+            &text,
+            &state.metrics,
+            &state.clock,
+            &state.blocks,
+            Some(current),
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
     }
 
     pub fn last(&self) -> Option<ReloadRecord> {

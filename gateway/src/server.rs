@@ -10,6 +10,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
+use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
 use crate::watch::ReloadTriggers;
@@ -73,10 +74,17 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
     admin.add_tcp(&source.admin.address);
     admin.threads = Some(1);
 
+    let housekeeping = background_service(
+        "breakwater housekeeping",
+        Housekeeping {
+            state: state.clone(),
+        },
+    );
     let triggers = background_service("breakwater reload", ReloadTriggers { state });
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(triggers);
+    server.add_service(housekeeping);
     server
 }

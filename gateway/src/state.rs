@@ -5,7 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use breakwater_plugins::{Clock, MonotonicClock};
+use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::{Clock, KeyRef, KeySpec, MonotonicClock};
 
 use crate::config::compile::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
@@ -16,9 +17,14 @@ use crate::snapshot::{Snapshot, SnapshotStore};
 /// Shared by the proxy, the admin endpoint and the reload triggers.
 pub struct GatewayState {
     pub config_path: PathBuf,
-    pub store: SnapshotStore,
+    pub store: Arc<SnapshotStore>,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
+    /// Blocks placed by `abuse` policies and the admin; outlives snapshots.
+    pub blocks: Arc<BlockList>,
+    /// The `ip` and `user` keys, which the block list is checked for on every request.
+    pub ip_key: KeySpec,
+    pub user_key: KeySpec,
     pub reloader: Reloader,
     /// Set once the reload triggers (file watch, SIGHUP) are armed; `/healthz`
     /// answers 503 until then.
@@ -34,14 +40,22 @@ impl GatewayState {
         let metrics = Metrics::new();
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         let text = read_config(&path)?;
-        let snapshot = build_snapshot(&text, &metrics, &clock, None)?;
+        // The block list's size is read once, before the first compile.
+        let max_blocks = crate::config::parse_str(&text)?.block_list.max_entries;
+        let blocks = Arc::new(BlockList::new(max_blocks, clock.clone()));
+        let snapshot = build_snapshot(&text, &metrics, &clock, &blocks, None)?;
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
+        let store = Arc::new(ArcSwap::from_pointee(snapshot));
+        metrics.register_policy_collector(store.clone(), blocks.clone());
         Ok(Arc::new(Self {
             config_path: path,
-            store: ArcSwap::from_pointee(snapshot),
+            store,
             metrics,
             clock,
+            blocks,
+            ip_key: KeySpec::single(KeyRef::Ip, "ip"),
+            user_key: KeySpec::single(KeyRef::User, "user"),
             reloader: Reloader::default(),
             ready: AtomicBool::new(false),
             unrouted,
@@ -66,6 +80,7 @@ pub fn build_snapshot(
     text: &str,
     metrics: &Metrics,
     clock: &Arc<dyn Clock>,
+    blocks: &Arc<BlockList>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
     let file = parse_str(text)?;
@@ -78,6 +93,7 @@ pub fn build_snapshot(
             clock: clock.clone(),
             previous,
             env: &env,
+            blocks: blocks.clone(),
         },
     )?;
     Ok(snapshot)

@@ -110,6 +110,14 @@ impl KeySpec {
         })
     }
 
+    /// A spec of one key, named as the config would name it.
+    pub fn single(key: KeyRef, name: &str) -> Self {
+        Self {
+            text: name.to_string(),
+            parts: vec![key],
+        }
+    }
+
     /// The spec as written, normalized: `user+endpoint`.
     pub fn text(&self) -> &str {
         &self.text

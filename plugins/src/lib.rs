@@ -6,8 +6,10 @@
 //! [`Outcome`]. That seam keeps every policy unit-testable with a fake clock and
 //! benchmarkable on its own; the gateway crate does all of the I/O.
 
+pub mod abuse;
 pub mod block_list;
 pub mod clock;
+pub mod concurrency;
 pub mod config_error;
 pub mod deny;
 pub mod duration;
@@ -26,5 +28,5 @@ pub use config_error::ConfigError;
 pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
 pub use policy::{
     Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, PolicyEnv, Rejection,
-    RequestView,
+    RequestView, WaitOutcome, Waiter,
 };

@@ -10,6 +10,8 @@
 //! permit learns the request was abandoned, so releases happen on every path.
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +48,6 @@ pub struct RequestView<'a> {
 }
 
 /// A policy's verdict on a request.
-#[derive(Debug)]
 pub enum Decision {
     /// Let the request go on to the next policy, then upstream.
     Continue,
@@ -54,6 +55,31 @@ pub enum Decision {
     Reject(Rejection),
     /// Answer it locally (for example from a cache) without calling upstream.
     Respond(LocalResponse),
+    /// Decide later (a queue). The gateway awaits the future, then goes on
+    /// with the next policy or refuses. Dropping the future (the client left)
+    /// must release whatever it waits for.
+    Wait(Waiter),
+}
+
+/// What a [`Decision::Wait`] resolves to.
+pub type Waiter = Pin<Box<dyn Future<Output = WaitOutcome> + Send>>;
+
+/// The end of a wait.
+pub enum WaitOutcome {
+    /// Go on, holding this permit (if any) for the rest of the request.
+    Admit(Option<Box<dyn Permit>>),
+    Reject(Rejection),
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Continue => f.write_str("Continue"),
+            Decision::Reject(r) => f.debug_tuple("Reject").field(r).finish(),
+            Decision::Respond(r) => f.debug_tuple("Respond").field(r).finish(),
+            Decision::Wait(_) => f.write_str("Wait(..)"),
+        }
+    }
 }
 
 /// Why and how a request is refused.

@@ -34,4 +34,10 @@ pub struct LimitReport {
     #[serde(flatten)]
     pub counts: LimitCounts,
     pub top_keys: Vec<TopKey>,
+    /// Concurrency limits: requests holding a slot now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+    /// Concurrency limits: requests waiting in the queue now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
 }

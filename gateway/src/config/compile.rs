@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use breakwater_plugins::{Clock, ConfigError, Policy};
+use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::concurrency::Scope;
+use breakwater_plugins::{Clock, ConfigError, Policy, PolicyEnv};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
@@ -32,6 +34,8 @@ pub struct CompileContext<'a> {
     pub previous: Option<&'a Snapshot>,
     /// Looks up environment variables (injectable for tests).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The process-wide block list that `abuse` policies feed.
+    pub blocks: Arc<BlockList>,
 }
 
 /// Validates `file` and builds a snapshot. `text` is the file's text, for the hash.
@@ -395,7 +399,7 @@ fn compile_route(
     let mut entries = Vec::with_capacity(r.policies.len());
     for (i, p) in r.policies.iter().enumerate() {
         let ppath = format!("{path}.policies[{i}]");
-        let policy = compile_policy(p, &r.id, i, &ppath, custom_names, policies, cx)?;
+        let policy = compile_policy(p, r, i, &ppath, custom_names, policies, cx)?;
         entries.push(ChainEntry {
             counters: cx.metrics.decision_counters(policy.name(), policy.kind()),
             policy,
@@ -413,42 +417,61 @@ fn compile_route(
     })
 }
 
+/// The name a policy is known by. Unnamed policies are `<route>.<type>`
+/// (`.<index>` added if the route has two of a type); a cluster-scoped
+/// concurrency limit is `<cluster>.concurrency_limit`, so every route to the
+/// cluster shares it.
+fn policy_name(
+    p: &PolicyFile,
+    route: &RouteFile,
+    index: usize,
+    taken: &BTreeMap<String, CompiledPolicy>,
+) -> String {
+    if let Some(n) = p.explicit_name() {
+        return n.to_string();
+    }
+    if let PolicyFile::ConcurrencyLimit(c) = p {
+        if c.scope == Scope::Cluster {
+            return format!("{}.concurrency_limit", route.cluster);
+        }
+    }
+    let base = format!("{}.{}", route.id, p.kind());
+    if taken.contains_key(&base) {
+        format!("{base}.{index}")
+    } else {
+        base
+    }
+}
+
 fn compile_policy(
     p: &PolicyFile,
-    route_id: &str,
+    route: &RouteFile,
     index: usize,
     path: &str,
-    _custom_names: &[String],
+    custom_names: &[String],
     policies: &mut BTreeMap<String, CompiledPolicy>,
     cx: &CompileContext<'_>,
 ) -> Result<Arc<dyn Policy>, ConfigError> {
-    let (kind, explicit_name) = match p {
-        PolicyFile::Deny(c) => ("deny", c.name.clone()),
-    };
-    let name = match explicit_name {
-        Some(n) if n.trim().is_empty() => {
-            return Err(ConfigError::new(
-                format!("{path}.{kind}.name"),
-                "must not be empty",
-            ))
-        }
-        Some(n) => n,
-        None => {
-            let base = format!("{route_id}.{kind}");
-            if policies.contains_key(&base) {
-                format!("{base}.{index}")
-            } else {
-                base
-            }
-        }
-    };
-    if policies.contains_key(&name) {
+    let kind = p.kind();
+    if p.explicit_name().is_some_and(|n| n.trim().is_empty()) {
         return Err(ConfigError::new(
             format!("{path}.{kind}.name"),
-            format!("duplicate policy name \"{name}\""),
+            "must not be empty",
         ));
     }
+    let name = policy_name(p, route, index, policies);
     let fingerprint = serde_json::to_string(p).unwrap_or_default();
+    // The same name twice in one file: one shared policy if the configs are
+    // equal (several routes under one limit), an error otherwise.
+    if let Some(existing) = policies.get(&name) {
+        if existing.fingerprint == fingerprint {
+            return Ok(existing.policy.clone());
+        }
+        return Err(ConfigError::new(
+            format!("{path}.{kind}"),
+            format!("policy \"{name}\" is declared again with a different config; give it another `name`"),
+        ));
+    }
     let carried = cx
         .previous
         .and_then(|prev| prev.policies.get(&name))
@@ -456,9 +479,20 @@ fn compile_policy(
         .map(|prev| prev.policy.clone());
     let policy: Arc<dyn Policy> = match carried {
         Some(existing) => existing,
-        None => match p {
-            PolicyFile::Deny(c) => Arc::new(c.compile(name.clone(), &format!("{path}.deny"))?),
-        },
+        None => {
+            let env = PolicyEnv {
+                custom_keys: custom_names,
+                clock: cx.clock.clone(),
+                blocks: cx.blocks.clone(),
+            };
+            let path = format!("{path}.{kind}");
+            match p {
+                PolicyFile::Deny(c) => Arc::new(c.compile(name.clone(), &path)?),
+                PolicyFile::RateLimit(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
+                PolicyFile::ConcurrencyLimit(c) => Arc::new(c.compile(name.clone(), &path)?),
+                PolicyFile::Abuse(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
+            }
+        }
     };
     policies.insert(
         name,
@@ -504,12 +538,14 @@ routes:
     ) -> Result<Snapshot, ConfigError> {
         let file = parse_str(text)?;
         let env = |_: &str| None;
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         compile(
             file,
             text,
             &CompileContext {
                 metrics,
-                clock: Arc::new(MonotonicClock::new()),
+                blocks: Arc::new(BlockList::new(100, clock.clone())),
+                clock,
                 previous,
                 env: &env,
             },

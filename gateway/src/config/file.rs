@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use breakwater_plugins::abuse::AbuseConfig;
+use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::deny::DenyConfig;
+use breakwater_plugins::rate_limit::RateLimitConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -17,6 +20,8 @@ pub struct FileConfig {
     pub logging: LoggingFile,
     #[serde(default)]
     pub keys: KeysFile,
+    #[serde(default)]
+    pub block_list: BlockListFile,
     pub clusters: BTreeMap<String, ClusterFile>,
     pub routes: Vec<RouteFile>,
 }
@@ -221,9 +226,51 @@ pub struct HeaderMatchFile {
     pub value: Option<String>,
 }
 
+/// The process-wide block list. Read at startup; its entries survive reloads.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockListFile {
+    /// Most live blocks kept; past that, new blocks are refused and counted.
+    pub max_entries: usize,
+}
+
+impl Default for BlockListFile {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+        }
+    }
+}
+
 /// One entry of a route's `policies` list, e.g. `- deny: { ips: [...] }`.
+/// Policies run in the order listed; the first that refuses ends the chain.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum PolicyFile {
     Deny(DenyConfig),
+    RateLimit(RateLimitConfig),
+    ConcurrencyLimit(ConcurrencyConfig),
+    Abuse(AbuseConfig),
+}
+
+impl PolicyFile {
+    /// The type name as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Deny(_) => "deny",
+            Self::RateLimit(_) => "rate_limit",
+            Self::ConcurrencyLimit(_) => "concurrency_limit",
+            Self::Abuse(_) => "abuse",
+        }
+    }
+
+    /// The `name:` given in the file, if any.
+    pub fn explicit_name(&self) -> Option<&str> {
+        match self {
+            Self::Deny(c) => c.name.as_deref(),
+            Self::RateLimit(c) => c.name.as_deref(),
+            Self::ConcurrencyLimit(c) => c.name.as_deref(),
+            Self::Abuse(c) => c.name.as_deref(),
+        }
+    }
 }

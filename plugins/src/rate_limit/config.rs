@@ -45,7 +45,7 @@ pub struct RateLimitConfig {
     pub status: Option<u16>,
 }
 
-pub(crate) fn default_max_keys() -> usize {
+pub fn default_max_keys() -> usize {
     100_000
 }
 
@@ -69,9 +69,9 @@ pub struct LimitOverride {
 }
 
 /// Upper bound on `max_keys`, so a typo cannot reserve unbounded memory.
-pub(crate) const MAX_KEYS_CEILING: usize = 10_000_000;
+pub const MAX_KEYS_CEILING: usize = 10_000_000;
 
-pub(crate) fn check_max_keys(max_keys: usize, path: &str) -> Result<(), ConfigError> {
+pub fn check_max_keys(max_keys: usize, path: &str) -> Result<(), ConfigError> {
     if max_keys == 0 || max_keys > MAX_KEYS_CEILING {
         return Err(ConfigError::new(
             format!("{path}.max_keys"),
@@ -81,11 +81,7 @@ pub(crate) fn check_max_keys(max_keys: usize, path: &str) -> Result<(), ConfigEr
     Ok(())
 }
 
-pub(crate) fn check_status(
-    status: Option<u16>,
-    default: u16,
-    path: &str,
-) -> Result<u16, ConfigError> {
+pub fn check_status(status: Option<u16>, default: u16, path: &str) -> Result<u16, ConfigError> {
     let status = status.unwrap_or(default);
     if !(400..=599).contains(&status) {
         return Err(ConfigError::new(

@@ -320,7 +320,7 @@ impl Policy for RateLimit {
 
     fn limit_report(&self, top: usize) -> Option<LimitReport> {
         let now = self.clock.now_nanos();
-        // A min-heap of the `top` largest estimates.
+        // A min-heap of the `top` largest estimates (no scan when top is 0).
         let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::with_capacity(top + 1);
         let mut consider = |hash: u64, heat: u64| {
             if heat == 0 || top == 0 {
@@ -333,7 +333,9 @@ impl Policy for RateLimit {
         };
         let (stats, counts_of): (_, Box<dyn Fn(u64) -> f64>) = match &self.engine {
             Engine::Gcra { entries, .. } => {
-                entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                if top > 0 {
+                    entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                }
                 (
                     entries.stats(),
                     Box::new(move |h| {
@@ -344,7 +346,9 @@ impl Policy for RateLimit {
                 )
             }
             Engine::Window { entries } => {
-                entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                if top > 0 {
+                    entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
+                }
                 (
                     entries.stats(),
                     Box::new(move |h| {
@@ -381,6 +385,8 @@ impl Policy for RateLimit {
                 shadow_rejected: self.counts.shadow_rejected.load(Ordering::Relaxed),
             },
             top_keys,
+            in_flight: None,
+            queued: None,
         })
     }
 }

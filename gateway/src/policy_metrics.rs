@@ -1,0 +1,164 @@
+//! Metrics read from the policies at scrape time.
+//!
+//! Tracked keys, evictions and per-policy admitted/rejected counts live in
+//! the policies' own atomics; this collector reads them when Prometheus
+//! scrapes, so the request path pays nothing extra for them. It reads the
+//! live snapshot, so a removed policy's series disappear after a reload, and a
+//! rebuilt policy's counters restart (a counter reset, which Prometheus
+//! handles).
+
+use std::sync::Arc;
+
+use breakwater_plugins::block_list::BlockList;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+use crate::snapshot::SnapshotStore;
+
+pub struct PolicyCollector {
+    store: Arc<SnapshotStore>,
+    blocks: Arc<BlockList>,
+    descs: Vec<Desc>,
+}
+
+struct Families {
+    requests: IntCounterVec,
+    tracked: IntGaugeVec,
+    evictions: IntCounterVec,
+    in_flight: IntGaugeVec,
+    queued: IntGaugeVec,
+    blocks_live: IntGauge,
+    block_events: IntCounterVec,
+}
+
+fn families() -> Families {
+    let pk = &["policy", "kind"];
+    Families {
+        requests: IntCounterVec::new(
+            Opts::new(
+                "breakwater_limit_requests_total",
+                "Requests seen by limit-like policies, by result (admitted, rejected, shadow_rejected).",
+            ),
+            &["policy", "kind", "result"],
+        )
+        .expect("valid metric"),
+        tracked: IntGaugeVec::new(
+            Opts::new("breakwater_limit_tracked_keys", "Keys a policy currently tracks."),
+            pk,
+        )
+        .expect("valid metric"),
+        evictions: IntCounterVec::new(
+            Opts::new(
+                "breakwater_limit_evictions_total",
+                "Keys evicted because a policy's max_keys was reached.",
+            ),
+            pk,
+        )
+        .expect("valid metric"),
+        in_flight: IntGaugeVec::new(
+            Opts::new("breakwater_concurrency_in_flight", "Requests holding a concurrency slot."),
+            &["policy"],
+        )
+        .expect("valid metric"),
+        queued: IntGaugeVec::new(
+            Opts::new("breakwater_concurrency_queued", "Requests waiting for a concurrency slot."),
+            &["policy"],
+        )
+        .expect("valid metric"),
+        blocks_live: IntGauge::new("breakwater_blocks_active", "Keys on the block list now.")
+            .expect("valid metric"),
+        block_events: IntCounterVec::new(
+            Opts::new(
+                "breakwater_block_events_total",
+                "Block list events: blocked, expired, removed (by admin), refused_full.",
+            ),
+            &["event"],
+        )
+        .expect("valid metric"),
+    }
+}
+
+impl PolicyCollector {
+    pub fn new(store: Arc<SnapshotStore>, blocks: Arc<BlockList>) -> Self {
+        let f = families();
+        let descs = [
+            f.requests.desc(),
+            f.tracked.desc(),
+            f.evictions.desc(),
+            f.in_flight.desc(),
+            f.queued.desc(),
+            f.blocks_live.desc(),
+            f.block_events.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Self {
+            store,
+            blocks,
+            descs,
+        }
+    }
+}
+
+impl Collector for PolicyCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let f = families();
+        let snapshot = self.store.load();
+        for (name, compiled) in &snapshot.policies {
+            let Some(r) = compiled.policy.limit_report(0) else {
+                continue;
+            };
+            let kind = r.kind;
+            for (result, n) in [
+                ("admitted", r.counts.admitted),
+                ("rejected", r.counts.rejected),
+                ("shadow_rejected", r.counts.shadow_rejected),
+            ] {
+                f.requests
+                    .with_label_values(&[name, kind, result])
+                    .inc_by(n);
+            }
+            if r.max_keys > 0 {
+                f.tracked
+                    .with_label_values(&[name, kind])
+                    .set(r.tracked_keys as i64);
+                f.evictions
+                    .with_label_values(&[name, kind])
+                    .inc_by(r.evictions);
+            }
+            if let Some(n) = r.in_flight {
+                f.in_flight.with_label_values(&[name]).set(n as i64);
+            }
+            if let Some(n) = r.queued {
+                f.queued.with_label_values(&[name]).set(n as i64);
+            }
+        }
+        let b = self.blocks.counts();
+        f.blocks_live.set(b.live as i64);
+        for (event, n) in [
+            ("blocked", b.blocked),
+            ("expired", b.expired),
+            ("removed", b.removed),
+            ("refused_full", b.refused_full),
+        ] {
+            f.block_events.with_label_values(&[event]).inc_by(n);
+        }
+        [
+            f.requests.collect(),
+            f.tracked.collect(),
+            f.evictions.collect(),
+            f.in_flight.collect(),
+            f.queued.collect(),
+            f.blocks_live.collect(),
+            f.block_events.collect(),
+        ]
+        .concat()
+    }
+}
