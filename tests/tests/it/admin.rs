@@ -102,14 +102,27 @@ async fn metrics_count_requests_latency_and_decisions() {
     // No user key is configured, so mallory is not recognised: allowed.
     assert_eq!(r.status(), 200);
 
-    let text = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Counters move in the logging phase, just after the response is sent.
+    let text = breakwater_tests::eventually(
+        std::time::Duration::from_secs(5),
+        "all five requests to be counted",
+        || async {
+            let text = client()
+                .get(gw.admin("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (metric(
+                &text,
+                "breakwater_upstream_latency_seconds_count{cluster=\"up\"}",
+            ) == Some(5.0))
+            .then_some(text)
+        },
+    )
+    .await;
     assert_eq!(
         metric(
             &text,

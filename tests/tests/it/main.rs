@@ -5,6 +5,7 @@ mod config_check;
 mod deny;
 mod keys;
 mod lifecycle;
+mod limits;
 mod proxy;
 mod reload;
 mod routing;

@@ -1,0 +1,469 @@
+//! Rate limits, concurrency limits, abuse blocking and the block list,
+//! through the real gateway.
+
+use std::time::{Duration, Instant};
+
+use breakwater_tests::{client, eventually, Gateway, MockUpstream};
+use serde_json::Value;
+
+use crate::gateway;
+
+fn with_policies(up: &MockUpstream, keys: &str, policies: &str) -> String {
+    format!(
+        "{keys}clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 10000\nroutes:\n  - id: api\n    cluster: up\n    policies:\n{policies}",
+        up.addr
+    )
+}
+
+async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(gw.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn limits(gw: &Gateway) -> Value {
+    client()
+        .get(gw.admin("/limits"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Sends `rate` requests per second for `secs`, paced; returns how many got 200.
+async fn paced(gw: &Gateway, rate: u64, secs: u64, headers: &[(&str, &str)]) -> (u64, u64) {
+    let c = client();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let mut req = c.get(gw.url("/x"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send().await.unwrap().status().as_u16() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steady_load_at_twice_the_limit_admits_the_limit() {
+    let up = MockUpstream::start("a").await;
+    for algo in ["sliding_window", "gcra"] {
+        // A small burst absorbs the jitter of real arrival times; it adds at most 5 of 200.
+        let burst = if algo == "gcra" { ", burst: 5" } else { "" };
+        let body = with_policies(
+            &up,
+            "",
+            &format!("      - rate_limit: {{ key: ip, limit: 40, window: 1s, algorithm: {algo}{burst} }}\n"),
+        );
+        let gw = gateway(&body).start().await;
+        let (ok, limited) = paced(&gw, 80, 5, &[]).await;
+        let expected = 40.0 * 5.0;
+        let error = (ok as f64 - expected).abs() / expected;
+        assert!(
+            error <= 0.05,
+            "{algo}: admitted {ok} of {} (expected {expected} ± 5%)",
+            ok + limited
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ips_are_limited_independently_and_spoofing_does_not_evade() {
+    let up = MockUpstream::start("a").await;
+    let policy = "      - rate_limit: { key: ip, limit: 5, window: 1m }\n";
+    // Behind a trusted proxy, two clients each get their own 5.
+    let trusted = gateway(&with_policies(
+        &up,
+        "keys:\n  trusted_proxies: [127.0.0.1]\n",
+        policy,
+    ))
+    .start()
+    .await;
+    for client_ip in ["203.0.113.1", "203.0.113.2"] {
+        let mut ok = 0;
+        for _ in 0..8 {
+            if get(&trusted, "/x", &[("x-forwarded-for", client_ip)])
+                .await
+                .status()
+                == 200
+            {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 5, "{client_ip}");
+    }
+    // Directly exposed, a client that invents a new X-Forwarded-For for each
+    // request is still one IP.
+    let exposed = gateway(&with_policies(&up, "", policy)).start().await;
+    let mut ok = 0;
+    for i in 0..8 {
+        let fake = format!("198.51.100.{i}");
+        if get(&exposed, "/x", &[("x-forwarded-for", &fake)])
+            .await
+            .status()
+            == 200
+        {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejections_carry_retry_after_and_ratelimit_headers() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "keys:\n  user: { header: x-user-id }\n",
+        "      - rate_limit: { name: per-user, key: user, limit: 2, window: 1m, algorithm: sliding_window }\n",
+    );
+    let gw = gateway(&body).start().await;
+    let alice = [("x-user-id", "alice")];
+    assert_eq!(get(&gw, "/x", &alice).await.status(), 200);
+    assert_eq!(get(&gw, "/x", &alice).await.status(), 200);
+    let resp = get(&gw, "/x", &alice).await;
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(h["ratelimit-policy"], "\"per-user\";q=2;w=60");
+    assert_eq!(
+        h["ratelimit"].to_str().unwrap(),
+        format!("\"per-user\";r=0;t={retry}")
+    );
+    assert_eq!(h["x-breakwater-policy"], "per-user");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
+    assert_eq!(v["policy"], "per-user");
+    assert_eq!(up.count(), 2);
+    // Another user is unaffected.
+    assert_eq!(get(&gw, "/x", &[("x-user-id", "bob")]).await.status(), 200);
+
+    // gRPC callers get RESOURCE_EXHAUSTED.
+    let resp = client()
+        .post(gw.url("/pkg.Svc/Call"))
+        .header("content-type", "application/grpc")
+        .header("x-user-id", "alice")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "8");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_mode_admits_and_reports_what_it_would_reject() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "",
+        "      - rate_limit: { key: ip, limit: 3, window: 1m, shadow: true }\n",
+    );
+    let gw = gateway(&body).start().await;
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
+    }
+    assert_eq!(up.count(), 10);
+    let v = limits(&gw).await;
+    let l = &v["limits"][0];
+    assert_eq!(l["name"], "api.rate_limit");
+    assert_eq!(l["admitted"], 3);
+    assert_eq!(l["shadow_rejected"], 7);
+    assert_eq!(l["rejected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_endpoint_and_metrics_show_keys_and_counts() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "keys:\n  trusted_proxies: [127.0.0.1]\n",
+        "      - rate_limit: { key: ip, limit: 100, window: 1m, algorithm: sliding_window }\n",
+    );
+    let gw = gateway(&body).start().await;
+    for (ip, n) in [("203.0.113.1", 60), ("203.0.113.2", 10)] {
+        for _ in 0..n {
+            get(&gw, "/x", &[("x-forwarded-for", ip)]).await;
+        }
+    }
+    let v = limits(&gw).await;
+    let l = &v["limits"][0];
+    assert_eq!(l["type"], "rate_limit");
+    assert_eq!(l["tracked_keys"], 2);
+    assert_eq!(l["max_keys"], 100_000);
+    assert_eq!(l["config"]["limit"], 100);
+    assert_eq!(l["top_keys"][0]["key"], "203.0.113.1");
+    assert_eq!(l["top_keys"][0]["count"], 60.0);
+    let text = client()
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("breakwater_limit_requests_total{kind=\"rate_limit\",policy=\"api.rate_limit\",result=\"admitted\"} 70"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "breakwater_limit_tracked_keys{kind=\"rate_limit\",policy=\"api.rate_limit\"} 2"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_limit_holds_under_parallel_slow_requests() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(&up, "", "      - concurrency_limit: { max: 2 }\n");
+    let gw = gateway(&body).start().await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = gw.url("/slow?ms=800");
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503, 503, 503, 503]);
+    assert_eq!(up.count(), 2, "refused requests never reach the upstream");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // All slots are back.
+    eventually(Duration::from_secs(5), "slots to be released", || async {
+        (limits(&gw).await["limits"][0]["in_flight"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_queue_lets_waiters_through_in_turn() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "",
+        "      - concurrency_limit: { max: 1, queue: { max: 4, timeout: 5s } }\n",
+    );
+    let gw = gateway(&body).start().await;
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let url = gw.url("/slow?ms=200");
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(up.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_slot_is_released_when_the_client_gives_up() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(&up, "", "      - concurrency_limit: { max: 1 }\n");
+    let gw = gateway(&body).start().await;
+    // The client gives up long before the upstream would answer (10 s).
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(impatient
+        .get(gw.url("/slow?ms=10000"))
+        .send()
+        .await
+        .is_err());
+    let released = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the abandoned request's slot to be released",
+        || async { (limits(&gw).await["limits"][0]["in_flight"] == 0).then_some(()) },
+    )
+    .await;
+    assert!(released.elapsed() < Duration::from_secs(5));
+    assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abuse_detection_blocks_then_unblocks_after_the_ttl() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "",
+        "      - abuse: { key: ip, threshold: 5, window: 1s, block_for: 2s, status: 429 }\n",
+    );
+    let gw = gateway(&body).start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(get(&gw, "/x", &[]).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(up.count(), 5, "a blocked IP never reaches the upstream");
+    let resp = get(&gw, "/x", &[]).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "blocked");
+    assert_eq!(v["policy"], "api.abuse");
+    let blocks: Value = client()
+        .get(gw.admin("/blocks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blocks["blocks"][0]["key"], "ip:127.0.0.1");
+    assert_eq!(blocks["blocks"][0]["source"], "api.abuse");
+    // The block lapses by itself.
+    eventually(Duration::from_secs(10), "the block to expire", || async {
+        (get(&gw, "/x", &[]).await.status() == 200).then_some(())
+    })
+    .await;
+    let blocks: Value = client()
+        .get(gw.admin("/blocks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blocks["count"], 0);
+    assert!(gw.log().contains("key blocked") && gw.log().contains("block expired"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_block_list_end_to_end() {
+    let up = MockUpstream::start("a").await;
+    let body = format!(
+        "admin:\n  address: \"{{admin}}\"\n  token: t0k\nkeys:\n  user: {{ header: x-user-id }}\nclusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: open\n    cluster: up\n",
+        up.addr
+    );
+    let gw = gateway(&body).start().await;
+    let c = client();
+    let mallory = [("x-user-id", "mallory")];
+    assert_eq!(get(&gw, "/x", &mallory).await.status(), 200);
+
+    let block = serde_json::json!({ "key": "user:mallory", "ttl": "10m", "reason": "fraud" });
+    assert_eq!(
+        c.post(gw.admin("/blocks"))
+            .json(&block)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .bearer_auth("t0k")
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // Blocks apply on every route, with no policy configured there.
+    let resp = get(&gw, "/x", &mallory).await;
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["reason"].as_str().unwrap().contains("fraud"), "{v}");
+    assert_eq!(
+        get(&gw, "/x", &[("x-user-id", "alice")]).await.status(),
+        200
+    );
+
+    let listed: Value = c
+        .get(gw.admin("/blocks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["blocks"][0]["key"], "user:mallory");
+    assert_eq!(listed["blocks"][0]["reason"], "fraud");
+    assert!(listed["blocks"][0]["expires_in_ms"].as_u64().unwrap() > 590_000);
+
+    let bad = serde_json::json!({ "key": "ip:not-an-ip", "ttl": "1m" });
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .bearer_auth("t0k")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    assert_eq!(
+        c.delete(gw.admin("/blocks/user:mallory"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let resp = c
+        .delete(gw.admin("/blocks/user:mallory"))
+        .bearer_auth("t0k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&gw, "/x", &mallory).await.status(), 200);
+    let resp = c
+        .delete(gw.admin("/blocks/user:mallory"))
+        .bearer_auth("t0k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_state_survives_a_reload_that_leaves_it_unchanged() {
+    let up = MockUpstream::start("a").await;
+    let policy = "      - rate_limit: { key: ip, limit: 3, window: 1m }\n";
+    let body = format!("server:\n  threads: 1\n  pid_file: {{dir}}/bw.pid\n  upgrade_sock: {{dir}}/u.sock\n  watch_config: false\n{}", with_policies(&up, "", policy));
+    let gw = gateway(&body).start().await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
+    }
+    assert_eq!(get(&gw, "/x", &[]).await.status(), 429);
+    // An unrelated change: the limit keeps its count.
+    gw.write_config(&format!(
+        "{body}  - id: other\n    match: {{ path: {{ prefix: /other }} }}\n    cluster: up\n"
+    ));
+    let v: Value = client()
+        .post(gw.admin("/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], "ok");
+    assert_eq!(get(&gw, "/x", &[]).await.status(), 429);
+    // A changed limit starts afresh.
+    gw.write_config(&body.replace("limit: 3", "limit: 4"));
+    let v: Value = client()
+        .post(gw.admin("/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], "ok");
+    assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
+}
