@@ -19,7 +19,7 @@ use governor::{Quota, RateLimiter};
 use http::HeaderValue;
 
 use super::config::{Algorithm, RateLimitConfig};
-use super::gcra::{DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
+use super::gcra::{deciding_at, DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
 use super::headers::{policy_value, rejection_headers};
 use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
@@ -102,8 +102,13 @@ fn quota(limit: u64, window: Duration, burst: Option<u32>) -> Quota {
 
 /// What one check found.
 enum Check {
-    Admit { remaining: u64 },
-    Refuse { retry_after: Duration },
+    /// `notable`: the key has used half its limit or more (worth naming).
+    Admit {
+        notable: bool,
+    },
+    Refuse {
+        retry_after: Duration,
+    },
 }
 
 impl RateLimit {
@@ -192,12 +197,13 @@ impl RateLimit {
 
     fn check_window(entries: &KeyedStore<WindowEntry>, hash: u64, now: u64, limit: u64) -> Check {
         let spec = *entries.context();
+        let tick = spec.tick(now);
         entries.with(hash, now, WindowEntry::default, |e| {
-            if e.admitted.fits(&spec, now, 1, limit) {
-                e.admitted.add(&spec, now, 1);
-                let used = e.admitted.estimate(&spec, now).ceil() as u64;
+            let used = e.admitted.estimate_scaled_at(tick);
+            if used + tick.scaled(1) <= tick.scaled(limit) {
+                e.admitted.add_at(tick, 1);
                 Check::Admit {
-                    remaining: limit.saturating_sub(used),
+                    notable: used * 2 >= tick.scaled(limit),
                 }
             } else {
                 Check::Refuse {
@@ -213,31 +219,35 @@ impl RateLimit {
             governor::middleware::StateSnapshot,
             governor::NotUntil<governor::nanos::Nanos>,
         >,
+        now: u64,
     ) -> Check {
         match result {
             Ok(snapshot) => Check::Admit {
-                remaining: u64::from(snapshot.remaining_burst_capacity()),
+                notable: u64::from(snapshot.remaining_burst_capacity()) * 2
+                    <= u64::from(snapshot.quota().burst_size().get()),
             },
             Err(not_until) => Check::Refuse {
-                retry_after: not_until
-                    .wait_time_from(governor::nanos::Nanos::from(self.clock.now_nanos())),
+                retry_after: not_until.wait_time_from(governor::nanos::Nanos::from(now)),
             },
         }
     }
 
     fn check(&self, hash: u64, now: u64, rendered: Option<&str>) -> Check {
+        let keyed = |limiter: &KeyedGcra| {
+            self.gcra_check(deciding_at(now, || limiter.check_key(&hash)), now)
+        };
         if let Some(o) = rendered.and_then(|r| self.overrides.get(r)) {
             return match (&o.gcra, &self.engine) {
-                (Some(direct), _) => self.gcra_check(direct.check()),
+                (Some(direct), _) => self.gcra_check(deciding_at(now, || direct.check()), now),
                 (None, Engine::Window { entries }) => {
                     Self::check_window(entries, hash, now, o.limit)
                 }
                 // Not built that way; the keyed limit is the safe answer.
-                (None, Engine::Gcra { limiter, .. }) => self.gcra_check(limiter.check_key(&hash)),
+                (None, Engine::Gcra { limiter, .. }) => keyed(limiter),
             };
         }
         match &self.engine {
-            Engine::Gcra { limiter, .. } => self.gcra_check(limiter.check_key(&hash)),
+            Engine::Gcra { limiter, .. } => keyed(limiter),
             Engine::Window { entries } => Self::check_window(entries, hash, now, self.limit),
         }
     }
@@ -279,9 +289,9 @@ impl Policy for RateLimit {
             return Decision::Continue;
         }
         match self.check(hash, now, rendered.as_deref()) {
-            Check::Admit { remaining } => {
+            Check::Admit { notable } => {
                 self.counts.admitted.fetch_add(1, Ordering::Relaxed);
-                if remaining.saturating_mul(2) <= self.limit {
+                if notable {
                     self.note_name(hash, now, req);
                 }
                 Decision::Continue

@@ -61,13 +61,36 @@ impl WindowSpec {
         Duration::from_nanos(self.bucket_nanos)
     }
 
-    fn epoch(&self, now: u64) -> u64 {
-        now / self.bucket_nanos
+    /// Where `now` falls: its sub-bucket and how far into it. One division,
+    /// shared by every operation of a decision.
+    #[inline]
+    pub fn tick(&self, now: u64) -> Tick {
+        Tick {
+            epoch: now / self.bucket_nanos,
+            into_bucket: now % self.bucket_nanos,
+            bucket_nanos: self.bucket_nanos,
+        }
     }
 
     /// Time until the current sub-bucket ends and the oldest one slides out.
     pub fn until_next_bucket(&self, now: u64) -> Duration {
         Duration::from_nanos(self.bucket_nanos - now % self.bucket_nanos)
+    }
+}
+
+/// A point in time as a window sees it (see [`WindowSpec::tick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    epoch: u64,
+    into_bucket: u64,
+    bucket_nanos: u64,
+}
+
+impl Tick {
+    /// `count` events, in the scaled unit of [`SlidingWindow::estimate_scaled`].
+    #[inline]
+    pub fn scaled(&self, count: u64) -> u128 {
+        u128::from(count) * u128::from(self.bucket_nanos)
     }
 }
 
@@ -102,7 +125,13 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
     /// Counts `n` events at `now`.
     pub fn add(&self, spec: &WindowSpec, now: u64, n: u32) {
         debug_assert_eq!(spec.buckets, Self::BUCKETS, "spec and window disagree on B");
-        let epoch = spec.epoch(now);
+        self.add_at(spec.tick(now), n);
+    }
+
+    /// Counts `n` events at `tick`.
+    #[inline]
+    pub fn add_at(&self, tick: Tick, n: u32) {
+        let epoch = tick.epoch;
         let slot = &self.slots[(epoch % SLOTS as u64) as usize];
         let tag = epoch as u32;
         let mut cur = slot.load(Ordering::Relaxed);
@@ -125,10 +154,11 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
     }
 
     /// The estimated number of events in `(now - W, now]`, scaled by the
-    /// sub-bucket length (an exact integer; divide by `bucket_nanos`).
-    fn estimate_scaled(&self, spec: &WindowSpec, now: u64) -> u128 {
-        let epoch = spec.epoch(now);
-        let into_bucket = now % spec.bucket_nanos;
+    /// sub-bucket length: an exact integer, compared against
+    /// [`Tick::scaled`] counts without any division.
+    #[inline]
+    pub fn estimate_scaled_at(&self, tick: Tick) -> u128 {
+        let (epoch, into_bucket, bucket_nanos) = (tick.epoch, tick.into_bucket, tick.bucket_nanos);
         let mut full: u128 = 0;
         let mut oldest: u128 = 0;
         for slot in &self.slots {
@@ -140,7 +170,11 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
                 oldest += u128::from(c);
             }
         }
-        full * u128::from(spec.bucket_nanos) + oldest * u128::from(spec.bucket_nanos - into_bucket)
+        full * u128::from(bucket_nanos) + oldest * u128::from(bucket_nanos - into_bucket)
+    }
+
+    fn estimate_scaled(&self, spec: &WindowSpec, now: u64) -> u128 {
+        self.estimate_scaled_at(spec.tick(now))
     }
 
     /// The estimated count in the window ending at `now`.
