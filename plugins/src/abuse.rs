@@ -21,7 +21,7 @@ use crate::log_throttle::LogThrottle;
 use crate::rate_limit::config_checks::{check_max_keys, check_status, default_max_keys};
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyNames, KeyState, KeyedStore};
-use crate::window::{SlidingWindow, WindowSpec};
+use crate::window::{hottest, SlidingWindow, WindowSpec};
 use crate::{
     Clock, ConfigError, Decision, KeySpec, Permits, Policy, PolicyEnv, Rejection, RequestView,
 };
@@ -165,15 +165,13 @@ impl Policy for Abuse {
             return Decision::Reject(blocked_rejection(&hit));
         }
         let now = req.now_nanos;
-        let spec = *self.entries.context();
-        let (over, estimate) = self.entries.with(hash, now, Entry::default, |e| {
-            e.seen.add(&spec, now, 1);
-            (
-                !e.seen.fits(&spec, now, 0, self.threshold),
-                e.seen.estimate(&spec, now),
-            )
+        let tick = self.entries.context().tick(now);
+        let seen = self.entries.with(hash, now, Entry::default, |e| {
+            e.seen.add_at(tick, 1);
+            e.seen.estimate_scaled_at(tick)
         });
-        if estimate * 2.0 >= self.threshold as f64 {
+        let threshold = tick.scaled(self.threshold);
+        if seen * 2 >= threshold {
             self.names.note(
                 hash,
                 now,
@@ -181,10 +179,11 @@ impl Policy for Abuse {
                 |h| self.entries.peek(h, |_| ()).is_some(),
             );
         }
-        if !over {
+        if seen <= threshold {
             self.admitted.fetch_add(1, Ordering::Relaxed);
             return Decision::Continue;
         }
+        let estimate = tick.unscale(seen);
         let value = self.key.render(req.keys).unwrap_or_default();
         let reason = format!(
             "{:.0} requests in {} (threshold {})",
@@ -228,33 +227,8 @@ impl Policy for Abuse {
 
     fn limit_report(&self, top: usize) -> Option<LimitReport> {
         let now = self.clock.now_nanos();
-        let spec = *self.entries.context();
-        let mut all: Vec<(u64, u64)> = Vec::new();
-        if top > 0 {
-            self.entries.for_each(|h, e| {
-                let heat = e.seen.heat(&spec, now);
-                if heat > 0 {
-                    all.push((heat, h));
-                }
-            });
-        }
-        all.sort_unstable_by(|a, b| b.cmp(a));
-        let secs = self.window.as_secs_f64();
-        let top_keys = all
-            .into_iter()
-            .take(top)
-            .map(|(_, h)| {
-                let count = self
-                    .entries
-                    .peek(h, |e| e.seen.estimate(&spec, now))
-                    .unwrap_or(0.0);
-                TopKey {
-                    key: self.names.name(h),
-                    count,
-                    rate_per_sec: count / secs,
-                }
-            })
-            .collect();
+        let hot = hottest(&self.entries, top, self.entries.context(), now, |e| &e.seen);
+        let top_keys = TopKey::list(hot, &self.names, self.window);
         let stats = self.entries.stats();
         Some(LimitReport {
             name: self.name.clone(),

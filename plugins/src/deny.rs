@@ -133,28 +133,10 @@ impl Policy for Deny {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RequestKeys;
-    use http::{HeaderMap, Method};
-    use std::sync::Arc;
+    use crate::testing::{keys, Env};
 
     fn decide(policy: &Deny, ip: &str, user: Option<&str>) -> Decision {
-        let keys = RequestKeys {
-            endpoint: Arc::from("r"),
-            ip: ip.parse().unwrap(),
-            user: user.map(Into::into),
-            custom: vec![],
-        };
-        let headers = HeaderMap::new();
-        let view = RequestView {
-            method: &Method::GET,
-            path: "/",
-            query: None,
-            headers: &headers,
-            keys: &keys,
-            grpc: false,
-            now_nanos: 0,
-        };
-        policy.on_request(&view, &mut Permits::default())
+        Env::new().decide(policy, &keys(ip, user)).0
     }
 
     fn policy() -> Deny {

@@ -55,6 +55,15 @@ impl std::fmt::Display for KeyValue<'_> {
     }
 }
 
+/// Whether `name` is usable as a key or capture name: letters, digits, `_`
+/// and `-` (`+` combines keys, `:` and `|` separate block-list text).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// A reference to one key, resolved from its name when the config is compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyRef {

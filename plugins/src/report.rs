@@ -1,6 +1,10 @@
 //! What limit-like policies tell the admin endpoint and the metrics.
 
+use std::time::Duration;
+
 use serde::Serialize;
+
+use crate::store::KeyNames;
 
 /// Totals kept by a limit-like policy.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -19,6 +23,20 @@ pub struct TopKey {
     /// Events in the current window (estimated).
     pub count: f64,
     pub rate_per_sec: f64,
+}
+
+impl TopKey {
+    /// Names and rates for `(hash, count)` pairs from [`crate::window::hottest`].
+    pub fn list(hot: Vec<(u64, f64)>, names: &KeyNames, window: Duration) -> Vec<TopKey> {
+        let secs = window.as_secs_f64();
+        hot.into_iter()
+            .map(|(hash, count)| TopKey {
+                key: names.name(hash),
+                count,
+                rate_per_sec: count / secs,
+            })
+            .collect()
+    }
 }
 
 /// A limit-like policy's state, for `GET /limits` and the metrics.

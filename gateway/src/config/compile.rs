@@ -188,11 +188,7 @@ fn compile_keys(file: &FileConfig) -> Result<KeyExtractor, ConfigError> {
                 format!("\"{name}\" is a built-in key name"),
             ));
         }
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid {
+        if !breakwater_plugins::keys::is_valid_name(name) {
             return Err(ConfigError::new(
                 path,
                 "key names use letters, digits, '_' or '-' ('+' combines keys)",

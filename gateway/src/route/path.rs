@@ -73,11 +73,7 @@ impl PathPattern {
         let mut names: Vec<String> = Vec::new();
         for seg in p[1..].split('/') {
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                let valid = !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !valid {
+                if !breakwater_plugins::keys::is_valid_name(name) {
                     return Err(ConfigError::new(
                         path,
                         format!("bad capture \"{seg}\" in template \"{p}\": names use letters, digits, '_' or '-'"),

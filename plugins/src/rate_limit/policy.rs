@@ -7,8 +7,7 @@
 //! the limit's edge. GCRA updates are a single compare-and-swap and exact.
 
 use std::any::Any;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use super::headers::{policy_value, rejection_headers};
 use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyHasher, KeyNames, KeyState, KeyedStore};
-use crate::window::{SlidingWindow, WindowSpec};
+use crate::window::{hottest, SlidingWindow, WindowSpec};
 use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, Rejection, RequestView};
 
 /// Sub-buckets of every window kept by this policy.
@@ -330,58 +329,17 @@ impl Policy for RateLimit {
 
     fn limit_report(&self, top: usize) -> Option<LimitReport> {
         let now = self.clock.now_nanos();
-        // A min-heap of the `top` largest estimates (no scan when top is 0).
-        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::with_capacity(top + 1);
-        let mut consider = |hash: u64, heat: u64| {
-            if heat == 0 || top == 0 {
-                return;
-            }
-            heap.push(Reverse((heat, hash)));
-            if heap.len() > top {
-                heap.pop();
-            }
+        let (stats, hot) = match &self.engine {
+            Engine::Gcra { entries, .. } => (
+                entries.stats(),
+                hottest(entries, top, &self.spec, now, |e| &e.admitted),
+            ),
+            Engine::Window { entries } => (
+                entries.stats(),
+                hottest(entries, top, &self.spec, now, |e| &e.admitted),
+            ),
         };
-        let (stats, counts_of): (_, Box<dyn Fn(u64) -> f64>) = match &self.engine {
-            Engine::Gcra { entries, .. } => {
-                if top > 0 {
-                    entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
-                }
-                (
-                    entries.stats(),
-                    Box::new(move |h| {
-                        entries
-                            .peek(h, |e| e.admitted.estimate(&self.spec, now))
-                            .unwrap_or(0.0)
-                    }),
-                )
-            }
-            Engine::Window { entries } => {
-                if top > 0 {
-                    entries.for_each(|h, e| consider(h, e.admitted.heat(&self.spec, now)));
-                }
-                (
-                    entries.stats(),
-                    Box::new(move |h| {
-                        entries
-                            .peek(h, |e| e.admitted.estimate(&self.spec, now))
-                            .unwrap_or(0.0)
-                    }),
-                )
-            }
-        };
-        let secs = self.window.as_secs_f64();
-        let top_keys = heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Reverse((_, hash))| {
-                let count = counts_of(hash);
-                TopKey {
-                    key: self.names.name(hash),
-                    count,
-                    rate_per_sec: count / secs,
-                }
-            })
-            .collect();
+        let top_keys = TopKey::list(hot, &self.names, self.window);
         Some(LimitReport {
             name: self.name.clone(),
             kind: "rate_limit",

@@ -1,5 +1,7 @@
 //! Sliding windows.
 
 mod sliding;
+mod top;
 
-pub use sliding::{SlidingWindow, WindowSpec};
+pub use sliding::{SlidingWindow, Tick, WindowSpec};
+pub use top::hottest;

@@ -92,6 +92,11 @@ impl Tick {
     pub fn scaled(&self, count: u64) -> u128 {
         u128::from(count) * u128::from(self.bucket_nanos)
     }
+
+    /// A scaled estimate back in events.
+    pub fn unscale(&self, scaled: u128) -> f64 {
+        scaled as f64 / self.bucket_nanos as f64
+    }
 }
 
 /// A counter over a sliding window with `SLOTS - 1` sub-buckets.
@@ -182,12 +187,6 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
         self.estimate_scaled(spec, now) as f64 / spec.bucket_nanos as f64
     }
 
-    /// Whether `n` more events would keep the estimate at or below `limit`.
-    pub fn fits(&self, spec: &WindowSpec, now: u64, n: u64, limit: u64) -> bool {
-        self.estimate_scaled(spec, now) + u128::from(n) * u128::from(spec.bucket_nanos)
-            <= u128::from(limit) * u128::from(spec.bucket_nanos)
-    }
-
     /// The estimate rounded up to whole events: 0 only when the window is empty.
     pub fn heat(&self, spec: &WindowSpec, now: u64) -> u64 {
         self.estimate_scaled(spec, now)
@@ -247,12 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn fits_compares_against_the_limit() {
+    fn scaled_estimates_compare_without_division() {
         let (s, w) = (spec(), SlidingWindow::<5>::default());
         w.add(&s, 0, 9);
-        assert!(w.fits(&s, 10 * MS, 1, 10));
-        assert!(!w.fits(&s, 10 * MS, 2, 10));
+        let tick = s.tick(10 * MS);
+        assert_eq!(w.estimate_scaled_at(tick), tick.scaled(9));
+        assert_eq!(tick.unscale(w.estimate_scaled_at(tick)), 9.0);
         assert!((w.rate(&s, 10 * MS) - 9.0).abs() < 1e-9);
+        assert_eq!(w.heat(&s, 10 * MS), 9);
     }
 
     #[test]
