@@ -171,7 +171,8 @@ impl Policy for Abuse {
             e.seen.estimate_scaled_at(tick)
         });
         let threshold = tick.scaled(self.threshold);
-        if seen * 2 >= threshold {
+        // Name keys when first seen in a window and when they near the threshold.
+        if seen == tick.scaled(1) || seen * 2 >= threshold {
             self.names.note(
                 hash,
                 now,

@@ -101,7 +101,9 @@ fn quota(limit: u64, window: Duration, burst: Option<u32>) -> Quota {
 
 /// What one check found.
 enum Check {
-    /// `notable`: the key has used half its limit or more (worth naming).
+    /// `notable`: the key is new in its window, or has used half its limit
+    /// or more. Its name is then recorded for the admin's top keys (while
+    /// the names table has room; see `KeyNames`).
     Admit {
         notable: bool,
     },
@@ -202,7 +204,7 @@ impl RateLimit {
             if used + tick.scaled(1) <= tick.scaled(limit) {
                 e.admitted.add_at(tick, 1);
                 Check::Admit {
-                    notable: used * 2 >= tick.scaled(limit),
+                    notable: used == 0 || used * 2 >= tick.scaled(limit),
                 }
             } else {
                 Check::Refuse {
@@ -221,10 +223,15 @@ impl RateLimit {
         now: u64,
     ) -> Check {
         match result {
-            Ok(snapshot) => Check::Admit {
-                notable: u64::from(snapshot.remaining_burst_capacity()) * 2
-                    <= u64::from(snapshot.quota().burst_size().get()),
-            },
+            Ok(snapshot) => {
+                let (left, burst) = (
+                    u64::from(snapshot.remaining_burst_capacity()),
+                    u64::from(snapshot.quota().burst_size().get()),
+                );
+                Check::Admit {
+                    notable: left + 1 == burst || left * 2 <= burst,
+                }
+            }
             Err(not_until) => Check::Refuse {
                 retry_after: not_until.wait_time_from(governor::nanos::Nanos::from(now)),
             },
