@@ -35,9 +35,8 @@ impl KeyNames {
         render: impl FnOnce() -> Option<String>,
         tracked: impl Fn(u64) -> bool,
     ) {
-        if self.map.contains_key(&hash) {
-            return;
-        }
+        // When full, bail out on two atomic loads, before touching the map:
+        // under a flood of new keys this runs on every request.
         if self.len.load(Ordering::Relaxed) >= self.cap {
             let last = self.last_sweep.load(Ordering::Relaxed);
             if now.saturating_sub(last) < 1_000_000_000
@@ -53,6 +52,9 @@ impl KeyNames {
             if self.len.load(Ordering::Relaxed) >= self.cap {
                 return;
             }
+        }
+        if self.map.contains_key(&hash) {
+            return;
         }
         if let Some(name) = render() {
             if self.map.insert(hash, name.into()).is_none() {
