@@ -29,7 +29,7 @@ pub fn write(
         status,
         route = route.map(|r| r.id.as_ref()).unwrap_or("-"),
         cluster = route.map(|r| r.cluster.name.as_ref()).unwrap_or("-"),
-        upstream = ctx.upstream_addr.as_deref().unwrap_or("-"),
+        upstream = %ctx.upstream_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         upstream_status = ctx.upstream_status.unwrap_or(0),
         decision = ctx.disposition.as_str(),
         policy = ctx.decided_by.as_deref().unwrap_or("-"),

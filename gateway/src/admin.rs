@@ -15,6 +15,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use breakwater_plugins::breaker::{Breaker, CircuitBreaker};
+
 use crate::reload::ReloadOutcome;
 use crate::state::GatewayState;
 
@@ -244,6 +246,68 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// Every breaker of the live config, cluster- and endpoint-scoped.
+    fn all_breakers(&self) -> Vec<std::sync::Arc<Breaker>> {
+        let snapshot = self.state.snapshot();
+        snapshot
+            .policies
+            .values()
+            .filter_map(|p| p.policy.as_any().downcast_ref::<CircuitBreaker>())
+            .flat_map(CircuitBreaker::breakers)
+            .collect()
+    }
+
+    fn find_breaker(&self, raw: &str) -> Option<std::sync::Arc<Breaker>> {
+        let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        self.all_breakers().into_iter().find(|b| b.name() == name)
+    }
+
+    fn breakers_list(&self) -> Response<Vec<u8>> {
+        let breakers: Vec<_> = self.all_breakers().iter().map(|b| b.snapshot()).collect();
+        json_response(StatusCode::OK, &json!({ "breakers": breakers }))
+    }
+
+    fn breaker(&self, raw: &str) -> Response<Vec<u8>> {
+        match self.find_breaker(raw) {
+            Some(b) => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(b.snapshot()).unwrap_or(Value::Null),
+            ),
+            None => error(StatusCode::NOT_FOUND, "no such breaker"),
+        }
+    }
+
+    /// `POST /breakers/{name}/open|close|reset`.
+    fn breaker_force(&self, rest: &str) -> Response<Vec<u8>> {
+        let Some((name, action)) = rest.rsplit_once('/') else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "use /breakers/{name}/open, /close or /reset",
+            );
+        };
+        let Some(b) = self.find_breaker(name) else {
+            return error(StatusCode::NOT_FOUND, "no such breaker");
+        };
+        match action {
+            "open" => b.force_open(),
+            "close" => b.force_close(),
+            "reset" => b.reset(),
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "use /breakers/{name}/open, /close or /reset",
+                )
+            }
+        }
+        tracing::warn!(target: "breakwater::breaker", breaker = %b.name(), action, "breaker state forced by the admin");
+        json_response(
+            StatusCode::OK,
+            &serde_json::to_value(b.snapshot()).unwrap_or(Value::Null),
+        )
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -272,9 +336,18 @@ impl ServeHttp for AdminApp {
             (Method::DELETE, p) if p.starts_with("/blocks/") => {
                 self.unblock(&p["/blocks/".len()..])
             }
-            (_, "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            (Method::GET, "/breakers") => self.breakers_list(),
+            (Method::GET, p) if p.starts_with("/breakers/") => {
+                self.breaker(&p["/breakers/".len()..])
             }
+            (Method::POST, p) if p.starts_with("/breakers/") => {
+                self.breaker_force(&p["/breakers/".len()..])
+            }
+            (
+                _,
+                "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
+                | "/breakers",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
     }

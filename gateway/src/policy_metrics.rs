@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::breaker::CircuitBreaker;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -30,6 +31,8 @@ struct Families {
     queued: IntGaugeVec,
     blocks_live: IntGauge,
     block_events: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
 }
 
 fn families() -> Families {
@@ -76,6 +79,22 @@ fn families() -> Families {
             &["event"],
         )
         .expect("valid metric"),
+        breaker_state: IntGaugeVec::new(
+            Opts::new(
+                "breakwater_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["breaker"],
+        )
+        .expect("valid metric"),
+        breaker_transitions: IntCounterVec::new(
+            Opts::new(
+                "breakwater_breaker_transitions_total",
+                "Circuit breaker transitions, by the state entered.",
+            ),
+            &["breaker", "to"],
+        )
+        .expect("valid metric"),
     }
 }
 
@@ -90,6 +109,8 @@ impl PolicyCollector {
             f.queued.desc(),
             f.blocks_live.desc(),
             f.block_events.desc(),
+            f.breaker_state.desc(),
+            f.breaker_transitions.desc(),
         ]
         .into_iter()
         .flatten()
@@ -111,6 +132,26 @@ impl Collector for PolicyCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let f = families();
         let snapshot = self.store.load();
+        for compiled in snapshot.policies.values() {
+            let Some(cb) = compiled.policy.as_any().downcast_ref::<CircuitBreaker>() else {
+                continue;
+            };
+            for b in cb.breakers() {
+                f.breaker_state
+                    .with_label_values(&[b.name()])
+                    .set(b.state().gauge());
+                let t = b.transitions();
+                for (to, n) in [
+                    ("closed", t.to_closed),
+                    ("open", t.to_open),
+                    ("half_open", t.to_half_open),
+                ] {
+                    f.breaker_transitions
+                        .with_label_values(&[b.name(), to])
+                        .inc_by(n);
+                }
+            }
+        }
         for (name, compiled) in &snapshot.policies {
             let Some(r) = compiled.policy.limit_report(0) else {
                 continue;
@@ -158,6 +199,8 @@ impl Collector for PolicyCollector {
             f.queued.collect(),
             f.blocks_live.collect(),
             f.block_events.collect(),
+            f.breaker_state.collect(),
+            f.breaker_transitions.collect(),
         ]
         .concat()
     }

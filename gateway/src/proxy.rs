@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use breakwater_plugins::abuse::blocked_rejection;
+use breakwater_plugins::breaker::CircuitBreaker;
 use breakwater_plugins::{
     Decision, ErrorKind, Outcome, Permits, Rejection, RequestKeys, RequestView,
 };
@@ -74,8 +75,10 @@ pub struct RequestCtx {
     pub permits: Permits,
     pub peer_ip: Option<IpAddr>,
     pub upstream_started: Option<Instant>,
-    pub upstream_addr: Option<String>,
+    pub upstream_addr: Option<std::net::SocketAddr>,
     pub upstream_status: Option<u16>,
+    /// `grpc-status` from the upstream's headers or trailers.
+    pub upstream_grpc_status: Option<u16>,
 }
 
 impl RequestCtx {
@@ -95,6 +98,7 @@ impl RequestCtx {
             upstream_started: None,
             upstream_addr: None,
             upstream_status: None,
+            upstream_grpc_status: None,
         }
     }
 
@@ -325,14 +329,22 @@ impl ProxyHttp for Gateway {
         let route = ctx
             .route(snapshot)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let peer = route.cluster.next_peer().ok_or_else(|| {
+        let peer = match route
+            .outlier
+            .as_deref()
+            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>())
+        {
+            None => route.cluster.next_peer(),
+            Some(breakers) => select_with_breakers(&route.cluster, breakers, &mut ctx.permits),
+        }
+        .ok_or_else(|| {
             Error::explain(
                 ErrorType::ConnectNoRoute,
                 format!("cluster {} has no endpoint to send to", route.cluster.name),
             )
         })?;
         ctx.upstream_started = Some(Instant::now());
-        ctx.upstream_addr = Some(peer._address.to_string());
+        ctx.upstream_addr = peer._address.as_inet().copied();
         Ok(peer)
     }
 
@@ -387,6 +399,22 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
+            // A trailers-only gRPC answer carries its status in the headers.
+            if let Some(s) = grpc_status(&upstream_response.headers) {
+                ctx.upstream_grpc_status = Some(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(s) = grpc_status(trailers) {
+            ctx.upstream_grpc_status = Some(s);
         }
         Ok(())
     }
@@ -473,9 +501,10 @@ impl ProxyHttp for Gateway {
             r.cluster.latency.observe(latency.as_secs_f64());
             let outcome = Outcome {
                 status: ctx.upstream_status,
-                grpc_status: None,
+                grpc_status: ctx.upstream_grpc_status,
                 latency,
                 error: e.map(classify),
+                upstream: ctx.upstream_addr,
             };
             ctx.permits.complete(&outcome);
             if let Some(keys) = &ctx.keys {
@@ -489,6 +518,52 @@ impl ProxyHttp for Gateway {
             access_log::write(session, ctx, route, status, e);
         }
     }
+}
+
+/// `grpc-status` as a number, if present and valid.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Picks an endpoint round-robin, skipping those whose breaker is open (or
+/// whose half-open probes are all out), and holds the chosen endpoint's
+/// breaker permit for the rest of the request. When too many endpoints are
+/// open (`max_ejection_percent`), or none would take the call, every
+/// endpoint is eligible again: panic routing.
+fn select_with_breakers(
+    cluster: &crate::upstream::Cluster,
+    breakers: &CircuitBreaker,
+    permits: &mut Permits,
+) -> Option<Box<HttpPeer>> {
+    if breakers.ejection_allowed() {
+        let taken = std::cell::RefCell::new(None);
+        let peer = cluster.next_peer_where(|addr| match breakers.admit_endpoint(addr) {
+            Some(p) => {
+                *taken.borrow_mut() = Some(p);
+                true
+            }
+            None => false,
+        });
+        if let (Some(peer), Some(permit)) = (peer, taken.into_inner()) {
+            permits.push(Box::new(permit));
+            return Some(peer);
+        }
+    }
+    let peer = cluster.next_peer()?;
+    if let Some(permit) = peer
+        ._address
+        .as_inet()
+        .and_then(|a| breakers.observe_endpoint(*a))
+    {
+        permits.push(Box::new(permit));
+    }
+    Some(peer)
 }
 
 fn describe_upstream_error(e: &Error) -> String {

@@ -16,6 +16,8 @@ use prometheus::Histogram;
 pub struct Cluster {
     pub name: Arc<str>,
     pub endpoints: Vec<String>,
+    /// The endpoints, resolved, in the order of `endpoints`.
+    pub addrs: Vec<std::net::SocketAddr>,
     balancer: LoadBalancer<RoundRobin>,
     pub timeouts: ClusterTimeouts,
     pub tls: bool,
@@ -54,9 +56,18 @@ impl Cluster {
         latency: Histogram,
     ) -> std::io::Result<Self> {
         let balancer = LoadBalancer::try_from_iter(endpoints.iter().map(String::as_str))?;
+        let addrs = endpoints
+            .iter()
+            .map(|e| {
+                std::net::ToSocketAddrs::to_socket_addrs(e.as_str())?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other(format!("{e} resolves to nothing")))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Self {
             name: name.into(),
             endpoints,
+            addrs,
             balancer,
             timeouts,
             tls,
@@ -68,7 +79,19 @@ impl Cluster {
     /// The next endpoint in round-robin order, as a Pingora peer carrying this
     /// cluster's timeouts.
     pub fn next_peer(&self) -> Option<Box<HttpPeer>> {
-        let backend = self.balancer.select(b"", self.endpoints.len().max(1))?;
+        self.next_peer_where(|_| true)
+    }
+
+    /// The next endpoint in round-robin order that `accept` takes.
+    pub fn next_peer_where(
+        &self,
+        accept: impl Fn(std::net::SocketAddr) -> bool,
+    ) -> Option<Box<HttpPeer>> {
+        let backend =
+            self.balancer
+                .select_with(b"", self.endpoints.len().max(1), |b, _healthy| {
+                    b.addr.as_inet().is_some_and(|a| accept(*a))
+                })?;
         let mut peer = HttpPeer::new(backend.addr, self.tls, self.sni.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);

@@ -60,6 +60,8 @@ fn policy(algorithm: &str, clock: Arc<dyn Clock>) -> Box<dyn Policy> {
         custom_keys: &[],
         clock: clock.clone(),
         blocks: Arc::new(BlockList::new(10, clock)),
+        cluster: "bench",
+        cluster_endpoints: &[],
     };
     Box::new(cfg.compile("bench".into(), "bench", &env).unwrap())
 }

@@ -75,6 +75,8 @@ fn policy(algorithm: &str, max_keys: usize, clock: &FakeClock) -> Box<dyn Policy
         custom_keys: &[],
         clock: Arc::new(clock.clone()),
         blocks: Arc::new(BlockList::new(10, Arc::new(clock.clone()))),
+        cluster: "bench",
+        cluster_endpoints: &[],
     };
     Box::new(cfg.compile("mem".into(), "mem", &env).unwrap())
 }

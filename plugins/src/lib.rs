@@ -8,6 +8,7 @@
 
 pub mod abuse;
 pub mod block_list;
+pub mod breaker;
 pub mod clock;
 pub mod concurrency;
 pub mod config_error;

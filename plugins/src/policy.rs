@@ -30,6 +30,9 @@ pub struct PolicyEnv<'a> {
     pub clock: Arc<dyn Clock>,
     /// The process-wide block list (abuse detection and admin blocks).
     pub blocks: Arc<BlockList>,
+    /// The route's upstream cluster and its endpoints (for breakers).
+    pub cluster: &'a str,
+    pub cluster_endpoints: &'a [std::net::SocketAddr],
 }
 
 /// What a policy is shown of a request. Borrowed: building it costs nothing.
@@ -119,6 +122,8 @@ pub struct Outcome {
     pub latency: Duration,
     /// Set when the exchange failed rather than answered.
     pub error: Option<ErrorKind>,
+    /// The endpoint the (last) attempt went to.
+    pub upstream: Option<std::net::SocketAddr>,
 }
 
 /// Classes of upstream failure. Policies care about the class, not the text.

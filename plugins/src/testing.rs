@@ -35,6 +35,8 @@ impl Env {
             custom_keys: &[],
             clock: Arc::new(self.clock.clone()),
             blocks: self.blocks.clone(),
+            cluster: "upstream",
+            cluster_endpoints: &[],
         }
     }
 

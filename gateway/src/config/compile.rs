@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::breaker::{BreakerScope, CircuitBreaker};
 use breakwater_plugins::concurrency::Scope;
 use breakwater_plugins::{Clock, ConfigError, Policy, PolicyEnv};
 use http::{HeaderName, HeaderValue, Method};
@@ -395,15 +396,26 @@ fn compile_route(
     let mut entries = Vec::with_capacity(r.policies.len());
     for (i, p) in r.policies.iter().enumerate() {
         let ppath = format!("{path}.policies[{i}]");
-        let policy = compile_policy(p, r, i, &ppath, custom_names, policies, cx)?;
+        let policy = compile_policy(p, r, &cluster, i, &ppath, custom_names, policies, cx)?;
         entries.push(ChainEntry {
             counters: cx.metrics.decision_counters(policy.name(), policy.kind()),
             policy,
         });
     }
 
+    // An endpoint-scoped breaker steers endpoint selection.
+    let outlier = entries
+        .iter()
+        .find(|e| {
+            e.policy
+                .as_any()
+                .downcast_ref::<CircuitBreaker>()
+                .is_some_and(CircuitBreaker::is_endpoint_scoped)
+        })
+        .map(|e| e.policy.clone());
     Ok(Route {
         id: r.id.as_str().into(),
+        outlier,
         endpoint: EndpointNames::new(&r.id),
         matcher,
         cluster,
@@ -426,10 +438,19 @@ fn policy_name(
     if let Some(n) = p.explicit_name() {
         return n.to_string();
     }
-    if let PolicyFile::ConcurrencyLimit(c) = p {
-        if c.scope == Scope::Cluster {
+    match p {
+        PolicyFile::ConcurrencyLimit(c) if c.scope == Scope::Cluster => {
             return format!("{}.concurrency_limit", route.cluster);
         }
+        // Breakers judge the upstream, not the route: one per cluster.
+        PolicyFile::CircuitBreaker(c) => {
+            let suffix = match c.scope {
+                BreakerScope::Cluster => "circuit_breaker",
+                BreakerScope::Endpoint => "endpoint_breaker",
+            };
+            return format!("{}.{suffix}", route.cluster);
+        }
+        _ => {}
     }
     let base = format!("{}.{}", route.id, p.kind());
     if taken.contains_key(&base) {
@@ -439,9 +460,11 @@ fn policy_name(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_policy(
     p: &PolicyFile,
     route: &RouteFile,
+    cluster: &Cluster,
     index: usize,
     path: &str,
     custom_names: &[String],
@@ -456,7 +479,11 @@ fn compile_policy(
         ));
     }
     let name = policy_name(p, route, index, policies);
-    let fingerprint = serde_json::to_string(p).unwrap_or_default();
+    let mut fingerprint = serde_json::to_string(p).unwrap_or_default();
+    // Endpoint breakers are built per endpoint: new endpoints, new breakers.
+    if matches!(p, PolicyFile::CircuitBreaker(c) if c.scope == BreakerScope::Endpoint) {
+        fingerprint.push_str(&format!("|{:?}", cluster.addrs));
+    }
     // The same name twice in one file: one shared policy if the configs are
     // equal (several routes under one limit), an error otherwise.
     if let Some(existing) = policies.get(&name) {
@@ -480,6 +507,8 @@ fn compile_policy(
                 custom_keys: custom_names,
                 clock: cx.clock.clone(),
                 blocks: cx.blocks.clone(),
+                cluster: &route.cluster,
+                cluster_endpoints: &cluster.addrs,
             };
             let path = format!("{path}.{kind}");
             match p {
@@ -487,6 +516,7 @@ fn compile_policy(
                 PolicyFile::RateLimit(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
                 PolicyFile::ConcurrencyLimit(c) => Arc::new(c.compile(name.clone(), &path)?),
                 PolicyFile::Abuse(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
+                PolicyFile::CircuitBreaker(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
             }
         }
     };

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use breakwater_plugins::abuse::AbuseConfig;
+use breakwater_plugins::breaker::BreakerConfig;
 use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::rate_limit::RateLimitConfig;
@@ -251,6 +252,7 @@ pub enum PolicyFile {
     RateLimit(RateLimitConfig),
     ConcurrencyLimit(ConcurrencyConfig),
     Abuse(AbuseConfig),
+    CircuitBreaker(BreakerConfig),
 }
 
 impl PolicyFile {
@@ -261,6 +263,7 @@ impl PolicyFile {
             Self::RateLimit(_) => "rate_limit",
             Self::ConcurrencyLimit(_) => "concurrency_limit",
             Self::Abuse(_) => "abuse",
+            Self::CircuitBreaker(_) => "circuit_breaker",
         }
     }
 
@@ -271,6 +274,7 @@ impl PolicyFile {
             Self::RateLimit(c) => c.name.as_deref(),
             Self::ConcurrencyLimit(c) => c.name.as_deref(),
             Self::Abuse(c) => c.name.as_deref(),
+            Self::CircuitBreaker(c) => c.name.as_deref(),
         }
     }
 }

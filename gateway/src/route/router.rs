@@ -15,7 +15,6 @@ use crate::metrics::StatusCounters;
 use crate::upstream::Cluster;
 
 /// One compiled route.
-#[derive(Debug)]
 pub struct Route {
     pub id: Arc<str>,
     /// The `endpoint` key values for this route.
@@ -28,6 +27,23 @@ pub struct Route {
     pub capture_slots: Vec<Option<usize>>,
     /// `breakwater_requests_total{route, status}` handles for this route.
     pub requests: StatusCounters,
+    /// The route's endpoint-scoped `circuit_breaker`, consulted when picking
+    /// an endpoint (outlier ejection).
+    pub outlier: Option<Arc<dyn breakwater_plugins::Policy>>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster.name)
+            .field("chain", &self.chain)
+            .field(
+                "outlier",
+                &self.outlier.as_ref().map(|p| p.name().to_string()),
+            )
+            .finish()
+    }
 }
 
 /// A matched route and its path captures.

@@ -127,6 +127,13 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
     /// The number of sub-buckets, `B`.
     pub const BUCKETS: u64 = SLOTS as u64 - 1;
 
+    /// Forgets every event.
+    pub fn clear(&self) {
+        for slot in &self.slots {
+            slot.store(0, Ordering::Release);
+        }
+    }
+
     /// Counts `n` events at `now`.
     pub fn add(&self, spec: &WindowSpec, now: u64, n: u32) {
         debug_assert_eq!(spec.buckets, Self::BUCKETS, "spec and window disagree on B");
