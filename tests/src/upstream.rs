@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,12 @@ pub struct Recorded {
 struct Shared {
     seen: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
+    /// When non-zero, every answer has this status (a sick upstream).
+    forced_status: AtomicU16,
+    /// Added delay before every answer, in milliseconds (a slow upstream).
+    delay_ms: AtomicU64,
+    /// Live connection tasks, aborted when the upstream is killed.
+    conns: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 pub struct MockUpstream {
@@ -97,6 +103,19 @@ async fn handle(
     });
     let path = parts.uri.path();
     let query = parts.uri.query();
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let forced = shared.forced_status.load(Ordering::SeqCst);
+    if forced != 0 {
+        let status = StatusCode::from_u16(forced).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = Response::builder()
+            .status(status)
+            .header("x-upstream", name.as_ref())
+            .body(full(Bytes::new()));
+        return Ok(resp.expect("valid response"));
+    }
     let builder = Response::builder()
         .header("x-upstream", name.as_ref())
         .header("x-upstream-custom", "yes");
@@ -144,38 +163,70 @@ async fn handle(
     Ok(resp.expect("valid response"))
 }
 
+fn serve(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let conn_shared = shared.clone();
+            let name = name.clone();
+            let task = tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(name.clone(), conn_shared.clone(), req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+            shared.conns.lock().unwrap().push(task.abort_handle());
+        }
+    })
+}
+
 impl MockUpstream {
     /// Starts an upstream named `name` on an ephemeral loopback port.
     pub async fn start(name: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
-        let name_arc: Arc<str> = name.into();
-        let task = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    shared.connections.fetch_add(1, Ordering::SeqCst);
-                    let shared = shared.clone();
-                    let name = name_arc.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| handle(name.clone(), shared.clone(), req));
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            })
-        };
+        let task = serve(listener, name.into(), shared.clone());
         Self {
             name: name.to_string(),
             addr,
             shared,
             task,
         }
+    }
+
+    /// From now on, answer every request with `status` (0: behave normally).
+    pub fn fail_with(&self, status: u16) {
+        self.shared.forced_status.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on, wait `delay` before every answer.
+    pub fn slow_down(&self, delay: Duration) {
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Stops listening and drops every open connection: connects are refused.
+    pub fn kill(&mut self) {
+        self.task.abort();
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Listens again on the same port after [`Self::kill`].
+    pub async fn revive(&mut self) {
+        let listener = crate::eventually(
+            Duration::from_secs(5),
+            "the port to be free again",
+            || async { TcpListener::bind(self.addr).await.ok() },
+        )
+        .await;
+        self.task = serve(listener, self.name.as_str().into(), self.shared.clone());
     }
 
     /// Every request received so far.
@@ -195,6 +246,6 @@ impl MockUpstream {
 
 impl Drop for MockUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
