@@ -9,6 +9,7 @@ pub mod admin;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod housekeeping;
 pub mod key_extract;
 pub mod logging;

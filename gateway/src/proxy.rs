@@ -22,6 +22,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log;
+use crate::deadline;
 use crate::key_extract::RequestParts;
 use crate::request_id;
 use crate::responses::{render, GatewayResponse, Refusal};
@@ -79,6 +80,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// `grpc-status` from the upstream's headers or trailers.
     pub upstream_grpc_status: Option<u16>,
+    /// When the caller (or the route's `total` timeout) stops waiting.
+    pub deadline: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -99,6 +102,7 @@ impl RequestCtx {
             upstream_addr: None,
             upstream_status: None,
             upstream_grpc_status: None,
+            deadline: None,
         }
     }
 
@@ -266,8 +270,33 @@ impl ProxyHttp for Gateway {
             .extract(&parts, matched.route, &matched.captures);
         let route = matched.route;
         ctx.route = Some(matched.index);
+        let caller = deadline::caller_deadline(
+            &req.headers,
+            route.deadline_header.as_ref().map(|h| h.as_str()),
+        );
+        let budget = match (caller, route.timeouts.total) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ctx.deadline = budget.map(|b| ctx.started + b);
 
         let local = match self.blocked(&keys) {
+            _ if budget.is_some_and(|b| b.is_zero()) => {
+                ctx.disposition = Disposition::Rejected;
+                Some(render(
+                    Refusal {
+                        status: 504,
+                        grpc_status: 4, // DEADLINE_EXCEEDED
+                        error: "deadline_exceeded",
+                        reason: "the caller's deadline had already passed",
+                        policy: None,
+                        cluster: None,
+                        route: Some(&route.id),
+                        extra_headers: vec![],
+                    },
+                    ctx.grpc,
+                ))
+            }
             Some(r) => {
                 ctx.disposition = Disposition::Rejected;
                 ctx.decided_by = Some(r.policy.clone());
@@ -343,7 +372,36 @@ impl ProxyHttp for Gateway {
                 format!("cluster {} has no endpoint to send to", route.cluster.name),
             )
         })?;
-        ctx.upstream_started = Some(Instant::now());
+        let mut peer = peer;
+        let now = Instant::now();
+        let t = &route.timeouts;
+        let o = &mut peer.options;
+        if let Some(c) = t.connect {
+            o.connection_timeout = Some(c);
+        }
+        if let Some(r) = t.response {
+            o.read_timeout = Some(r);
+        }
+        if let Some(deadline) = ctx.deadline {
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                let mut e = Error::explain(
+                    ErrorType::ReadTimedout,
+                    "deadline exceeded before calling the upstream",
+                );
+                e.esource = ErrorSource::Upstream;
+                return Err(e);
+            }
+            // Nothing upstream may outlast the deadline.
+            for timeout in [
+                &mut o.connection_timeout,
+                &mut o.read_timeout,
+                &mut o.write_timeout,
+            ] {
+                *timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+        }
+        ctx.upstream_started = Some(now);
         ctx.upstream_addr = peer._address.as_inet().copied();
         Ok(peer)
     }
@@ -387,6 +445,19 @@ impl ProxyHttp for Gateway {
         }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(REQUEST_ID, id.clone())?;
+        }
+        if let Some(deadline) = ctx.deadline {
+            let header = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| ctx.route(s))
+                .and_then(|r| r.deadline_header.clone());
+            let left = deadline.saturating_duration_since(Instant::now());
+            for (name, value) in
+                deadline::forward(&upstream.headers, left, ctx.grpc, header.as_ref())
+            {
+                upstream.insert_header(name, value)?;
+            }
         }
         Ok(())
     }

@@ -23,7 +23,9 @@ use super::file::{
 use crate::chain::{ChainEntry, PolicyChain};
 use crate::key_extract::{EndpointNames, KeyExtractor, KeySource};
 use crate::metrics::Metrics;
-use crate::route::{HeaderMatch, HostMatch, PathPattern, Route, RouteMatcher, Router};
+use crate::route::{
+    HeaderMatch, HostMatch, PathPattern, Route, RouteMatcher, RouteTimeouts, Router,
+};
 use crate::snapshot::{text_hash, CompiledPolicy, Snapshot};
 use crate::upstream::{Cluster, ClusterTimeouts};
 
@@ -413,9 +415,35 @@ fn compile_route(
                 .is_some_and(CircuitBreaker::is_endpoint_scoped)
         })
         .map(|e| e.policy.clone());
+    let positive = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| match d {
+        Some(d) if d.as_duration().is_zero() => Err(ConfigError::new(
+            format!("{path}.timeouts.{field}"),
+            "must be > 0",
+        )),
+        other => Ok(other.map(|d| d.as_duration())),
+    };
+    let timeouts = RouteTimeouts {
+        connect: positive(r.timeouts.connect, "connect")?,
+        response: positive(r.timeouts.response, "response")?,
+        total: positive(r.timeouts.total, "total")?,
+    };
+    let deadline_header = r
+        .deadline_header
+        .as_deref()
+        .map(|h| {
+            HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    format!("{path}.deadline_header"),
+                    format!("\"{h}\" is not a valid header name"),
+                )
+            })
+        })
+        .transpose()?;
     Ok(Route {
         id: r.id.as_str().into(),
         outlier,
+        timeouts,
+        deadline_header,
         endpoint: EndpointNames::new(&r.id),
         matcher,
         cluster,

@@ -6,6 +6,7 @@ use breakwater_plugins::abuse::AbuseConfig;
 use breakwater_plugins::breaker::BreakerConfig;
 use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::deny::DenyConfig;
+use breakwater_plugins::duration::HumanDuration;
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -194,8 +195,27 @@ pub struct RouteFile {
     #[serde(default, rename = "match")]
     pub matcher: MatchFile,
     pub cluster: String,
+    /// Per-route timeouts; each defaults to the cluster's.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// A request header carrying the caller's deadline in milliseconds
+    /// (`grpc-timeout` is always read). The remaining time is forwarded in it.
+    #[serde(default)]
+    pub deadline_header: Option<String>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+}
+
+/// Route timeouts. Any that is set overrides the cluster's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsFile {
+    /// Connecting to an endpoint.
+    pub connect: Option<HumanDuration>,
+    /// Waiting for the upstream's response (each read, first byte included).
+    pub response: Option<HumanDuration>,
+    /// The whole request, from arrival to the last byte from upstream.
+    pub total: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -6,4 +6,4 @@ mod router;
 
 pub use matcher::{HeaderMatch, HostMatch, RouteMatcher};
 pub use path::{Captures, PathPattern};
-pub use router::{Route, RouteMatch, Router};
+pub use router::{Route, RouteMatch, RouteTimeouts, Router};

@@ -30,6 +30,17 @@ pub struct Route {
     /// The route's endpoint-scoped `circuit_breaker`, consulted when picking
     /// an endpoint (outlier ejection).
     pub outlier: Option<Arc<dyn breakwater_plugins::Policy>>,
+    pub timeouts: RouteTimeouts,
+    /// The header carrying the caller's deadline in milliseconds, if any.
+    pub deadline_header: Option<http::HeaderName>,
+}
+
+/// Route overrides of the cluster's timeouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    pub connect: Option<std::time::Duration>,
+    pub response: Option<std::time::Duration>,
+    pub total: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Route {

@@ -3,6 +3,7 @@
 mod admin;
 mod breakers;
 mod config_check;
+mod deadlines;
 mod deny;
 mod keys;
 mod lifecycle;

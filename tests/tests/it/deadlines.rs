@@ -1,0 +1,108 @@
+//! Deadlines: the caller's deadline bounds the upstream call, and what is
+//! left of it is forwarded so the provider can drop abandoned work.
+
+use std::time::{Duration, Instant};
+
+use breakwater_tests::{client, MockUpstream};
+use serde_json::Value;
+
+use crate::gateway;
+
+fn config(up: &MockUpstream, route_extra: &str) -> String {
+    format!(
+        "clusters:\n  orders:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 10000\nroutes:\n  - id: api\n    cluster: orders\n    deadline_header: x-timeout-ms\n{route_extra}",
+        up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remaining_deadline_is_forwarded_decreased() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&config(&up, "")).start().await;
+    let echo: Value = client()
+        .get(gw.url("/echo"))
+        .header("x-timeout-ms", "2000")
+        .header("grpc-timeout", "3S")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let forwarded: u64 = echo["headers"]["x-timeout-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(forwarded <= 2000 && forwarded > 1000, "{forwarded}");
+    let grpc = echo["headers"]["grpc-timeout"].as_str().unwrap();
+    let ms: u64 = grpc.trim_end_matches('m').parse().unwrap();
+    assert!(
+        grpc.ends_with('m') && ms <= 2000,
+        "the smaller deadline wins: {grpc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_deadline_never_reaches_the_upstream() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&config(&up, "")).start().await;
+    let resp = client()
+        .get(gw.url("/x"))
+        .header("x-timeout-ms", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "deadline_exceeded");
+    let resp = client()
+        .post(gw.url("/pkg.Svc/M"))
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "0m")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "4");
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_timeout_is_the_smaller_of_caller_and_route() {
+    let up = MockUpstream::start("a").await;
+    // Route total 300 ms, caller allows 10 s.
+    let gw = gateway(&config(&up, "    timeouts: { total: 300ms }\n"))
+        .start()
+        .await;
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.url("/slow?ms=3000"))
+        .header("x-timeout-ms", "10000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Route allows 10 s, caller only 300 ms.
+    let gw = gateway(&config(&up, "    timeouts: { total: 10s }\n"))
+        .start()
+        .await;
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.url("/slow?ms=3000"))
+        .header("x-timeout-ms", "300")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
