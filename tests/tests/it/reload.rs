@@ -28,13 +28,19 @@ fn body(up: &MockUpstream, watch: bool, deny_local: bool) -> String {
 }
 
 async fn status(gw: &Gateway) -> u16 {
-    client()
-        .get(gw.url("/x"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let resp = client().get(gw.url("/x")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    if status >= 500 {
+        // Not expected anywhere in these tests: say why, for a flaky run.
+        let body = resp.text().await.unwrap_or_default();
+        let log = gw.log();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        eprintln!(
+            "unexpected {status}: {body}\n--- gateway log, newest first ---\n{}",
+            tail.join("\n")
+        );
+    }
+    status
 }
 
 async fn config(gw: &Gateway) -> Value {
