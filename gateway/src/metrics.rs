@@ -21,6 +21,9 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub attempts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub budget_exhausted: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,12 +70,27 @@ impl Metrics {
             "How many configs have been applied since start (1 = the startup config).",
         )
         .expect("valid metric");
+        let per_cluster = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["cluster"]).expect("valid metric")
+        };
+        let attempts = per_cluster(
+            "breakwater_upstream_attempts_total",
+            "Upstream attempts (first tries and retries), by cluster.",
+        );
+        let retries = per_cluster("breakwater_upstream_retries_total", "Retries, by cluster.");
+        let budget_exhausted = per_cluster(
+            "breakwater_retry_budget_exhausted_total",
+            "Retries refused because the cluster's retry budget was spent.",
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(decisions.clone()),
             Box::new(reloads.clone()),
             Box::new(config_generation.clone()),
+            Box::new(attempts.clone()),
+            Box::new(retries.clone()),
+            Box::new(budget_exhausted.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -83,6 +101,9 @@ impl Metrics {
             decisions,
             reloads,
             config_generation,
+            attempts,
+            retries,
+            budget_exhausted,
         }
     }
 

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use breakwater_plugins::abuse::blocked_rejection;
-use breakwater_plugins::breaker::CircuitBreaker;
 use breakwater_plugins::{
     Decision, ErrorKind, Outcome, Permits, Rejection, RequestKeys, RequestView,
 };
@@ -22,6 +21,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log;
+use crate::attempts::Attempts;
 use crate::deadline;
 use crate::key_extract::RequestParts;
 use crate::request_id;
@@ -82,6 +82,7 @@ pub struct RequestCtx {
     pub upstream_grpc_status: Option<u16>,
     /// When the caller (or the route's `total` timeout) stops waiting.
     pub deadline: Option<Instant>,
+    pub attempts: Attempts,
 }
 
 impl RequestCtx {
@@ -103,6 +104,7 @@ impl RequestCtx {
             upstream_status: None,
             upstream_grpc_status: None,
             deadline: None,
+            attempts: Attempts::default(),
         }
     }
 
@@ -170,6 +172,32 @@ fn reject(r: Rejection, route: &Route, grpc: bool) -> GatewayResponse {
 }
 
 impl Gateway {
+    /// Books a failed upstream attempt and decides whether to retry it.
+    /// `connected`: the failure came after the connection was made.
+    fn after_failed_attempt(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        e: &Error,
+        connected: bool,
+    ) -> bool {
+        let kind = classify(e);
+        let latency = ctx
+            .upstream_started
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        ctx.attempts.fail_current(kind, latency, ctx.upstream_addr);
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return false;
+        };
+        let Some(route) = ctx.route(&snapshot) else {
+            return false;
+        };
+        let responded = connected && ctx.upstream_status.is_some();
+        ctx.attempts
+            .may_retry(route, &session.req_header().method, kind, responded)
+    }
+
     /// The block list's verdict on the request's `ip` and `user`, checked on
     /// every route before any policy. An empty list costs one atomic load.
     fn blocked(&self, keys: &RequestKeys) -> Option<Rejection> {
@@ -353,20 +381,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let snapshot = ctx
             .snapshot
-            .as_ref()
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot in context"))?;
         let route = ctx
-            .route(snapshot)
+            .route(&snapshot)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let peer = match route
-            .outlier
-            .as_deref()
-            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>())
-        {
-            None => route.cluster.next_peer(),
-            Some(breakers) => select_with_breakers(&route.cluster, breakers, &mut ctx.permits),
-        }
-        .ok_or_else(|| {
+        let peer = ctx.attempts.next_peer(route).await.ok_or_else(|| {
             Error::explain(
                 ErrorType::ConnectNoRoute,
                 format!("cluster {} has no endpoint to send to", route.cluster.name),
@@ -408,14 +428,34 @@ impl ProxyHttp for Gateway {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // No retries by default: a retry multiplies load on a sick upstream.
-        // Budgeted retries are a per-route policy.
-        e.set_retry(false);
+        let retry = self.after_failed_attempt(session, ctx, &e, false);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let body_replayable = !session.as_ref().retry_buffer_truncated();
+        if client_reused && body_replayable && session.req_header().method.is_idempotent() {
+            // Pingora's rule: a reused keep-alive connection found closed
+            // never carried the request. Not a retry of ours: no budget.
+            e.retry.decide_reuse(true);
+        } else {
+            let retry = body_replayable && self.after_failed_attempt(session, ctx, &e, true);
+            e.set_retry(retry);
+        }
         e
     }
 
@@ -577,6 +617,7 @@ impl ProxyHttp for Gateway {
                 error: e.map(classify),
                 upstream: ctx.upstream_addr,
             };
+            ctx.attempts.finish(&outcome);
             ctx.permits.complete(&outcome);
             if let Some(keys) = &ctx.keys {
                 r.chain.on_outcome(ctx.admitted_by, keys, &outcome);
@@ -600,41 +641,6 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Picks an endpoint round-robin, skipping those whose breaker is open (or
-/// whose half-open probes are all out), and holds the chosen endpoint's
-/// breaker permit for the rest of the request. When too many endpoints are
-/// open (`max_ejection_percent`), or none would take the call, every
-/// endpoint is eligible again: panic routing.
-fn select_with_breakers(
-    cluster: &crate::upstream::Cluster,
-    breakers: &CircuitBreaker,
-    permits: &mut Permits,
-) -> Option<Box<HttpPeer>> {
-    if breakers.ejection_allowed() {
-        let taken = std::cell::RefCell::new(None);
-        let peer = cluster.next_peer_where(|addr| match breakers.admit_endpoint(addr) {
-            Some(p) => {
-                *taken.borrow_mut() = Some(p);
-                true
-            }
-            None => false,
-        });
-        if let (Some(peer), Some(permit)) = (peer, taken.into_inner()) {
-            permits.push(Box::new(permit));
-            return Some(peer);
-        }
-    }
-    let peer = cluster.next_peer()?;
-    if let Some(permit) = peer
-        ._address
-        .as_inet()
-        .and_then(|a| breakers.observe_endpoint(*a))
-    {
-        permits.push(Box::new(permit));
-    }
-    Some(peer)
 }
 
 fn describe_upstream_error(e: &Error) -> String {

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use breakwater_plugins::retry::RetryBudget;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 
 /// A compiled cluster.
 pub struct Cluster {
@@ -24,6 +25,21 @@ pub struct Cluster {
     pub sni: String,
     /// `breakwater_upstream_latency_seconds{cluster}`.
     pub latency: Histogram,
+    pub budget: RetryBudget,
+    /// `breakwater_upstream_attempts_total`, `_retries_total` and
+    /// `breakwater_retry_budget_exhausted_total` for this cluster.
+    pub attempts: IntCounter,
+    pub retries: IntCounter,
+    pub budget_exhausted: IntCounter,
+}
+
+/// The per-cluster metric handles and retry budget.
+pub struct ClusterAccounting {
+    pub latency: Histogram,
+    pub budget: RetryBudget,
+    pub attempts: IntCounter,
+    pub retries: IntCounter,
+    pub budget_exhausted: IntCounter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +69,7 @@ impl Cluster {
         timeouts: ClusterTimeouts,
         tls: bool,
         sni: String,
-        latency: Histogram,
+        accounting: ClusterAccounting,
     ) -> std::io::Result<Self> {
         let balancer = LoadBalancer::try_from_iter(endpoints.iter().map(String::as_str))?;
         let addrs = endpoints
@@ -72,7 +88,11 @@ impl Cluster {
             timeouts,
             tls,
             sni,
-            latency,
+            latency: accounting.latency,
+            budget: accounting.budget,
+            attempts: accounting.attempts,
+            retries: accounting.retries,
+            budget_exhausted: accounting.budget_exhausted,
         })
     }
 
@@ -115,8 +135,20 @@ mod tests {
         }
     }
 
-    fn histogram() -> Histogram {
-        Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap()
+    fn histogram() -> ClusterAccounting {
+        let counter = || IntCounter::new("t", "t").unwrap();
+        ClusterAccounting {
+            latency: Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap(),
+            budget: breakwater_plugins::retry::RetryBudgetConfig::default()
+                .compile(
+                    "b",
+                    std::sync::Arc::new(breakwater_plugins::MonotonicClock::new()),
+                )
+                .unwrap(),
+            attempts: counter(),
+            retries: counter(),
+            budget_exhausted: counter(),
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod log_throttle;
 pub mod policy;
 pub mod rate_limit;
 pub mod report;
+pub mod retry;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -27,7 +27,7 @@ use crate::route::{
     HeaderMatch, HostMatch, PathPattern, Route, RouteMatcher, RouteTimeouts, Router,
 };
 use crate::snapshot::{text_hash, CompiledPolicy, Snapshot};
-use crate::upstream::{Cluster, ClusterTimeouts};
+use crate::upstream::{Cluster, ClusterAccounting, ClusterTimeouts};
 
 /// What compilation needs besides the file.
 pub struct CompileContext<'a> {
@@ -53,7 +53,7 @@ pub fn compile(
 
     let mut clusters = BTreeMap::new();
     for (name, c) in &file.clusters {
-        let cluster = compile_cluster(name, c, cx.metrics)?;
+        let cluster = compile_cluster(name, c, cx.metrics, cx.clock.clone())?;
         clusters.insert(name.clone(), Arc::new(cluster));
     }
 
@@ -243,7 +243,12 @@ fn compile_source(s: &KeySourceFile, path: &str) -> Result<KeySource, ConfigErro
     })
 }
 
-fn compile_cluster(name: &str, c: &ClusterFile, metrics: &Metrics) -> Result<Cluster, ConfigError> {
+fn compile_cluster(
+    name: &str,
+    c: &ClusterFile,
+    metrics: &Metrics,
+    clock: Arc<dyn Clock>,
+) -> Result<Cluster, ConfigError> {
     let path = format!("clusters.{name}");
     if c.endpoints.is_empty() {
         return Err(ConfigError::new(
@@ -286,14 +291,22 @@ fn compile_cluster(name: &str, c: &ClusterFile, metrics: &Metrics) -> Result<Clu
         write: ms(c.write_timeout_ms, "write_timeout_ms")?,
         idle: ms(c.idle_timeout_ms, "idle_timeout_ms")?,
     };
-    let latency = metrics.upstream_latency.with_label_values(&[name]);
+    let accounting = ClusterAccounting {
+        latency: metrics.upstream_latency.with_label_values(&[name]),
+        budget: c
+            .retry_budget
+            .compile(&format!("{path}.retry_budget"), clock)?,
+        attempts: metrics.attempts.with_label_values(&[name]),
+        retries: metrics.retries.with_label_values(&[name]),
+        budget_exhausted: metrics.budget_exhausted.with_label_values(&[name]),
+    };
     Cluster::new(
         name,
         c.endpoints.clone(),
         timeouts,
         c.tls,
         c.sni.clone(),
-        latency,
+        accounting,
     )
     .map_err(|e| ConfigError::new(format!("{path}.endpoints"), format!("cannot resolve: {e}")))
 }
@@ -405,16 +418,25 @@ fn compile_route(
         });
     }
 
-    // An endpoint-scoped breaker steers endpoint selection.
-    let outlier = entries
-        .iter()
-        .find(|e| {
-            e.policy
-                .as_any()
-                .downcast_ref::<CircuitBreaker>()
-                .is_some_and(CircuitBreaker::is_endpoint_scoped)
-        })
-        .map(|e| e.policy.clone());
+    // An endpoint-scoped breaker steers endpoint selection; a cluster-scoped
+    // one vetoes retries while it is not closed.
+    let breaker = |endpoint: bool| {
+        entries
+            .iter()
+            .find(|e| {
+                e.policy
+                    .as_any()
+                    .downcast_ref::<CircuitBreaker>()
+                    .is_some_and(|b| b.is_endpoint_scoped() == endpoint)
+            })
+            .map(|e| e.policy.clone())
+    };
+    let (outlier, cluster_breaker) = (breaker(true), breaker(false));
+    let retry = r
+        .retry
+        .as_ref()
+        .map(|c| c.compile(&format!("{path}.retry")))
+        .transpose()?;
     let positive = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| match d {
         Some(d) if d.as_duration().is_zero() => Err(ConfigError::new(
             format!("{path}.timeouts.{field}"),
@@ -442,6 +464,8 @@ fn compile_route(
     Ok(Route {
         id: r.id.as_str().into(),
         outlier,
+        cluster_breaker,
+        retry,
         timeouts,
         deadline_header,
         endpoint: EndpointNames::new(&r.id),

@@ -8,6 +8,7 @@ use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::duration::HumanDuration;
 use breakwater_plugins::rate_limit::RateLimitConfig;
+use breakwater_plugins::retry::{RetryBudgetConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -176,6 +177,10 @@ pub struct ClusterFile {
     /// SNI and `Host` for TLS upstreams; defaults to empty (no SNI).
     #[serde(default)]
     pub sni: String,
+    /// Caps the retries of every route to this cluster (20% of recent
+    /// requests, at least 3 per second, by default).
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -202,6 +207,9 @@ pub struct RouteFile {
     /// (`grpc-timeout` is always read). The remaining time is forwarded in it.
     #[serde(default)]
     pub deadline_header: Option<String>,
+    /// Retries; none without this section.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
 }

@@ -30,6 +30,9 @@ pub struct Route {
     /// The route's endpoint-scoped `circuit_breaker`, consulted when picking
     /// an endpoint (outlier ejection).
     pub outlier: Option<Arc<dyn breakwater_plugins::Policy>>,
+    /// The route's cluster-scoped `circuit_breaker`, which vetoes retries.
+    pub cluster_breaker: Option<Arc<dyn breakwater_plugins::Policy>>,
+    pub retry: Option<breakwater_plugins::retry::RetryPolicy>,
     pub timeouts: RouteTimeouts,
     /// The header carrying the caller's deadline in milliseconds, if any.
     pub deadline_header: Option<http::HeaderName>,

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod proxy;
 mod reload;
+mod retries;
 mod routing;
 
 use breakwater_tests::{GatewayBuilder, MockUpstream};

@@ -1,0 +1,121 @@
+//! Retry discipline: none by default, only idempotent requests, only what the
+//! upstream provably did not process, and never past the budget.
+
+use breakwater_tests::{client, free_port, Gateway, MockUpstream};
+
+use crate::gateway;
+
+fn config(good: &MockUpstream, dead_port: u16, route_extra: &str, budget: &str) -> String {
+    format!(
+        "clusters:\n  orders:\n    endpoints: [\"127.0.0.1:{dead_port}\", \"{}\"]\n{budget}routes:\n  - id: api\n    cluster: orders\n{route_extra}",
+        good.addr
+    )
+}
+
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = client()
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{cluster=\"orders\"}}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_retries_unless_the_route_asks() {
+    let good = MockUpstream::start("good").await;
+    let gw = gateway(&config(&good, free_port(), "", "")).start().await;
+    let mut failed = 0;
+    for _ in 0..10 {
+        if client().get(gw.url("/x")).send().await.unwrap().status() == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 5, "every request sent to the dead endpoint fails");
+    assert_eq!(metric(&gw, "breakwater_upstream_retries_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_gets_are_retried_on_the_other_endpoint_posts_never() {
+    let good = MockUpstream::start("good").await;
+    let gw = gateway(&config(
+        &good,
+        free_port(),
+        "    retry: { attempts: 1, backoff: 1ms, max_backoff: 5ms }\n",
+        "",
+    ))
+    .start()
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            client().get(gw.url("/x")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(good.count(), 10);
+    // Round-robin moves on at each pick, retries included, so between half
+    // and all of the first tries met the dead endpoint.
+    let retries = metric(&gw, "breakwater_upstream_retries_total").await;
+    assert!((5.0..=10.0).contains(&retries), "{retries}");
+    let mut failed = 0;
+    for _ in 0..10 {
+        if client()
+            .post(gw.url("/x"))
+            .body("order")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 502
+        {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 5, "a POST is never retried");
+    assert_eq!(
+        metric(&gw, "breakwater_upstream_retries_total").await,
+        retries
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_never_exceed_the_budget() {
+    let good = MockUpstream::start("good").await;
+    let gw = gateway(&config(
+        &good,
+        free_port(),
+        "    retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms }\n",
+        "    retry_budget: { budget_percent: 10, min_retries_per_sec: 0 }\n",
+    ))
+    .start()
+    .await;
+    let requests = 100;
+    for _ in 0..requests {
+        client().get(gw.url("/x")).send().await.unwrap();
+    }
+    let retries = metric(&gw, "breakwater_upstream_retries_total").await;
+    let exhausted = metric(&gw, "breakwater_retry_budget_exhausted_total").await;
+    assert!(
+        retries <= 10.0 + 1.0,
+        "{retries} retries for {requests} requests at 10%"
+    );
+    assert!(retries >= 5.0, "the budget does allow some: {retries}");
+    assert!(exhausted > 0.0);
+    // The upstream sees first tries plus budgeted retries, nothing more.
+    assert!(
+        good.count() as f64 <= requests as f64 / 2.0 + retries + 1.0,
+        "{}",
+        good.count()
+    );
+    assert_eq!(
+        metric(&gw, "breakwater_upstream_attempts_total").await,
+        requests as f64 + retries
+    );
+}
