@@ -57,6 +57,7 @@ impl PolicyChain {
                         Decision::Continue
                     }
                     WaitOutcome::Reject(r) => Decision::Reject(r),
+                    WaitOutcome::Respond(r) => Decision::Respond(r),
                 },
                 other => other,
             };

@@ -539,7 +539,25 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             response.insert_header(REQUEST_ID, id.clone())?;
         }
+        if ctx.permits.has_taps() {
+            ctx.permits
+                .tap_header(response.status.as_u16(), &response.headers);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.permits.has_taps() {
+            ctx.permits
+                .tap_body(body.as_deref().unwrap_or(&[]), end_of_stream);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -618,6 +636,9 @@ impl ProxyHttp for Gateway {
                 upstream: ctx.upstream_addr,
             };
             ctx.attempts.finish(&outcome);
+            if e.is_none() && ctx.permits.has_taps() {
+                ctx.permits.end_taps();
+            }
             ctx.permits.complete(&outcome);
             if let Some(keys) = &ctx.keys {
                 r.chain.on_outcome(ctx.admitted_by, keys, &outcome);

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod clock;
 pub mod concurrency;
 pub mod config_error;
+pub mod dedupe;
 pub mod deny;
 pub mod duration;
 pub mod keys;
@@ -30,5 +31,5 @@ pub use config_error::ConfigError;
 pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
 pub use policy::{
     Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, PolicyEnv, Rejection,
-    RequestView, WaitOutcome, Waiter,
+    RequestView, ResponseTap, WaitOutcome, Waiter,
 };

@@ -72,6 +72,16 @@ pub enum WaitOutcome {
     /// Go on, holding this permit (if any) for the rest of the request.
     Admit(Option<Box<dyn Permit>>),
     Reject(Rejection),
+    /// Answer locally (for example with another request's response).
+    Respond(LocalResponse),
+}
+
+/// Sees the response the client gets: a policy that shares or stores
+/// responses (request coalescing, caching) registers one with
+/// [`Permits::tap`]. Dropped when the request ends, complete or not.
+pub trait ResponseTap: Send + Sync {
+    fn header(&mut self, status: u16, headers: &HeaderMap);
+    fn body(&mut self, chunk: &[u8], end_of_stream: bool);
 }
 
 impl std::fmt::Debug for Decision {
@@ -178,13 +188,49 @@ pub trait Permit: Send + Sync {
     fn cancel(self: Box<Self>) {}
 }
 
-/// The permits handed out to one request, completed or dropped together.
+/// The permits handed out to one request, completed or dropped together,
+/// and the taps that watch its response.
 #[derive(Default)]
 pub struct Permits {
     held: Vec<Box<dyn Permit>>,
+    taps: Vec<Box<dyn ResponseTap>>,
+    taps_ended: bool,
 }
 
 impl Permits {
+    /// Registers a tap on the response.
+    pub fn tap(&mut self, tap: Box<dyn ResponseTap>) {
+        self.taps.push(tap);
+    }
+
+    pub fn has_taps(&self) -> bool {
+        !self.taps.is_empty()
+    }
+
+    /// Feeds the response header to every tap.
+    pub fn tap_header(&mut self, status: u16, headers: &HeaderMap) {
+        for t in &mut self.taps {
+            t.header(status, headers);
+        }
+    }
+
+    /// Feeds a response body chunk to every tap.
+    pub fn tap_body(&mut self, chunk: &[u8], end_of_stream: bool) {
+        if self.taps_ended {
+            return;
+        }
+        self.taps_ended = end_of_stream;
+        for t in &mut self.taps {
+            t.body(chunk, end_of_stream);
+        }
+    }
+
+    /// Ends the response for taps that saw no end of stream (a response
+    /// without a body). Call only when the response completed.
+    pub fn end_taps(&mut self) {
+        self.tap_body(&[], true);
+    }
+
     pub fn push(&mut self, permit: Box<dyn Permit>) {
         self.held.push(permit);
     }

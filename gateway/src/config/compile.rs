@@ -569,6 +569,7 @@ fn compile_policy(
                 PolicyFile::ConcurrencyLimit(c) => Arc::new(c.compile(name.clone(), &path)?),
                 PolicyFile::Abuse(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
                 PolicyFile::CircuitBreaker(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
+                PolicyFile::Dedupe(c) => Arc::new(c.compile(name.clone(), &path)?),
             }
         }
     };

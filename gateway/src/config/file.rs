@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use breakwater_plugins::abuse::AbuseConfig;
 use breakwater_plugins::breaker::BreakerConfig;
 use breakwater_plugins::concurrency::ConcurrencyConfig;
+use breakwater_plugins::dedupe::DedupeConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::duration::HumanDuration;
 use breakwater_plugins::rate_limit::RateLimitConfig;
@@ -281,6 +282,7 @@ pub enum PolicyFile {
     ConcurrencyLimit(ConcurrencyConfig),
     Abuse(AbuseConfig),
     CircuitBreaker(BreakerConfig),
+    Dedupe(DedupeConfig),
 }
 
 impl PolicyFile {
@@ -292,6 +294,7 @@ impl PolicyFile {
             Self::ConcurrencyLimit(_) => "concurrency_limit",
             Self::Abuse(_) => "abuse",
             Self::CircuitBreaker(_) => "circuit_breaker",
+            Self::Dedupe(_) => "dedupe",
         }
     }
 
@@ -303,6 +306,7 @@ impl PolicyFile {
             Self::ConcurrencyLimit(c) => c.name.as_deref(),
             Self::Abuse(c) => c.name.as_deref(),
             Self::CircuitBreaker(c) => c.name.as_deref(),
+            Self::Dedupe(c) => c.name.as_deref(),
         }
     }
 }

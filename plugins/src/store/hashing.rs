@@ -42,6 +42,13 @@ impl KeyHasher {
         Some(h.finish())
     }
 
+    /// Hashes raw bytes (a header value).
+    pub fn hash_bytes(&self, bytes: &[u8]) -> u64 {
+        let mut h = self.state.build_hasher();
+        h.write(bytes);
+        h.finish()
+    }
+
     /// Hashes the parts of `spec` as found in `keys`; `None` when a part is missing.
     pub fn hash_spec(&self, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
         self.hash_values("", spec.parts().iter().map(|p| keys.get(*p)))

@@ -4,6 +4,7 @@ mod admin;
 mod breakers;
 mod config_check;
 mod deadlines;
+mod dedupe;
 mod deny;
 mod keys;
 mod lifecycle;

@@ -1,0 +1,459 @@
+//! `dedupe`: one upstream call per idempotency key in flight.
+//!
+//! The seed incident's amplifier was the consumer itself: a Dubbo client that
+//! times out sends the same call again while the first is still running, so a
+//! slow provider gets each call two or three times. When requests carry an
+//! idempotency key (`Idempotency-Key`, or `X-Request-Id` kept across client
+//! retries), the gateway can stop that: the first request with a key is the
+//! **leader** and goes upstream; a duplicate that arrives while the leader is
+//! in flight either **joins** it — it waits and gets a copy of the leader's
+//! response — or is refused at once with 409 (`on_duplicate: reject`).
+//!
+//! Limits, by design:
+//! - Only duplicates that overlap the leader are caught; once the leader's
+//!   response is complete, the key is forgotten.
+//! - A response larger than `max_body` is not shared: joiners get 503.
+//! - If the leader fails (upstream error, client gone), joiners get 503
+//!   rather than a second upstream call — a retry storm is what this prevents.
+//! - The in-flight table holds at most `max_in_flight` keys; past that, new
+//!   keys are not deduplicated (and counted).
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::duration::HumanDuration;
+use crate::store::KeyHasher;
+use crate::{
+    ConfigError, Decision, LocalResponse, Permits, Policy, Rejection, RequestView, ResponseTap,
+    WaitOutcome,
+};
+
+/// `dedupe:` in a route's `policies`.
+///
+/// ```yaml
+/// - dedupe:
+///     header: idempotency-key
+///     on_duplicate: join        # or reject (409)
+///     wait: 10s                 # how long a joiner waits for the leader
+///     max_body: 1MiB            # largest response shared (bytes)
+///     max_in_flight: 10000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub header: String,
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+    #[serde(default = "default_wait")]
+    pub wait: HumanDuration,
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDuplicate {
+    #[default]
+    Join,
+    Reject,
+}
+
+fn default_wait() -> HumanDuration {
+    Duration::from_secs(10).into()
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
+/// What joiners receive.
+#[derive(Debug)]
+enum Shared {
+    Pending,
+    Done(Arc<LocalResponse>),
+    Failed(&'static str),
+}
+
+pub struct Dedupe {
+    name: String,
+    header: HeaderName,
+    on_duplicate: OnDuplicate,
+    wait: Duration,
+    max_body: usize,
+    max_in_flight: usize,
+    hasher: KeyHasher,
+    in_flight: Arc<DashMap<u64, watch::Receiver<Shared>>>,
+    len: Arc<AtomicUsize>,
+    joined: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    untracked: AtomicU64,
+}
+
+impl DedupeConfig {
+    pub fn compile(&self, name: String, path: &str) -> Result<Dedupe, ConfigError> {
+        let header = HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                format!("{path}.header"),
+                format!("\"{}\" is not a valid header name", self.header),
+            )
+        })?;
+        let wait = self.wait.as_duration();
+        if wait.is_zero() || wait > Duration::from_secs(300) {
+            return Err(ConfigError::new(
+                format!("{path}.wait"),
+                "must be between 1ms and 5m",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new(
+                format!("{path}.max_in_flight"),
+                "must be > 0",
+            ));
+        }
+        Ok(Dedupe {
+            name,
+            header,
+            on_duplicate: self.on_duplicate,
+            wait,
+            max_body: self.max_body,
+            max_in_flight: self.max_in_flight,
+            hasher: KeyHasher::default(),
+            in_flight: Arc::new(DashMap::new()),
+            len: Arc::new(AtomicUsize::new(0)),
+            joined: Arc::new(AtomicU64::new(0)),
+            refused: Arc::new(AtomicU64::new(0)),
+            untracked: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Headers not copied into a joiner's answer: per-connection ones, and the
+/// leader's request id.
+fn shareable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "x-request-id"
+            | "date"
+    )
+}
+
+/// The leader's tap: copies the response and publishes it when complete.
+/// Dropped before that (error, client gone), it publishes a failure.
+struct Leader {
+    key: u64,
+    tx: Option<watch::Sender<Shared>>,
+    in_flight: Arc<DashMap<u64, watch::Receiver<Shared>>>,
+    len: Arc<AtomicUsize>,
+    status: u16,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: BytesMut,
+    max_body: usize,
+    too_large: bool,
+}
+
+impl Leader {
+    fn finish(&mut self, shared: Shared) {
+        if let Some(tx) = self.tx.take() {
+            // Forget the key first: a request after this point is a new call.
+            if self.in_flight.remove(&self.key).is_some() {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+            let _ = tx.send(shared);
+        }
+    }
+}
+
+impl ResponseTap for Leader {
+    fn header(&mut self, status: u16, headers: &HeaderMap) {
+        self.status = status;
+        self.headers = headers
+            .iter()
+            .filter(|(n, _)| shareable(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+    }
+
+    fn body(&mut self, chunk: &[u8], end_of_stream: bool) {
+        if !self.too_large {
+            if self.body.len() + chunk.len() > self.max_body {
+                self.too_large = true;
+                self.body = BytesMut::new();
+            } else {
+                self.body.extend_from_slice(chunk);
+            }
+        }
+        if end_of_stream {
+            let shared = if self.too_large {
+                Shared::Failed("the response is too large to share")
+            } else {
+                Shared::Done(Arc::new(LocalResponse {
+                    status: self.status,
+                    headers: std::mem::take(&mut self.headers),
+                    body: Bytes::from(std::mem::take(&mut self.body)),
+                }))
+            };
+            self.finish(shared);
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.finish(Shared::Failed("the original request failed"));
+    }
+}
+
+fn duplicate(name: &str, status: u16, kind: &'static str, reason: String) -> Rejection {
+    Rejection {
+        status,
+        grpc_status: if status == 409 { 6 } else { 14 }, // ALREADY_EXISTS / UNAVAILABLE
+        kind,
+        policy: name.to_string(),
+        reason,
+        headers: Vec::new(),
+    }
+}
+
+impl Dedupe {
+    pub fn in_flight(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Requests that got another request's answer.
+    pub fn joined(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
+    }
+}
+
+impl Policy for Dedupe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "dedupe"
+    }
+
+    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+        let Some(value) = req.headers.get(&self.header).filter(|v| !v.is_empty()) else {
+            return Decision::Continue;
+        };
+        let key = self.hasher.hash_bytes(value.as_bytes());
+        if let Some(rx) = self.in_flight.get(&key).map(|r| r.clone()) {
+            if self.on_duplicate == OnDuplicate::Reject {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Decision::Reject(duplicate(
+                    &self.name,
+                    409,
+                    "duplicate",
+                    "a request with this idempotency key is already in flight".into(),
+                ));
+            }
+            return self.join(rx);
+        }
+        if self.len.load(Ordering::Acquire) >= self.max_in_flight {
+            self.untracked.fetch_add(1, Ordering::Relaxed);
+            return Decision::Continue;
+        }
+        let (tx, rx) = watch::channel(Shared::Pending);
+        // Two first requests can race here; the entry API picks one leader.
+        let mut lead = false;
+        let existing = self.in_flight.entry(key).or_insert_with(|| {
+            lead = true;
+            rx
+        });
+        if !lead {
+            let rx = existing.clone();
+            drop(existing);
+            return self.join(rx);
+        }
+        drop(existing);
+        self.len.fetch_add(1, Ordering::AcqRel);
+        permits.tap(Box::new(Leader {
+            key,
+            tx: Some(tx),
+            in_flight: self.in_flight.clone(),
+            len: self.len.clone(),
+            status: 0,
+            headers: Vec::new(),
+            body: BytesMut::new(),
+            max_body: self.max_body,
+            too_large: false,
+        }));
+        Decision::Continue
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Dedupe {
+    fn join(&self, mut rx: watch::Receiver<Shared>) -> Decision {
+        let (name, wait, joined) = (self.name.clone(), self.wait, self.joined.clone());
+        Decision::Wait(Box::pin(async move {
+            let waited =
+                tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Shared::Pending))).await;
+            let why = match waited {
+                Ok(Ok(s)) => match &*s {
+                    Shared::Done(resp) => {
+                        joined.fetch_add(1, Ordering::Relaxed);
+                        let mut resp = (**resp).clone();
+                        resp.headers.push((
+                            HeaderName::from_static("x-breakwater-joined"),
+                            HeaderValue::from_static("1"),
+                        ));
+                        return WaitOutcome::Respond(resp);
+                    }
+                    Shared::Failed(why) => *why,
+                    Shared::Pending => "the original request is still running",
+                },
+                Ok(Err(_)) => "the original request failed",
+                Err(_) => "the original request is still running",
+            };
+            WaitOutcome::Reject(duplicate(
+                &name,
+                503,
+                "duplicate_failed",
+                format!("joined a request with the same idempotency key, but {why}"),
+            ))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::keys;
+    use http::Method;
+
+    fn dedupe(yaml: &str) -> Dedupe {
+        let cfg: DedupeConfig = serde_yaml::from_str(yaml).unwrap();
+        cfg.compile("orders.dedupe".into(), "p").unwrap()
+    }
+
+    fn request(p: &Dedupe, key: Option<&str>) -> (Decision, Permits) {
+        let mut headers = HeaderMap::new();
+        if let Some(k) = key {
+            headers.insert("idempotency-key", HeaderValue::from_str(k).unwrap());
+        }
+        let k = keys("10.0.0.1", None);
+        let view = RequestView {
+            method: &Method::POST,
+            path: "/pay",
+            query: None,
+            headers: &headers,
+            keys: &k,
+            grpc: false,
+            now_nanos: 0,
+        };
+        let mut permits = Permits::default();
+        let d = p.on_request(&view, &mut permits);
+        (d, permits)
+    }
+
+    fn respond(permits: &mut Permits, body: &[u8]) {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-request-id", HeaderValue::from_static("leader"));
+        permits.tap_header(201, &h);
+        let (a, b) = body.split_at(body.len() / 2);
+        permits.tap_body(a, false);
+        permits.tap_body(b, true);
+    }
+
+    #[tokio::test]
+    async fn duplicates_join_the_leader_and_get_its_answer() {
+        let p = dedupe("{ header: idempotency-key }");
+        let (lead, mut leader) = request(&p, Some("k1"));
+        assert!(matches!(lead, Decision::Continue));
+        assert!(leader.has_taps());
+        let Decision::Wait(w1) = request(&p, Some("k1")).0 else {
+            panic!("expected to join")
+        };
+        let Decision::Wait(w2) = request(&p, Some("k1")).0 else {
+            panic!("expected to join")
+        };
+        // Another key, or no key, is its own call.
+        assert!(matches!(request(&p, Some("k2")).0, Decision::Continue));
+        assert!(matches!(request(&p, None).0, Decision::Continue));
+        respond(&mut leader, b"{\"paid\":true}");
+        for w in [w1, w2] {
+            let WaitOutcome::Respond(r) = w.await else {
+                panic!("expected the shared answer")
+            };
+            assert_eq!(r.status, 201);
+            assert_eq!(&r.body[..], b"{\"paid\":true}");
+            assert!(r.headers.iter().any(|(n, _)| n == "x-breakwater-joined"));
+            assert!(!r.headers.iter().any(|(n, _)| n == "x-request-id"));
+        }
+        assert_eq!(p.joined(), 2);
+        // Completed: the key is free again.
+        assert!(matches!(request(&p, Some("k1")).0, Decision::Continue));
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_fails_its_joiners_instead_of_calling_again() {
+        let p = dedupe("{ header: idempotency-key }");
+        let (_, leader) = request(&p, Some("k"));
+        let Decision::Wait(w) = request(&p, Some("k")).0 else {
+            panic!("expected to join")
+        };
+        drop(leader); // upstream error or client gone
+        let WaitOutcome::Reject(r) = w.await else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(r.status, 503);
+        assert!(r.reason.contains("original request failed"), "{}", r.reason);
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn reject_mode_and_oversized_responses() {
+        let p = dedupe("{ header: idempotency-key, on_duplicate: reject }");
+        let (_, _leader) = request(&p, Some("k"));
+        match request(&p, Some("k")).0 {
+            Decision::Reject(r) => assert_eq!(r.status, 409),
+            other => panic!("{other:?}"),
+        }
+        let p = dedupe("{ header: idempotency-key, max_body: 4 }");
+        let (_, mut leader) = request(&p, Some("k"));
+        let Decision::Wait(w) = request(&p, Some("k")).0 else {
+            panic!("expected to join")
+        };
+        respond(&mut leader, b"far too long");
+        let WaitOutcome::Reject(r) = w.await else {
+            panic!("expected a refusal")
+        };
+        assert!(r.reason.contains("too large"), "{}", r.reason);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let p = dedupe("{ header: idempotency-key, max_in_flight: 2 }");
+        let _a = request(&p, Some("a"));
+        let _b = request(&p, Some("b"));
+        let (d, permits) = request(&p, Some("c"));
+        assert!(matches!(d, Decision::Continue));
+        assert!(!permits.has_taps(), "past the bound, keys are not tracked");
+        assert_eq!(p.in_flight(), 2);
+    }
+}
