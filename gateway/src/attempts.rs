@@ -16,7 +16,6 @@
 //! the upstream either.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use breakwater_plugins::breaker::{BreakerState, CircuitBreaker};
 use breakwater_plugins::{ErrorKind, Outcome, Permit};
@@ -34,6 +33,8 @@ pub struct Attempts {
     tried: Vec<SocketAddr>,
     /// The endpoint breaker's permit for the attempt in flight.
     endpoint_permit: Option<Box<dyn Permit>>,
+    /// Set when an answer's status was turned into a retry.
+    status_retry: bool,
 }
 
 fn idempotent(method: &Method) -> bool {
@@ -84,8 +85,8 @@ impl Attempts {
     }
 
     /// Whether the attempt that just failed with `kind` may be retried,
-    /// taking a budget token if so. `responded`: the upstream had sent
-    /// response bytes; `reused`: the connection came from the pool.
+    /// taking a budget token if so. `responded`: the upstream had already
+    /// sent a response header.
     pub fn may_retry(
         &mut self,
         route: &Route,
@@ -93,13 +94,36 @@ impl Attempts {
         kind: ErrorKind,
         responded: bool,
     ) -> bool {
-        let Some(policy) = &route.retry else {
-            return false;
-        };
         let unprocessed = match kind {
             ErrorKind::ConnectRefused => true,
             ErrorKind::Reset => !responded,
             _ => false,
+        };
+        unprocessed && self.allowed(route, method)
+    }
+
+    /// Whether an answer with `status` is to be retried (the route opted in
+    /// for that status), taking a budget token if so.
+    pub fn may_retry_status(&mut self, route: &Route, method: &Method, status: u16) -> bool {
+        let opted_in = route
+            .retry
+            .as_ref()
+            .is_some_and(|p| p.on_statuses.contains(&status));
+        self.status_retry = opted_in && self.allowed(route, method);
+        self.status_retry
+    }
+
+    /// Whether the last failure was a status turned into a retry (once).
+    pub fn take_status_retry(&mut self) -> bool {
+        std::mem::take(&mut self.status_retry)
+    }
+
+    /// The checks every retry passes — the route retries, the method is
+    /// idempotent, attempts are left, the cluster breaker is closed — and
+    /// then the budget pays for it.
+    fn allowed(&self, route: &Route, method: &Method) -> bool {
+        let Some(policy) = &route.retry else {
+            return false;
         };
         let breaker_closed = route
             .cluster_breaker
@@ -110,8 +134,7 @@ impl Attempts {
                     .iter()
                     .all(|b| b.state() == BreakerState::Closed)
             });
-        if !(unprocessed
-            && (policy.idempotent || idempotent(method))
+        if !((policy.idempotent || idempotent(method))
             && self.count <= policy.attempts
             && breaker_closed)
         {
@@ -126,21 +149,11 @@ impl Attempts {
         }
     }
 
-    /// The attempt in flight failed with `kind` (before any answer): its
-    /// endpoint breaker learns it now, since a retry goes elsewhere.
-    pub fn fail_current(
-        &mut self,
-        kind: ErrorKind,
-        latency: Duration,
-        upstream: Option<SocketAddr>,
-    ) {
+    /// The attempt in flight ended with `outcome` and will be retried
+    /// elsewhere: its endpoint breaker learns it now.
+    pub fn fail_current(&mut self, outcome: &Outcome) {
         if let Some(p) = self.endpoint_permit.take() {
-            p.complete(&Outcome {
-                error: Some(kind),
-                latency,
-                upstream,
-                ..Default::default()
-            });
+            p.complete(outcome);
         }
     }
 

@@ -182,11 +182,15 @@ impl Gateway {
         connected: bool,
     ) -> bool {
         let kind = classify(e);
-        let latency = ctx
-            .upstream_started
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
-        ctx.attempts.fail_current(kind, latency, ctx.upstream_addr);
+        ctx.attempts.fail_current(&Outcome {
+            error: Some(kind),
+            latency: ctx
+                .upstream_started
+                .map(|t| t.elapsed())
+                .unwrap_or_default(),
+            upstream: ctx.upstream_addr,
+            ..Default::default()
+        });
         let Some(snapshot) = ctx.snapshot.clone() else {
             return false;
         };
@@ -448,7 +452,10 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let body_replayable = !session.as_ref().retry_buffer_truncated();
-        if client_reused && body_replayable && session.req_header().method.is_idempotent() {
+        if ctx.attempts.take_status_retry() {
+            // An answer the route asked to retry; already paid for.
+            e.set_retry(body_replayable);
+        } else if client_reused && body_replayable && session.req_header().method.is_idempotent() {
             // Pingora's rule: a reused keep-alive connection found closed
             // never carried the request. Not a retry of ours: no budget.
             e.retry.decide_reuse(true);
@@ -504,12 +511,33 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if !upstream_response.status.is_informational() {
-            ctx.upstream_status = Some(upstream_response.status.as_u16());
+            let status = upstream_response.status.as_u16();
+            if let Some(route) = ctx.snapshot.clone().as_deref().and_then(|s| ctx.route(s)) {
+                if ctx
+                    .attempts
+                    .may_retry_status(route, &session.req_header().method, status)
+                {
+                    ctx.attempts.fail_current(&Outcome {
+                        status: Some(status),
+                        latency: ctx
+                            .upstream_started
+                            .map(|t| t.elapsed())
+                            .unwrap_or_default(),
+                        upstream: ctx.upstream_addr,
+                        ..Default::default()
+                    });
+                    let mut e =
+                        Error::explain(ErrorType::HTTPStatus(status), "retrying this answer");
+                    e.esource = ErrorSource::Upstream;
+                    return Err(e);
+                }
+            }
+            ctx.upstream_status = Some(status);
             // A trailers-only gRPC answer carries its status in the headers.
             if let Some(s) = grpc_status(&upstream_response.headers) {
                 ctx.upstream_grpc_status = Some(s);

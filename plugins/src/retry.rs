@@ -30,6 +30,7 @@ use crate::{Clock, ConfigError};
 ///   backoff: 25ms            # base of the jittered exponential backoff
 ///   max_backoff: 250ms
 ///   idempotent: false        # true: also retry POST and PATCH on this route
+///   on_statuses: [502]       # opt-in: also retry these answers (never 429 or 503)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +43,10 @@ pub struct RetryConfig {
     pub max_backoff: HumanDuration,
     #[serde(default)]
     pub idempotent: bool,
+    /// Upstream statuses that are retried too. 429 and 503 mean "overloaded":
+    /// retrying them is how retry storms start, so they are refused here.
+    #[serde(default)]
+    pub on_statuses: Vec<u16>,
 }
 
 /// A cluster's `retry_budget:` section.
@@ -80,12 +85,13 @@ fn default_min_per_sec() -> u32 {
 }
 
 /// A validated `retry:` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub attempts: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub idempotent: bool,
+    pub on_statuses: Vec<u16>,
 }
 
 impl RetryConfig {
@@ -108,11 +114,24 @@ impl RetryConfig {
                 "must be at most 10s",
             ));
         }
+        for (i, s) in self.on_statuses.iter().enumerate() {
+            let p = format!("{path}.on_statuses[{i}]");
+            if matches!(s, 429 | 503) {
+                return Err(ConfigError::new(
+                    p,
+                    format!("{s} means the upstream is overloaded; it is never retried"),
+                ));
+            }
+            if !(500..=599).contains(s) {
+                return Err(ConfigError::new(p, "only 5xx statuses can be retried"));
+            }
+        }
         Ok(RetryPolicy {
             attempts: self.attempts,
             backoff: self.backoff.as_duration(),
             max_backoff: self.max_backoff.as_duration(),
             idempotent: self.idempotent,
+            on_statuses: self.on_statuses.clone(),
         })
     }
 }
@@ -255,6 +274,7 @@ mod tests {
             backoff: Duration::from_millis(10).into(),
             max_backoff: Duration::from_millis(25).into(),
             idempotent: false,
+            on_statuses: vec![],
         }
         .compile("r")
         .unwrap();
@@ -276,19 +296,22 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let bad = |attempts, backoff: u64, max: u64| {
+        let bad = |attempts, backoff: u64, max: u64, on_statuses: Vec<u16>| {
             RetryConfig {
                 attempts,
                 backoff: Duration::from_millis(backoff).into(),
                 max_backoff: Duration::from_millis(max).into(),
                 idempotent: false,
+                on_statuses,
             }
             .compile("r")
             .unwrap_err()
             .path
         };
-        assert_eq!(bad(0, 1, 2), "r.attempts");
-        assert_eq!(bad(1, 10, 2), "r.max_backoff");
+        assert_eq!(bad(0, 1, 2, vec![]), "r.attempts");
+        assert_eq!(bad(1, 10, 2, vec![]), "r.max_backoff");
+        assert_eq!(bad(1, 1, 2, vec![502, 503]), "r.on_statuses[1]");
+        assert_eq!(bad(1, 1, 2, vec![404]), "r.on_statuses[0]");
         let clock = FakeClock::new();
         let err = RetryBudgetConfig {
             budget_percent: 120.0,

@@ -119,3 +119,34 @@ async fn retries_never_exceed_the_budget() {
         requests as f64 + retries
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opted_in_statuses_are_retried_elsewhere() {
+    let bad = MockUpstream::start("bad").await;
+    let good = MockUpstream::start("good").await;
+    bad.fail_with(502);
+    let body = format!(
+        "clusters:\n  orders:\n    endpoints: [\"{}\", \"{}\"]\nroutes:\n  - id: api\n    cluster: orders\n    retry: {{ attempts: 1, backoff: 1ms, max_backoff: 2ms, on_statuses: [502] }}\n",
+        bad.addr, good.addr
+    );
+    let gw = gateway(&body).start().await;
+    for _ in 0..10 {
+        assert_eq!(
+            client().get(gw.url("/x")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(good.count(), 10);
+    let retried = metric(&gw, "breakwater_upstream_retries_total").await;
+    assert_eq!(
+        retried as usize,
+        bad.count(),
+        "every 502 was retried, each once"
+    );
+    // A POST still gets the 502: never retried.
+    let mut got_502 = false;
+    for _ in 0..4 {
+        got_502 |= client().post(gw.url("/x")).send().await.unwrap().status() == 502;
+    }
+    assert!(got_502);
+}
