@@ -108,6 +108,20 @@ impl RequestCtx {
         }
     }
 
+    /// How the current upstream attempt ended, for breakers and policies.
+    fn attempt_outcome(&self, status: Option<u16>, error: Option<ErrorKind>) -> Outcome {
+        Outcome {
+            status,
+            grpc_status: self.upstream_grpc_status,
+            latency: self
+                .upstream_started
+                .map(|t| t.elapsed())
+                .unwrap_or_default(),
+            error,
+            upstream: self.upstream_addr,
+        }
+    }
+
     fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s Route> {
         self.route.and_then(|i| snapshot.router.routes.get(i))
     }
@@ -182,15 +196,8 @@ impl Gateway {
         connected: bool,
     ) -> bool {
         let kind = classify(e);
-        ctx.attempts.fail_current(&Outcome {
-            error: Some(kind),
-            latency: ctx
-                .upstream_started
-                .map(|t| t.elapsed())
-                .unwrap_or_default(),
-            upstream: ctx.upstream_addr,
-            ..Default::default()
-        });
+        let outcome = ctx.attempt_outcome(None, Some(kind));
+        ctx.attempts.fail_current(&outcome);
         let Some(snapshot) = ctx.snapshot.clone() else {
             return false;
         };
@@ -522,15 +529,8 @@ impl ProxyHttp for Gateway {
                     .attempts
                     .may_retry_status(route, &session.req_header().method, status)
                 {
-                    ctx.attempts.fail_current(&Outcome {
-                        status: Some(status),
-                        latency: ctx
-                            .upstream_started
-                            .map(|t| t.elapsed())
-                            .unwrap_or_default(),
-                        upstream: ctx.upstream_addr,
-                        ..Default::default()
-                    });
+                    let outcome = ctx.attempt_outcome(Some(status), None);
+                    ctx.attempts.fail_current(&outcome);
                     let mut e =
                         Error::explain(ErrorType::HTTPStatus(status), "retrying this answer");
                     e.esource = ErrorSource::Upstream;
@@ -653,16 +653,9 @@ impl ProxyHttp for Gateway {
             Some(r) => r.requests.inc(status),
             None => self.state.unrouted.inc(status),
         }
-        if let (Some(started), Some(r)) = (ctx.upstream_started, route) {
-            let latency = started.elapsed();
-            r.cluster.latency.observe(latency.as_secs_f64());
-            let outcome = Outcome {
-                status: ctx.upstream_status,
-                grpc_status: ctx.upstream_grpc_status,
-                latency,
-                error: e.map(classify),
-                upstream: ctx.upstream_addr,
-            };
+        if let (Some(_), Some(r)) = (ctx.upstream_started, route) {
+            let outcome = ctx.attempt_outcome(ctx.upstream_status, e.map(classify));
+            r.cluster.latency.observe(outcome.latency.as_secs_f64());
             ctx.attempts.finish(&outcome);
             if e.is_none() && ctx.permits.has_taps() {
                 ctx.permits.end_taps();
