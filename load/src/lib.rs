@@ -1,3 +1,4 @@
 //! Breakwater's load lab and the bundled demo upstream.
 
 pub mod demo;
+pub mod sim;

@@ -1,0 +1,186 @@
+//! `client-sim`: a consumer like the seed's service A.
+//!
+//! Logical calls arrive open-loop — a Poisson process whose rate follows a
+//! schedule, so a slow provider does not slow the offered load down (as real
+//! users do not slow down). Each attempt has a timeout `T`; on a timeout, an
+//! error or any non-2xx answer (a fast 503 or 429 included) the call is sent
+//! again, up to `retries` times, at once — Dubbo's default behaviour. An
+//! optional idempotency key is sent per logical call.
+//!
+//! Every figure is booked under the second the logical call *arrived* in, so
+//! a row reads: of the calls offered in this second, how many succeeded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+
+use super::rng;
+
+/// One stretch of the rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phase {
+    pub duration: Duration,
+    /// Logical calls per second.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub target: SocketAddr,
+    pub path: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    /// Send `idempotency-key: <call id>` on every attempt of a call.
+    pub idempotency_keys: bool,
+    pub schedule: Vec<Phase>,
+}
+
+/// One second of the timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Second {
+    pub second: u64,
+    pub offered: u64,
+    /// Logical calls that got a 2xx.
+    pub goodput: u64,
+    /// Logical calls that failed every attempt.
+    pub failed: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    pub attempts: u64,
+    /// Latency of successful logical calls, first attempt to answer.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Default)]
+struct Bucket {
+    offered: AtomicU64,
+    goodput: AtomicU64,
+    failed: AtomicU64,
+    timeouts: AtomicU64,
+    attempts: AtomicU64,
+    latencies: Mutex<Vec<f64>>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// One logical call: the first attempt and the naive retries.
+async fn call(client: &HttpClient, cfg: &ConsumerConfig, id: u64, bucket: &Bucket) {
+    let started = Instant::now();
+    for _ in 0..=cfg.retries {
+        bucket.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut req = Request::get(format!("http://{}{}", cfg.target, cfg.path));
+        if cfg.idempotency_keys {
+            req = req.header("idempotency-key", format!("call-{id}"));
+        }
+        let Ok(req) = req.body(Empty::new()) else {
+            break;
+        };
+        match tokio::time::timeout(cfg.timeout, client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                bucket.goodput.fetch_add(1, Ordering::Relaxed);
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut l) = bucket.latencies.lock() {
+                    l.push(ms);
+                }
+                return;
+            }
+            // Dropping the response future hangs up on the provider.
+            Err(_) => {
+                bucket.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+        }
+    }
+    bucket.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Runs the schedule and returns the timeline. Bounded: it stops offering at
+/// the end of the schedule and waits at most `(retries + 1) * timeout` more.
+pub async fn run(cfg: ConsumerConfig) -> Vec<Second> {
+    let total: Duration = cfg.schedule.iter().map(|p| p.duration).sum();
+    let seconds = total.as_secs().max(1) as usize + 1;
+    let buckets: Arc<Vec<Bucket>> = Arc::new((0..seconds).map(|_| Bucket::default()).collect());
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector);
+    let cfg = Arc::new(cfg);
+    let start = tokio::time::Instant::now();
+    let mut next = Duration::ZERO;
+    let mut phase_start = Duration::ZERO;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut id = 0u64;
+    for phase in cfg.schedule.clone() {
+        let phase_end = phase_start + phase.duration;
+        if phase.rate > 0.0 {
+            loop {
+                next += Duration::from_secs_f64(rng::exponential(1.0 / phase.rate));
+                if next >= phase_end {
+                    break;
+                }
+                tokio::time::sleep_until(start + next).await;
+                let second = next.as_secs() as usize;
+                buckets[second].offered.fetch_add(1, Ordering::Relaxed);
+                id += 1;
+                let (client, cfg, buckets) = (client.clone(), cfg.clone(), buckets.clone());
+                calls.spawn(async move { call(&client, &cfg, id, &buckets[second]).await });
+                // Reap finished calls as we go, so the set stays small.
+                while calls.try_join_next().is_some() {}
+            }
+        }
+        next = phase_end;
+        phase_start = phase_end;
+    }
+    let grace = cfg.timeout * (cfg.retries + 1) + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, async { while calls.join_next().await.is_some() {} }).await;
+    calls.abort_all();
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(s, b)| {
+            let mut l = b.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+            l.sort_by(|a, b| a.total_cmp(b));
+            Second {
+                second: s as u64,
+                offered: b.offered.load(Ordering::Relaxed),
+                goodput: b.goodput.load(Ordering::Relaxed),
+                failed: b.failed.load(Ordering::Relaxed),
+                timeouts: b.timeouts.load(Ordering::Relaxed),
+                attempts: b.attempts.load(Ordering::Relaxed),
+                p50_ms: percentile(&l, 0.50),
+                p99_ms: percentile(&l, 0.99),
+            }
+        })
+        .collect()
+}
+
+/// Writes a timeline as CSV.
+pub fn to_csv(timeline: &[Second]) -> String {
+    let mut out = String::from("second,offered,goodput,failed,timeouts,attempts,p50_ms,p99_ms\n");
+    for s in timeline {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{:.1},{:.1}\n",
+            s.second, s.offered, s.goodput, s.failed, s.timeouts, s.attempts, s.p50_ms, s.p99_ms
+        ));
+    }
+    out
+}
