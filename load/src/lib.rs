@@ -1,4 +1,5 @@
 //! Breakwater's load lab and the bundled demo upstream.
 
 pub mod demo;
+pub mod lab;
 pub mod sim;

@@ -115,6 +115,11 @@ async fn call(client: &HttpClient, cfg: &ConsumerConfig, id: u64, bucket: &Bucke
 /// Runs the schedule and returns the timeline. Bounded: it stops offering at
 /// the end of the schedule and waits at most `(retries + 1) * timeout` more.
 pub async fn run(cfg: ConsumerConfig) -> Vec<Second> {
+    run_with_latencies(cfg).await.0
+}
+
+/// Like [`run`], also returning every successful call's latency (ms), sorted.
+pub async fn run_with_latencies(cfg: ConsumerConfig) -> (Vec<Second>, Vec<f64>) {
     let total: Duration = cfg.schedule.iter().map(|p| p.duration).sum();
     let seconds = total.as_secs().max(1) as usize + 1;
     let buckets: Arc<Vec<Bucket>> = Arc::new((0..seconds).map(|_| Bucket::default()).collect());
@@ -153,12 +158,14 @@ pub async fn run(cfg: ConsumerConfig) -> Vec<Second> {
     let grace = cfg.timeout * (cfg.retries + 1) + Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, async { while calls.join_next().await.is_some() {} }).await;
     calls.abort_all();
-    buckets
+    let mut all = Vec::new();
+    let timeline = buckets
         .iter()
         .enumerate()
         .map(|(s, b)| {
             let mut l = b.latencies.lock().map(|l| l.clone()).unwrap_or_default();
             l.sort_by(|a, b| a.total_cmp(b));
+            all.extend_from_slice(&l);
             Second {
                 second: s as u64,
                 offered: b.offered.load(Ordering::Relaxed),
@@ -170,7 +177,14 @@ pub async fn run(cfg: ConsumerConfig) -> Vec<Second> {
                 p99_ms: percentile(&l, 0.99),
             }
         })
-        .collect()
+        .collect();
+    all.sort_by(|a, b| a.total_cmp(b));
+    (timeline, all)
+}
+
+/// The `p`-quantile of sorted values (0 when empty).
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    percentile(sorted, p)
 }
 
 /// Writes a timeline as CSV.
