@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway binary, real upstreams, a real client.
 
 mod admin;
+mod avalanche;
 mod breakers;
 mod config_check;
 mod deadlines;
