@@ -20,6 +20,9 @@ use crate::sim::provider::{Provider, ProviderConfig, StatsView};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
     Direct,
+    /// nginx as an operator would configure it: `proxy_next_upstream error
+    /// timeout` and `proxy_read_timeout` equal to the consumer's timeout.
+    Nginx,
     /// Breakwater with its shipped defaults: one route, no policies, no retries.
     BreakwaterDefault,
     /// Breakwater with a concurrency limit near the provider's pool, a breaker,
@@ -31,6 +34,7 @@ impl Front {
     pub fn name(self) -> &'static str {
         match self {
             Front::Direct => "direct",
+            Front::Nginx => "nginx",
             Front::BreakwaterDefault => "breakwater-default",
             Front::BreakwaterTuned => "breakwater-tuned",
         }
@@ -75,7 +79,7 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// A running Breakwater, killed on drop.
+/// A running front (Breakwater or nginx), killed on drop.
 struct Gateway(Child);
 
 impl Drop for Gateway {
@@ -145,12 +149,74 @@ async fn start_gateway(
     Ok((gw, addr))
 }
 
+fn nginx_config(upstream: SocketAddr, port: u16, dir: &Path, cfg: &LabConfig) -> String {
+    format!(
+        "daemon off;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\nevents {{ worker_connections 8192; }}\nhttp {{\n  access_log off;\n  upstream provider {{ server {upstream}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://provider;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_connect_timeout 1s;\n      proxy_read_timeout {t}ms;\n      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n",
+        dir = dir.display(),
+        t = cfg.timeout.as_millis()
+    )
+}
+
+/// The nginx binary, if installed.
+pub fn nginx_bin() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+async fn start_nginx(
+    upstream: SocketAddr,
+    cfg: &LabConfig,
+    run: &str,
+) -> std::io::Result<(Gateway, SocketAddr)> {
+    let bin = nginx_bin().ok_or_else(|| {
+        std::io::Error::other("nginx is not installed (apt-get install -y nginx-light)")
+    })?;
+    let dir = cfg.work_dir.join(run);
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, nginx_config(upstream, port, &dir, cfg))?;
+    let log = std::fs::File::create(dir.join("nginx.out"))?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let gw = Gateway(child);
+    wait_listening(([127, 0, 0, 1], port).into(), &dir).await?;
+    Ok((gw, ([127, 0, 0, 1], port).into()))
+}
+
+async fn wait_listening(addr: SocketAddr, dir: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "the front did not start; see {}",
+                dir.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Runs one front at one overload multiplier.
 pub async fn run(front: Front, multiplier: f64, cfg: &LabConfig) -> std::io::Result<RunSummary> {
     let provider = Provider::start(TcpListener::bind("127.0.0.1:0").await?, cfg.provider)?;
     let run_name = format!("{}-{multiplier}x", front.name());
     let (_gateway, target) = match front {
         Front::Direct => (None, provider.addr),
+        Front::Nginx => {
+            let (g, a) = start_nginx(provider.addr, cfg, &run_name).await?;
+            (Some(g), a)
+        }
         _ => {
             let (g, a) = start_gateway(front, provider.addr, cfg, &run_name).await?;
             (Some(g), a)
@@ -241,4 +307,70 @@ pub fn summary_table(runs: &[RunSummary], cfg: &LabConfig) -> String {
         );
     }
     out
+}
+
+/// Draws goodput over time (as a fraction of C) for every run, one panel per
+/// multiplier, all fronts on each panel, as an SVG.
+pub fn chart(
+    runs: &[RunSummary],
+    cfg: &LabConfig,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    let mut multipliers: Vec<f64> = runs.iter().map(|r| r.multiplier).collect();
+    multipliers.dedup();
+    let height = 360 * multipliers.len().max(1) as u32;
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((multipliers.len().max(1), 1));
+    let c = cfg.provider.capacity();
+    let secs = (cfg.warm + cfg.spike + cfg.cool).as_secs() as f64;
+    let colors = [RED, BLUE, MAGENTA, GREEN, BLACK];
+    for (panel, m) in panels.iter().zip(&multipliers) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!(
+                    "Goodput during a {m}x C spike (C = {c:.0} req/s, T = {:?}, R = {})",
+                    cfg.timeout, cfg.retries
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..secs, 0f64..1.3f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("second")
+            .y_desc("goodput (x C)")
+            .draw()?;
+        let (s0, s1) = (cfg.warm.as_secs_f64(), (cfg.warm + cfg.spike).as_secs_f64());
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(s0, 0.0), (s1, 1.3)],
+            RGBColor(240, 240, 240).filled(),
+        )))?;
+        for (i, r) in runs.iter().filter(|r| r.multiplier == *m).enumerate() {
+            let color = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    r.timeline
+                        .iter()
+                        .map(|s| (s.second as f64 + 0.5, s.goodput as f64 / c)),
+                    color.stroke_width(2),
+                ))?
+                .label(r.front.name())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
 }

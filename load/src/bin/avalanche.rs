@@ -62,9 +62,14 @@ fn main() -> std::io::Result<()> {
     for &m in &args.multipliers {
         for front in [
             Front::Direct,
+            Front::Nginx,
             Front::BreakwaterDefault,
             Front::BreakwaterTuned,
         ] {
+            if front == Front::Nginx && lab::nginx_bin().is_none() {
+                eprintln!("nginx is not installed: skipping its scenario (apt-get install -y nginx-light)");
+                continue;
+            }
             eprintln!("running {} at {m}× C ...", front.name());
             let run = rt.block_on(lab::run(front, m, &cfg))?;
             let csv = args.out_dir.join(format!("{}-{m}x.csv", front.name()));
@@ -74,6 +79,9 @@ fn main() -> std::io::Result<()> {
     }
     let table = lab::summary_table(&runs, &cfg);
     std::fs::write(args.out_dir.join("summary.md"), &table)?;
+    if let Err(e) = lab::chart(&runs, &cfg, &args.out_dir.join("goodput.svg")) {
+        eprintln!("could not draw the chart: {e}");
+    }
     print!("{table}");
     let _ = std::fs::remove_dir_all(&cfg.work_dir);
     Ok(())
