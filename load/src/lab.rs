@@ -326,6 +326,14 @@ pub fn chart(
     let panels = root.split_evenly((multipliers.len().max(1), 1));
     let c = cfg.provider.capacity();
     let secs = (cfg.warm + cfg.spike + cfg.cool).as_secs() as f64;
+    // Calls are booked under their arrival second, so the first seconds of a
+    // spike can exceed C (queued calls still answered in time): fit them.
+    let top = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter())
+        .map(|s| s.goodput as f64 / c)
+        .fold(1.2f64, f64::max)
+        + 0.1;
     let colors = [RED, BLUE, MAGENTA, GREEN, BLACK];
     for (panel, m) in panels.iter().zip(&multipliers) {
         let mut chart = ChartBuilder::on(panel)
@@ -339,7 +347,7 @@ pub fn chart(
             .margin(12)
             .x_label_area_size(32)
             .y_label_area_size(48)
-            .build_cartesian_2d(0f64..secs, 0f64..1.3f64)?;
+            .build_cartesian_2d(0f64..secs, 0f64..top)?;
         chart
             .configure_mesh()
             .x_desc("second")
@@ -347,7 +355,7 @@ pub fn chart(
             .draw()?;
         let (s0, s1) = (cfg.warm.as_secs_f64(), (cfg.warm + cfg.spike).as_secs_f64());
         chart.draw_series(std::iter::once(Rectangle::new(
-            [(s0, 0.0), (s1, 1.3)],
+            [(s0, 0.0), (s1, top)],
             RGBColor(240, 240, 240).filled(),
         )))?;
         for (i, r) in runs.iter().filter(|r| r.multiplier == *m).enumerate() {
