@@ -42,6 +42,13 @@ pub fn main() -> ExitCode {
     }
     let snapshot = state.snapshot();
     crate::logging::init(&snapshot.source.logging);
+    match crate::limits::raise_open_files() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file limit")
+        }
+        Ok((_, now)) => tracing::info!(limit = now, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     tracing::info!(
         config = %cli.conf.display(),
         hash = %snapshot.hash,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod deadline;
 pub mod housekeeping;
 pub mod key_extract;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod policy_metrics;
