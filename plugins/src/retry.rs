@@ -10,8 +10,6 @@
 //! small `min_retries_per_sec` floor so a quiet cluster can still retry).
 //! When the upstream is sick, the budget runs dry and the retries stop.
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,28 +143,8 @@ impl RetryPolicy {
             .backoff
             .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
             .min(self.max_backoff);
-        ceiling.mul_f64(random_unit())
+        ceiling.mul_f64(fastrand::f64())
     }
-}
-
-/// A uniform draw from `[0, 1)`: xorshift on a per-thread random seed.
-/// Jitter needs spread, not cryptographic quality.
-fn random_unit() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x9E37_79B9_7F4A_7C15);
-            h.finish() | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 /// A cluster's retry budget over a 10-second window.
