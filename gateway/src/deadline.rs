@@ -57,7 +57,12 @@ pub fn caller_deadline(headers: &HeaderMap, header: Option<&str>) -> Option<Dura
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis);
-    match (grpc, custom) {
+    earliest(grpc, custom)
+}
+
+/// The shorter of two optional budgets; either alone when the other is absent.
+pub fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }

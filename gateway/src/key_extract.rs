@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use breakwater_plugins::keys::canonical_ip;
 use breakwater_plugins::RequestKeys;
 use http::{HeaderMap, HeaderName, Method};
 use ipnet::IpNet;
@@ -120,7 +121,7 @@ impl KeyExtractor {
 
     /// The client address, honouring `X-Forwarded-For` only from trusted peers.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = canonical(peer);
+        let peer = canonical_ip(peer);
         if !self.is_trusted(peer) {
             return peer;
         }
@@ -154,22 +155,15 @@ impl KeyExtractor {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
 /// Parses one `X-Forwarded-For` hop: a bare address, or `1.2.3.4:port` /
 /// `[v6]:port` as some proxies write them.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(canonical(ip));
+        return Some(canonical_ip(ip));
     }
     hop.parse::<std::net::SocketAddr>()
         .ok()
-        .map(|s| canonical(s.ip()))
+        .map(|s| canonical_ip(s.ip()))
 }
 
 fn read_source(

@@ -313,10 +313,7 @@ impl ProxyHttp for Gateway {
             &req.headers,
             route.deadline_header.as_ref().map(|h| h.as_str()),
         );
-        let budget = match (caller, route.timeouts.total) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let budget = deadline::earliest(caller, route.timeouts.total);
         ctx.deadline = budget.map(|b| ctx.started + b);
 
         let local = match self.blocked(&keys) {

@@ -40,10 +40,10 @@ impl GatewayState {
         let metrics = Metrics::new();
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         let text = read_config(&path)?;
-        // The block list's size is read once, before the first compile.
-        let max_blocks = crate::config::parse_str(&text)?.block_list.max_entries;
-        let blocks = Arc::new(BlockList::new(max_blocks, clock.clone()));
-        let snapshot = build_snapshot(&text, &metrics, &clock, &blocks, None)?;
+        let file = parse_str(&text)?;
+        // The block list outlives snapshots: sized once, before the first compile.
+        let blocks = Arc::new(BlockList::new(file.block_list.max_entries, clock.clone()));
+        let snapshot = compile_parsed(file, &text, &metrics, &clock, &blocks, None)?;
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -83,7 +83,17 @@ pub fn build_snapshot(
     blocks: &Arc<BlockList>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
-    let file = parse_str(text)?;
+    compile_parsed(parse_str(text)?, text, metrics, clock, blocks, previous)
+}
+
+fn compile_parsed(
+    file: crate::config::file::FileConfig,
+    text: &str,
+    metrics: &Metrics,
+    clock: &Arc<dyn Clock>,
+    blocks: &Arc<BlockList>,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, LoadError> {
     let env = |name: &str| std::env::var(name).ok();
     let snapshot = compile(
         file,

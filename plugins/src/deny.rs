@@ -84,11 +84,7 @@ impl DenyConfig {
 
 impl Deny {
     fn denies_ip(&self, ip: IpAddr) -> bool {
-        // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is the IPv4 client.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = crate::keys::canonical_ip(ip);
         self.exact_ips.contains(&ip) || self.ranges.iter().any(|r| r.contains(&ip))
     }
 }

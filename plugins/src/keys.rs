@@ -55,6 +55,16 @@ impl std::fmt::Display for KeyValue<'_> {
     }
 }
 
+/// The address a client is known by: an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) is the IPv4 client, so limits, deny lists and blocks
+/// see one key for it, however it arrived.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
 /// Whether `name` is usable as a key or capture name: letters, digits, `_`
 /// and `-` (`+` combines keys, `:` and `|` separate block-list text).
 pub fn is_valid_name(name: &str) -> bool {

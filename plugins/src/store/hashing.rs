@@ -85,13 +85,7 @@ impl KeyHasher {
                 let ip: std::net::IpAddr = v
                     .parse()
                     .map_err(|_| format!("\"{v}\" is not an IP address"))?;
-                let ip = match ip {
-                    std::net::IpAddr::V6(v6) => {
-                        v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
-                    }
-                    v4 => v4,
-                };
-                values.push(KeyValueOwned::Ip(ip));
+                values.push(KeyValueOwned::Ip(crate::keys::canonical_ip(ip)));
             } else {
                 values.push(KeyValueOwned::Str(v));
             }
