@@ -187,6 +187,42 @@ impl Gateway {
         fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
+    /// `GET` an admin path, its JSON answer.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        crate::client()
+            .get(self.admin(path))
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("admin answers JSON")
+    }
+
+    /// `POST /reload` without a token, its JSON answer.
+    pub async fn reload(&self) -> serde_json::Value {
+        crate::client()
+            .post(self.admin("/reload"))
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("admin answers JSON")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        crate::client()
+            .get(self.admin("/metrics"))
+            .send()
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -33,6 +33,15 @@ where
     }
 }
 
+/// The value on the first metric line that starts with `prefix` (a metric
+/// name with its labels, e.g. `breakwater_requests_total{route="a",status="200"}`).
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A client that does not pool connections across tests and never follows
 /// redirects.
 pub fn client() -> reqwest::Client {

@@ -1,6 +1,6 @@
 //! The admin listener: token enforcement, health, metrics.
 
-use breakwater_tests::{client, MockUpstream};
+use breakwater_tests::{client, metric_value as metric, MockUpstream};
 use serde_json::Value;
 
 use crate::{gateway, single_route};
@@ -71,13 +71,6 @@ async fn token_can_come_from_the_environment() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-}
-
-fn metric(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,14 +150,7 @@ async fn metrics_count_requests_latency_and_decisions() {
 async fn config_endpoint_describes_the_live_snapshot() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&crate::single_route(&up)).start().await;
-    let v: Value = client()
-        .get(gw.admin("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.admin_json("/config").await;
     assert_eq!(v["generation"], 1);
     assert_eq!(v["hash"].as_str().unwrap().len(), 16);
     assert!(v["loaded_at"].as_str().unwrap().ends_with('Z'));

@@ -26,14 +26,7 @@ async fn status(gw: &Gateway) -> u16 {
 }
 
 async fn breaker(gw: &Gateway, name: &str) -> Value {
-    client()
-        .get(gw.admin(&format!("/breakers/{name}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.admin_json(&format!("/breakers/{name}")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,14 +156,7 @@ async fn a_bad_endpoint_is_ejected_while_the_good_one_serves() {
     );
     assert_eq!(bad.count(), 3);
     assert_eq!(good.count(), 37);
-    let v: Value = client()
-        .get(gw.admin("/breakers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.admin_json("/breakers").await;
     let states: Vec<(String, String)> = v["breakers"]
         .as_array()
         .unwrap()
@@ -237,14 +223,7 @@ async fn admin_forces_states_and_metrics_show_them() {
     assert_eq!(v["forced"], true);
     assert_eq!(status(&gw).await, 503);
     assert_eq!(up.count(), 0);
-    let text = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     assert!(
         text.contains("breakwater_breaker_state{breaker=\"orders.circuit_breaker\"} 1"),
         "{text}"
@@ -282,14 +261,7 @@ async fn an_open_breaker_stays_open_across_an_unrelated_reload() {
     gw.write_config(&format!(
         "{body}  - id: other\n    match: {{ path: {{ prefix: /other }} }}\n    cluster: orders\n"
     ));
-    let v: Value = client()
-        .post(gw.admin("/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     up.fail_with(0);
     assert_eq!(status(&gw).await, 503, "the breaker kept its state");

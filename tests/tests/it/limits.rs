@@ -24,14 +24,7 @@ async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Res
 }
 
 async fn limits(gw: &Gateway) -> Value {
-    client()
-        .get(gw.admin("/limits"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.admin_json("/limits").await
 }
 
 /// Sends `rate` requests per second for `secs`, paced; returns how many got 200.
@@ -205,14 +198,7 @@ async fn limits_endpoint_and_metrics_show_keys_and_counts() {
     assert_eq!(l["config"]["limit"], 100);
     assert_eq!(l["top_keys"][0]["key"], "203.0.113.1");
     assert_eq!(l["top_keys"][0]["count"], 60.0);
-    let text = client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     assert!(
         text.contains("breakwater_limit_requests_total{kind=\"rate_limit\",policy=\"api.rate_limit\",result=\"admitted\"} 70"),
         "{text}"
@@ -316,14 +302,7 @@ async fn abuse_detection_blocks_then_unblocks_after_the_ttl() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "blocked");
     assert_eq!(v["policy"], "api.abuse");
-    let blocks: Value = client()
-        .get(gw.admin("/blocks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blocks: Value = gw.admin_json("/blocks").await;
     assert_eq!(blocks["blocks"][0]["key"], "ip:127.0.0.1");
     assert_eq!(blocks["blocks"][0]["source"], "api.abuse");
     // The block lapses by itself.
@@ -331,14 +310,7 @@ async fn abuse_detection_blocks_then_unblocks_after_the_ttl() {
         (get(&gw, "/x", &[]).await.status() == 200).then_some(())
     })
     .await;
-    let blocks: Value = client()
-        .get(gw.admin("/blocks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blocks: Value = gw.admin_json("/blocks").await;
     assert_eq!(blocks["count"], 0);
     assert!(gw.log().contains("key blocked") && gw.log().contains("block expired"));
 }
@@ -383,14 +355,7 @@ async fn admin_block_list_end_to_end() {
         200
     );
 
-    let listed: Value = c
-        .get(gw.admin("/blocks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = gw.admin_json("/blocks").await;
     assert_eq!(listed["blocks"][0]["key"], "user:mallory");
     assert_eq!(listed["blocks"][0]["reason"], "fraud");
     assert!(listed["blocks"][0]["expires_in_ms"].as_u64().unwrap() > 590_000);
@@ -444,26 +409,12 @@ async fn limit_state_survives_a_reload_that_leaves_it_unchanged() {
     gw.write_config(&format!(
         "{body}  - id: other\n    match: {{ path: {{ prefix: /other }} }}\n    cluster: up\n"
     ));
-    let v: Value = client()
-        .post(gw.admin("/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     assert_eq!(get(&gw, "/x", &[]).await.status(), 429);
     // A changed limit starts afresh.
     gw.write_config(&body.replace("limit: 3", "limit: 4"));
-    let v: Value = client()
-        .post(gw.admin("/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater_tests::{client, eventually, Gateway, MockUpstream};
+use breakwater_tests::{client, eventually, metric_value, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
@@ -44,14 +44,7 @@ async fn status(gw: &Gateway) -> u16 {
 }
 
 async fn config(gw: &Gateway) -> Value {
-    client()
-        .get(gw.admin("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.admin_json("/config").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,14 +89,7 @@ async fn admin_post_reloads_and_reports() {
     let gw = gateway(&body(&up, false, false)).start().await;
     let c = client();
     // Unchanged file: nothing to do.
-    let v: Value = c
-        .post(gw.admin("/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = gw.reload().await;
     assert_eq!(v["result"], "unchanged");
     gw.write_config(&body(&up, false, true));
     let resp = c.post(gw.admin("/reload")).send().await.unwrap();
@@ -159,21 +145,13 @@ async fn bad_config_is_rejected_and_the_old_one_keeps_serving() {
     assert_eq!(resp.status(), 400);
     assert_eq!(status(&gw).await, 200);
 
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("breakwater_config_reloads_total{result=\"error\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(errors >= 2, "{metrics}");
+    let metrics = gw.metrics().await;
+    let errors = metric_value(
+        &metrics,
+        "breakwater_config_reloads_total{result=\"error\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(errors >= 2.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,18 +190,10 @@ async fn reloading_under_steady_load_loses_no_request() {
             }
         }));
     }
-    let c = client();
     for i in 0..20 {
         let up = if i % 2 == 0 { &b } else { &a };
         gw.write_config(&config_for(up, i % 3 == 0));
-        let v: Value = c
-            .post(gw.admin("/reload"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = gw.reload().await;
         assert_ne!(v["result"], "error", "{v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -262,14 +232,7 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
         "  - id: all\n    match: { path: { exact: /elsewhere } }\n",
     );
     gw.write_config(&moved);
-    let v: Value = client()
-        .post(gw.admin("/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     assert_eq!(status(&gw).await, 404, "new requests see the new config");
     assert_eq!(

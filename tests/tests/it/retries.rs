@@ -13,19 +13,11 @@ fn config(good: &MockUpstream, dead_port: u16, route_extra: &str, budget: &str) 
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{cluster=\"orders\"}}")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    breakwater_tests::metric_value(
+        &gw.metrics().await,
+        &format!("{name}{{cluster=\"orders\"}}"),
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
