@@ -26,6 +26,7 @@ pub struct RunFlags {
 fn server_conf(s: &ServerFile) -> ServerConf {
     ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         grace_period_seconds: Some(s.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_secs),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
