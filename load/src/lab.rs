@@ -8,11 +8,12 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::procs::{free_port, nginx_bin, wait_listening, Spawned};
 use crate::sim::consumer::{self, ConsumerConfig, Phase, Second};
 use crate::sim::provider::{Provider, ProviderConfig, StatsView};
 
@@ -73,22 +74,6 @@ pub struct RunSummary {
     pub recovery_secs: Option<u64>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A running front (Breakwater or nginx), killed on drop.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn gateway_config(
     front: Front,
     upstream: SocketAddr,
@@ -117,7 +102,7 @@ async fn start_gateway(
     upstream: SocketAddr,
     cfg: &LabConfig,
     run: &str,
-) -> std::io::Result<(Gateway, SocketAddr)> {
+) -> std::io::Result<(Spawned, SocketAddr)> {
     let dir = cfg.work_dir.join(run);
     std::fs::create_dir_all(&dir)?;
     let (port, admin) = (free_port()?, free_port()?);
@@ -126,26 +111,11 @@ async fn start_gateway(
         &path,
         gateway_config(front, upstream, port, admin, &dir, cfg),
     )?;
-    let log = std::fs::File::create(dir.join("gateway.log"))?;
-    let child = Command::new(&cfg.gateway_bin)
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let gw = Gateway(child);
+    let mut cmd = Command::new(&cfg.gateway_bin);
+    cmd.arg("-c").arg(&path);
+    let gw = Spawned::start(cmd, &dir.join("gateway.log"))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(std::io::Error::other(format!(
-                "gateway did not start; see {}",
-                dir.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(addr, &dir).await?;
     Ok((gw, addr))
 }
 
@@ -157,19 +127,11 @@ fn nginx_config(upstream: SocketAddr, port: u16, dir: &Path, cfg: &LabConfig) ->
     )
 }
 
-/// The nginx binary, if installed.
-pub fn nginx_bin() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 async fn start_nginx(
     upstream: SocketAddr,
     cfg: &LabConfig,
     run: &str,
-) -> std::io::Result<(Gateway, SocketAddr)> {
+) -> std::io::Result<(Spawned, SocketAddr)> {
     let bin = nginx_bin().ok_or_else(|| {
         std::io::Error::other("nginx is not installed (apt-get install -y nginx-light)")
     })?;
@@ -178,33 +140,12 @@ async fn start_nginx(
     let port = free_port()?;
     let path = dir.join("nginx.conf");
     std::fs::write(&path, nginx_config(upstream, port, &dir, cfg))?;
-    let log = std::fs::File::create(dir.join("nginx.out"))?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let gw = Gateway(child);
-    wait_listening(([127, 0, 0, 1], port).into(), &dir).await?;
-    Ok((gw, ([127, 0, 0, 1], port).into()))
-}
-
-async fn wait_listening(addr: SocketAddr, dir: &Path) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(std::io::Error::other(format!(
-                "the front did not start; see {}",
-                dir.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&path).arg("-p").arg(&dir);
+    let gw = Spawned::start(cmd, &dir.join("nginx.out"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_listening(addr, &dir).await?;
+    Ok((gw, addr))
 }
 
 /// Runs one front at one overload multiplier.

@@ -2,4 +2,6 @@
 
 pub mod demo;
 pub mod lab;
+pub mod procs;
 pub mod sim;
+pub mod throughput;

@@ -66,7 +66,7 @@ fn main() -> std::io::Result<()> {
             Front::BreakwaterDefault,
             Front::BreakwaterTuned,
         ] {
-            if front == Front::Nginx && lab::nginx_bin().is_none() {
+            if front == Front::Nginx && breakwater_load::procs::nginx_bin().is_none() {
                 eprintln!("nginx is not installed: skipping its scenario (apt-get install -y nginx-light)");
                 continue;
             }

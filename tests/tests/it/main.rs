@@ -14,6 +14,7 @@ mod proxy;
 mod reload;
 mod retries;
 mod routing;
+mod throughput;
 
 use breakwater_tests::{GatewayBuilder, MockUpstream};
 

@@ -1,0 +1,54 @@
+//! Smoke run of the throughput bench: one short round through the real
+//! gateway, bare and with its policy chain, with wrk as the load. It checks
+//! that the bench works end to end (configs valid, wrk parsed, CPU and RSS
+//! read, table and chart written); it asserts no figures.
+
+use std::time::Duration;
+
+use breakwater_load::throughput::{self, wrk, BenchConfig, Binaries, Contender};
+
+use crate::BIN;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bench_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mix.lua");
+    wrk::write_mix_script(&script).unwrap();
+    let cfg = BenchConfig {
+        contenders: vec![Contender::BreakwaterBare, Contender::BreakwaterChain],
+        rounds: 1,
+        warmup: Duration::ZERO,
+        load: wrk::WrkLoad {
+            threads: 1,
+            connections: 4,
+            duration: Duration::from_secs(1),
+            script: Some(script),
+        },
+        bins: Binaries {
+            gateway: BIN.into(),
+            bare_pingora: "unused".into(),
+            workers: 1,
+            work_dir: dir.path().join("work"),
+        },
+        upstream_bin: None,
+        upstream_threads: 1,
+    };
+    let (samples, skipped) = throughput::run(&cfg).await.expect("the bench runs");
+    assert!(skipped.is_empty());
+    assert_eq!(samples.len(), 2);
+    for s in &samples {
+        let name = s.contender.name();
+        assert!(s.wrk.requests > 0, "{name}: wrk got answers");
+        assert_eq!(s.wrk.errors, 0, "{name}: every answer was a success");
+        assert!(s.cpu_us_per_request > 0.0, "{name}: its CPU was read");
+        assert!(s.rss_kib > 0, "{name}: its RSS was read");
+    }
+    let table = throughput::summary_table(&samples, &skipped, &cfg);
+    assert!(table.contains("| breakwater-chain |"), "{table}");
+    assert_eq!(throughput::csv(&samples).lines().count(), 3);
+    let svg = dir.path().join("throughput.svg");
+    throughput::chart(&samples, &cfg, &svg).unwrap();
+    assert!(std::fs::read_to_string(svg)
+        .unwrap()
+        .contains("breakwater-chain"));
+}
