@@ -12,11 +12,15 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 
 use breakwater_plugins::breaker::{Breaker, CircuitBreaker};
 
+use crate::admin_hotkeys;
 use crate::reload::ReloadOutcome;
 use crate::state::GatewayState;
 
@@ -27,7 +31,7 @@ pub struct AdminApp {
 /// Most a request body to the admin may carry; larger bodies are refused.
 const MAX_BODY: usize = 64 * 1024;
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     Response::builder()
         .status(status)
@@ -37,7 +41,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
         .expect("static response parts are valid")
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
     json_response(status, &json!({ "error": message }))
 }
 
@@ -308,6 +312,47 @@ impl AdminApp {
     }
 }
 
+/// The admin as a Pingora app: request/response endpoints go through
+/// [`ServeHttp`]; `GET /hotkeys/stream` keeps the connection and streams.
+pub struct AdminServer(pub AdminApp);
+
+#[async_trait]
+impl HttpServerApp for AdminServer {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(target: "breakwater::admin", error = %e, "could not read an admin request");
+                return None;
+            }
+        }
+        let req = http.req_header();
+        if req.method == Method::GET && req.uri.path() == "/hotkeys/stream" {
+            admin_hotkeys::stream(&self.0.state, &mut http, shutdown).await;
+            return None;
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let (parts, body) = self.0.response(&mut http).await.into_parts();
+        let header: ResponseHeader = parts.into();
+        if http.write_response_header(Box::new(header)).await.is_err() {
+            return None;
+        }
+        if !body.is_empty() && http.write_response_body(body.into(), true).await.is_err() {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -343,10 +388,15 @@ impl ServeHttp for AdminApp {
             (Method::POST, p) if p.starts_with("/breakers/") => {
                 self.breaker_force(&p["/breakers/".len()..])
             }
+            (Method::GET, "/hotkeys") => admin_hotkeys::list(&self.state),
+            (Method::GET, "/hotkeys/stats") => admin_hotkeys::stats(&self.state, &query),
+            (Method::DELETE, p) if p.starts_with("/hotkeys/") => {
+                admin_hotkeys::forget(&self.state, &p["/hotkeys/".len()..])
+            }
             (
                 _,
                 "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
-                | "/breakers",
+                | "/breakers" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

@@ -9,7 +9,11 @@ use pingora::services::background::BackgroundService;
 
 use crate::state::GatewayState;
 
-/// Expires blocks on time (logging each), even for keys that never come back.
+/// How often policies are ticked: hot keys cool at most this late.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Expires blocks on time (logging each), even for keys that never come
+/// back, and ticks every policy of the live snapshot (hot keys cool here).
 pub struct Housekeeping {
     pub state: Arc<GatewayState>,
 }
@@ -17,13 +21,21 @@ pub struct Housekeeping {
 #[async_trait]
 impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(TICK);
+        let mut ticks: u64 = 0;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
-                    self.state.blocks.purge_expired();
+                    let now = self.state.clock.now_nanos();
+                    for compiled in self.state.snapshot().policies.values() {
+                        compiled.policy.tick(now);
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(10) {
+                        self.state.blocks.purge_expired();
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_hotkeys;
 pub mod attempts;
 pub mod chain;
 pub mod cli;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::breaker::CircuitBreaker;
+use breakwater_plugins::hotkey::HotKeyRule;
+use breakwater_plugins::Policy as _;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -33,6 +35,8 @@ struct Families {
     block_events: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
+    hot_keys: IntGaugeVec,
+    hot_events: IntCounterVec,
 }
 
 fn families() -> Families {
@@ -95,6 +99,19 @@ fn families() -> Families {
             &["breaker", "to"],
         )
         .expect("valid metric"),
+        hot_keys: IntGaugeVec::new(
+            Opts::new("breakwater_hotkeys_hot", "Keys a hotkey rule holds hot now."),
+            &["rule"],
+        )
+        .expect("valid metric"),
+        hot_events: IntCounterVec::new(
+            Opts::new(
+                "breakwater_hotkey_events_total",
+                "Hot-key events by rule: hot, cooled; and requests acted on: limited, blocked.",
+            ),
+            &["rule", "event"],
+        )
+        .expect("valid metric"),
     }
 }
 
@@ -111,6 +128,8 @@ impl PolicyCollector {
             f.block_events.desc(),
             f.breaker_state.desc(),
             f.breaker_transitions.desc(),
+            f.hot_keys.desc(),
+            f.hot_events.desc(),
         ]
         .into_iter()
         .flatten()
@@ -133,6 +152,21 @@ impl Collector for PolicyCollector {
         let f = families();
         let snapshot = self.store.load();
         for compiled in snapshot.policies.values() {
+            if let Some(rule) = compiled.policy.as_any().downcast_ref::<HotKeyRule>() {
+                let name = rule.name();
+                f.hot_keys
+                    .with_label_values(&[name])
+                    .set(rule.detector().hot_len() as i64);
+                let c = rule.counts();
+                for (event, n) in [
+                    ("hot", c.hot_events),
+                    ("cooled", c.cooled_events),
+                    ("limited", c.limited),
+                    ("blocked", c.blocked),
+                ] {
+                    f.hot_events.with_label_values(&[name, event]).inc_by(n);
+                }
+            }
             let Some(cb) = compiled.policy.as_any().downcast_ref::<CircuitBreaker>() else {
                 continue;
             };
@@ -201,6 +235,8 @@ impl Collector for PolicyCollector {
             f.block_events.collect(),
             f.breaker_state.collect(),
             f.breaker_transitions.collect(),
+            f.hot_keys.collect(),
+            f.hot_events.collect(),
         ]
         .concat()
     }

@@ -143,6 +143,7 @@ impl Reloader {
             &state.metrics,
             &state.clock,
             &state.blocks,
+            &state.hot_events,
             Some(current),
         )
         .map(Some)

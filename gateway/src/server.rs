@@ -8,7 +8,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminServer};
 use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
 use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
@@ -68,9 +68,9 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
 
     let mut admin = Service::new(
         "breakwater admin".to_string(),
-        AdminApp {
+        AdminServer(AdminApp {
             state: state.clone(),
-        },
+        }),
     );
     admin.add_tcp(&source.admin.address);
     admin.threads = Some(1);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, KeyRef, KeySpec, MonotonicClock};
 
 use crate::config::compile::{compile, CompileContext};
@@ -22,6 +23,9 @@ pub struct GatewayState {
     pub clock: Arc<dyn Clock>,
     /// Blocks placed by `abuse` policies and the admin; outlives snapshots.
     pub blocks: Arc<BlockList>,
+    /// Hot and cooled events of `hotkey` rules; outlives snapshots, so
+    /// subscribers keep their stream across reloads.
+    pub hot_events: Arc<HotEventHub>,
     /// The `ip` and `user` keys, which the block list is checked for on every request.
     pub ip_key: KeySpec,
     pub user_key: KeySpec,
@@ -43,7 +47,8 @@ impl GatewayState {
         let file = parse_str(&text)?;
         // The block list outlives snapshots: sized once, before the first compile.
         let blocks = Arc::new(BlockList::new(file.block_list.max_entries, clock.clone()));
-        let snapshot = compile_parsed(file, &text, &metrics, &clock, &blocks, None)?;
+        let hot_events = Arc::new(HotEventHub::default());
+        let snapshot = compile_parsed(file, &text, &metrics, &clock, &blocks, &hot_events, None)?;
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -54,6 +59,7 @@ impl GatewayState {
             metrics,
             clock,
             blocks,
+            hot_events,
             ip_key: KeySpec::single(KeyRef::Ip, "ip"),
             user_key: KeySpec::single(KeyRef::User, "user"),
             reloader: Reloader::default(),
@@ -81,9 +87,18 @@ pub fn build_snapshot(
     metrics: &Metrics,
     clock: &Arc<dyn Clock>,
     blocks: &Arc<BlockList>,
+    hot_events: &Arc<HotEventHub>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
-    compile_parsed(parse_str(text)?, text, metrics, clock, blocks, previous)
+    compile_parsed(
+        parse_str(text)?,
+        text,
+        metrics,
+        clock,
+        blocks,
+        hot_events,
+        previous,
+    )
 }
 
 fn compile_parsed(
@@ -92,6 +107,7 @@ fn compile_parsed(
     metrics: &Metrics,
     clock: &Arc<dyn Clock>,
     blocks: &Arc<BlockList>,
+    hot_events: &Arc<HotEventHub>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
     let env = |name: &str| std::env::var(name).ok();
@@ -104,6 +120,7 @@ fn compile_parsed(
             previous,
             env: &env,
             blocks: blocks.clone(),
+            hot_events: hot_events.clone(),
         },
     )?;
     Ok(snapshot)

@@ -60,6 +60,7 @@ fn policy(algorithm: &str, clock: Arc<dyn Clock>) -> Box<dyn Policy> {
         custom_keys: &[],
         clock: clock.clone(),
         blocks: Arc::new(BlockList::new(10, clock)),
+        hot_events: Default::default(),
         cluster: "bench",
         cluster_endpoints: &[],
     };

@@ -75,6 +75,7 @@ fn policy(algorithm: &str, max_keys: usize, clock: &FakeClock) -> Box<dyn Policy
         custom_keys: &[],
         clock: Arc::new(clock.clone()),
         blocks: Arc::new(BlockList::new(10, Arc::new(clock.clone()))),
+        hot_events: Default::default(),
         cluster: "bench",
         cluster_endpoints: &[],
     };

@@ -30,6 +30,8 @@ pub struct PolicyEnv<'a> {
     pub clock: Arc<dyn Clock>,
     /// The process-wide block list (abuse detection and admin blocks).
     pub blocks: Arc<BlockList>,
+    /// The process-wide feed of hot-key events (`hotkey` rules publish).
+    pub hot_events: Arc<crate::hotkey::HotEventHub>,
     /// The route's upstream cluster and its endpoints (for breakers).
     pub cluster: &'a str,
     pub cluster_endpoints: &'a [std::net::SocketAddr],
@@ -283,6 +285,11 @@ pub trait Policy: Send + Sync + 'static {
     /// Called once after the upstream answered or failed, for requests this
     /// policy let through. The default does nothing.
     fn on_outcome(&self, _keys: &RequestKeys, _outcome: &Outcome) {}
+
+    /// Periodic upkeep off the request path (cooling hot keys, rolling
+    /// statistics). The gateway calls it about every 100 ms with the policy
+    /// clock's time. The default does nothing.
+    fn tick(&self, _now_nanos: u64) {}
 
     /// For admin endpoints that inspect a policy's state by concrete type.
     fn as_any(&self) -> &dyn Any;

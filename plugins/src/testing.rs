@@ -21,13 +21,18 @@ pub fn keys(ip: &str, user: Option<&str>) -> RequestKeys {
 pub struct Env {
     pub clock: FakeClock,
     pub blocks: Arc<BlockList>,
+    pub hub: Arc<crate::hotkey::HotEventHub>,
 }
 
 impl Env {
     pub fn new() -> Self {
         let clock = FakeClock::new();
         let blocks = Arc::new(BlockList::new(1_000, Arc::new(clock.clone())));
-        Self { clock, blocks }
+        Self {
+            clock,
+            blocks,
+            hub: Default::default(),
+        }
     }
 
     pub fn policy_env(&self) -> PolicyEnv<'static> {
@@ -35,6 +40,7 @@ impl Env {
             custom_keys: &[],
             clock: Arc::new(self.clock.clone()),
             blocks: self.blocks.clone(),
+            hot_events: self.hub.clone(),
             cluster: "upstream",
             cluster_endpoints: &[],
         }

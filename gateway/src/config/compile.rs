@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::breaker::{BreakerScope, CircuitBreaker};
 use breakwater_plugins::concurrency::Scope;
+use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, ConfigError, Policy, PolicyEnv};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
@@ -39,6 +40,8 @@ pub struct CompileContext<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// The process-wide block list that `abuse` policies feed.
     pub blocks: Arc<BlockList>,
+    /// The process-wide hot-key event feed that `hotkey` rules publish to.
+    pub hot_events: Arc<HotEventHub>,
 }
 
 /// Validates `file` and builds a snapshot. `text` is the file's text, for the hash.
@@ -559,6 +562,7 @@ fn compile_policy(
                 custom_keys: custom_names,
                 clock: cx.clock.clone(),
                 blocks: cx.blocks.clone(),
+                hot_events: cx.hot_events.clone(),
                 cluster: &route.cluster,
                 cluster_endpoints: &cluster.addrs,
             };
@@ -570,6 +574,7 @@ fn compile_policy(
                 PolicyFile::Abuse(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
                 PolicyFile::CircuitBreaker(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
                 PolicyFile::Dedupe(c) => Arc::new(c.compile(name.clone(), &path)?),
+                PolicyFile::Hotkey(c) => Arc::new(c.compile(name.clone(), &path, &env)?),
             }
         }
     };
@@ -624,6 +629,7 @@ routes:
             &CompileContext {
                 metrics,
                 blocks: Arc::new(BlockList::new(100, clock.clone())),
+                hot_events: Default::default(),
                 clock,
                 previous,
                 env: &env,

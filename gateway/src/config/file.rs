@@ -8,6 +8,7 @@ use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::dedupe::DedupeConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::duration::HumanDuration;
+use breakwater_plugins::hotkey::HotKeyConfig;
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use breakwater_plugins::retry::{RetryBudgetConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
@@ -291,6 +292,7 @@ pub enum PolicyFile {
     Abuse(AbuseConfig),
     CircuitBreaker(BreakerConfig),
     Dedupe(DedupeConfig),
+    Hotkey(HotKeyConfig),
 }
 
 impl PolicyFile {
@@ -303,6 +305,7 @@ impl PolicyFile {
             Self::Abuse(_) => "abuse",
             Self::CircuitBreaker(_) => "circuit_breaker",
             Self::Dedupe(_) => "dedupe",
+            Self::Hotkey(_) => "hotkey",
         }
     }
 
@@ -315,6 +318,7 @@ impl PolicyFile {
             Self::Abuse(c) => c.name.as_deref(),
             Self::CircuitBreaker(c) => c.name.as_deref(),
             Self::Dedupe(c) => c.name.as_deref(),
+            Self::Hotkey(c) => c.name.as_deref(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod config_check;
 mod deadlines;
 mod dedupe;
 mod deny;
+mod hotkeys;
 mod keys;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,200 @@
+//! The admin's hot-key endpoints:
+//!
+//! - `GET /hotkeys`: every `hotkey` rule with its hot keys (key, rate, since,
+//!   actions) and the recent events;
+//! - `GET /hotkeys/stats?minutes=N`: each rule's top keys over the last N
+//!   complete minutes (at most 60), with counts;
+//! - `GET /hotkeys/stream`: Server-Sent Events, one `hot` or `cooled` event
+//!   per change, for applications that subscribe as seed 000's Burning
+//!   clients do;
+//! - `DELETE /hotkeys/{rule}/{key}`: forget that a key is hot (token-protected);
+//!   it turns hot again, with a new event, if it still crosses the threshold.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Response, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use breakwater_plugins::hotkey::{HotKeyRule, STATS_MINUTES};
+use breakwater_plugins::Policy;
+
+use crate::admin::{error, json_response, rfc3339};
+use crate::state::GatewayState;
+
+/// A comment line this often keeps idle proxies and clients from timing out.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+fn rules(state: &GatewayState) -> Vec<Arc<dyn Policy>> {
+    state
+        .snapshot()
+        .policies
+        .values()
+        .filter(|c| c.policy.as_any().is::<HotKeyRule>())
+        .map(|c| c.policy.clone())
+        .collect()
+}
+
+fn as_rule(p: &Arc<dyn Policy>) -> &HotKeyRule {
+    p.as_any()
+        .downcast_ref::<HotKeyRule>()
+        .expect("filtered by type")
+}
+
+/// `GET /hotkeys`.
+pub fn list(state: &GatewayState) -> Response<Vec<u8>> {
+    let now = state.clock.now_nanos();
+    let wall = SystemTime::now();
+    let rules: Vec<Value> = rules(state)
+        .iter()
+        .map(|p| {
+            let r = as_rule(p);
+            let cfg = r.detector().config();
+            let tracked = r.detector().tracked();
+            let hot: Vec<Value> = r
+                .hot_keys()
+                .into_iter()
+                .map(|k| {
+                    let ago = Duration::from_nanos(now.saturating_sub(k.since_nanos));
+                    json!({
+                        "key": k.key,
+                        "rate_per_sec": (k.rate * 10.0).round() / 10.0,
+                        "since": rfc3339(wall.checked_sub(ago).unwrap_or(wall)),
+                        "actions": r.actions(),
+                    })
+                })
+                .collect();
+            json!({
+                "rule": r.name(),
+                "key": r.key_text(),
+                "threshold": cfg.threshold,
+                "window": humantime::format_duration(cfg.window).to_string(),
+                "hot_ttl": humantime::format_duration(cfg.hot_ttl).to_string(),
+                "actions": r.actions(),
+                "tracked": tracked.tracked,
+                "max_tracked": tracked.max_keys,
+                "counts": r.counts(),
+                "hot": hot,
+            })
+        })
+        .collect();
+    let recent: Vec<Value> = state
+        .hot_events
+        .recent()
+        .iter()
+        .map(|e| serde_json::to_value(e.as_ref()).unwrap_or(Value::Null))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "rules": rules, "recent_events": recent }),
+    )
+}
+
+/// `GET /hotkeys/stats?minutes=N`.
+pub fn stats(state: &GatewayState, query: &str) -> Response<Vec<u8>> {
+    let minutes = match form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "minutes") {
+        None => 5,
+        Some((_, v)) => match v.parse::<usize>() {
+            Ok(n) if (1..=STATS_MINUTES).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("minutes must be a whole number from 1 to {STATS_MINUTES}"),
+                )
+            }
+        },
+    };
+    let rules: Vec<Value> = rules(state)
+        .iter()
+        .map(|p| {
+            let r = as_rule(p);
+            let top: Vec<Value> = r
+                .top_over(minutes)
+                .into_iter()
+                .map(|(key, count)| json!({ "key": key, "count": count }))
+                .collect();
+            json!({ "rule": r.name(), "key": r.key_text(), "top": top })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "minutes": minutes, "rules": rules }),
+    )
+}
+
+/// `DELETE /hotkeys/{rule}/{key}`.
+pub fn forget(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
+    let Some((rule, key)) = rest.split_once('/') else {
+        return error(StatusCode::NOT_FOUND, "use /hotkeys/{rule}/{key}");
+    };
+    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+    let rules = rules(state);
+    let Some(p) = rules.iter().find(|p| p.name() == rule) else {
+        return error(StatusCode::NOT_FOUND, "no such hotkey rule");
+    };
+    if as_rule(p).forget(&key) {
+        tracing::info!(target: "breakwater::hotkeys", rule, key = %key, "hot key forgotten by the admin");
+        json_response(StatusCode::OK, &json!({ "forgotten": key }))
+    } else {
+        error(StatusCode::NOT_FOUND, "that key is not hot")
+    }
+}
+
+/// `GET /hotkeys/stream`: writes events until the client leaves or the
+/// process shuts down. Returns whether the connection may be reused (never).
+pub async fn stream(state: &GatewayState, session: &mut ServerSession, shutdown: &ShutdownWatch) {
+    let mut rx = state.hot_events.subscribe();
+    let mut shutdown = shutdown.clone();
+    let mut header = ResponseHeader::build(200, None).expect("static status");
+    for (k, v) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-store"),
+    ] {
+        header.insert_header(k, v).expect("static header");
+    }
+    session.set_keepalive(None);
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if session
+        .write_response_body(": breakwater hot-key events\n\n".into(), false)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = heartbeat.tick() => ": heartbeat\n\n".to_string(),
+            event = rx.recv() => match event {
+                Ok(e) => format!(
+                    "event: {}\ndata: {}\n\n",
+                    e.event,
+                    serde_json::to_string(e.as_ref()).unwrap_or_default()
+                ),
+                // Fell behind: say how many were lost, as a comment.
+                Err(RecvError::Lagged(n)) => format!(": {n} events dropped (slow reader)\n\n"),
+                Err(RecvError::Closed) => break,
+            },
+        };
+        if session
+            .write_response_body(chunk.into(), false)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = session.write_response_body(Vec::new().into(), true).await;
+}

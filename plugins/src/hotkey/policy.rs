@@ -1,0 +1,284 @@
+//! `hotkey`: the rule that watches a key, declares it hot, and acts while it is.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::detector::{DetectorConfig, HotKey, HotKeyDetector};
+use super::events::HotEventHub;
+use crate::abuse::blocked_rejection;
+use crate::block_list::{BlockHit, BlockList};
+use crate::rate_limit::RateLimit;
+use crate::report::{LimitCounts, LimitReport};
+use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
+
+/// Minutes of top-key statistics kept per rule.
+pub const STATS_MINUTES: usize = 60;
+/// Keys kept per minute of statistics.
+pub const STATS_TOP: usize = 20;
+
+const MINUTE: u64 = 60_000_000_000;
+
+/// The top keys of one minute.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MinuteTop {
+    /// Minutes since the policy clock's origin: consecutive minutes differ by 1.
+    pub minute: u64,
+    pub keys: Vec<(String, u64)>,
+}
+
+/// Totals for metrics and the admin.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct HotKeyCounts {
+    pub hot_events: u64,
+    pub cooled_events: u64,
+    pub limited: u64,
+    pub blocked: u64,
+}
+
+pub struct HotKeyRule {
+    name: String,
+    key: KeySpec,
+    detector: HotKeyDetector,
+    actions: Vec<&'static str>,
+    limiter: Option<RateLimit>,
+    /// How long and with which status `block` blocks.
+    block: Option<(Duration, u16)>,
+    blocks: Arc<BlockList>,
+    hub: Arc<HotEventHub>,
+    clock: Arc<dyn Clock>,
+    minutes: Mutex<VecDeque<MinuteTop>>,
+    last_minute: AtomicU64,
+    admitted: AtomicU64,
+    hot_events: AtomicU64,
+    cooled_events: AtomicU64,
+    limited: AtomicU64,
+    blocked: AtomicU64,
+    config: serde_json::Value,
+}
+
+impl HotKeyRule {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: String,
+        key: KeySpec,
+        detector: DetectorConfig,
+        actions: Vec<&'static str>,
+        limiter: Option<RateLimit>,
+        block: Option<(Duration, u16)>,
+        env: &PolicyEnv<'_>,
+        config: serde_json::Value,
+    ) -> Self {
+        Self {
+            name,
+            key,
+            detector: HotKeyDetector::new(detector),
+            actions,
+            limiter,
+            block,
+            blocks: env.blocks.clone(),
+            hub: env.hot_events.clone(),
+            clock: env.clock.clone(),
+            minutes: Mutex::new(VecDeque::with_capacity(STATS_MINUTES)),
+            last_minute: AtomicU64::new(u64::MAX),
+            admitted: AtomicU64::new(0),
+            hot_events: AtomicU64::new(0),
+            cooled_events: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub fn detector(&self) -> &HotKeyDetector {
+        &self.detector
+    }
+
+    pub fn actions(&self) -> &[&'static str] {
+        &self.actions
+    }
+
+    pub fn key_text(&self) -> &str {
+        self.key.text()
+    }
+
+    /// The hot keys now, hottest first.
+    pub fn hot_keys(&self) -> Vec<HotKey> {
+        self.detector.hot_keys(self.clock.now_nanos())
+    }
+
+    pub fn counts(&self) -> HotKeyCounts {
+        HotKeyCounts {
+            hot_events: self.hot_events.load(Ordering::Relaxed),
+            cooled_events: self.cooled_events.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The top keys over the last `minutes` complete minutes, summed, most
+    /// frequent first (at most [`STATS_TOP`] per minute were kept, so a key
+    /// that was not in a minute's top adds nothing for that minute).
+    pub fn top_over(&self, minutes: usize) -> Vec<(String, u64)> {
+        let kept = self.minutes.lock();
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        for m in kept.iter().rev().take(minutes) {
+            for (k, n) in &m.keys {
+                match sums.iter_mut().find(|(s, _)| s == k) {
+                    Some((_, total)) => *total += n,
+                    None => sums.push((k.clone(), *n)),
+                }
+            }
+        }
+        sums.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        sums.truncate(STATS_TOP);
+        sums
+    }
+
+    /// The kept minutes, oldest first.
+    pub fn minutes(&self) -> Vec<MinuteTop> {
+        self.minutes.lock().iter().cloned().collect()
+    }
+
+    /// Forgets that the key named `text` is hot (admin invalidation). Finds it
+    /// among the hot keys by name.
+    pub fn forget(&self, text: &str) -> bool {
+        let now = self.clock.now_nanos();
+        self.detector
+            .hot_keys(now)
+            .into_iter()
+            .find(|k| k.key == text)
+            .is_some_and(|k| self.detector.forget(k.hash))
+    }
+
+    fn block_key(&self, req: &RequestView<'_>, duration: Duration, status: u16) -> Decision {
+        let Some(hash) = self.blocks.hash_of(&self.key, req.keys) else {
+            return Decision::Continue;
+        };
+        let value = self.key.render(req.keys).unwrap_or_default();
+        let text = format!("{}:{value}", self.key.text());
+        let reason = format!(
+            "hot key: over {} per window",
+            self.detector.config().threshold
+        );
+        if let Err(e) = self.blocks.block_hashed(
+            hash,
+            text.clone(),
+            duration,
+            reason.clone(),
+            &self.name,
+            status,
+        ) {
+            tracing::warn!(target: "breakwater::blocks", policy = %self.name, key = %text, error = %e, "could not block");
+        }
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        Decision::Reject(blocked_rejection(&BlockHit {
+            key: text,
+            reason,
+            source: self.name.clone(),
+            status,
+            remaining: duration,
+        }))
+    }
+}
+
+impl Policy for HotKeyRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "hotkey"
+    }
+
+    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+        let Some(hash) = self.blocks.hash_of(&self.key, req.keys) else {
+            return Decision::Continue;
+        };
+        let seen = self
+            .detector
+            .observe(hash, req.now_nanos, || self.key.render(req.keys));
+        if let Some(event) = &seen.became_hot {
+            self.hot_events.fetch_add(1, Ordering::Relaxed);
+            self.hub.publish(&self.name, &self.actions, event);
+        }
+        if seen.hot {
+            if let Some((duration, status)) = self.block {
+                return self.block_key(req, duration, status);
+            }
+            if let Some(limiter) = &self.limiter {
+                let decision = limiter.on_request(req, permits);
+                if matches!(decision, Decision::Reject(_)) {
+                    self.limited.fetch_add(1, Ordering::Relaxed);
+                    return decision;
+                }
+            }
+        }
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Decision::Continue
+    }
+
+    /// Cools keys (publishing events) and, once a minute, keeps the last
+    /// minute's top keys.
+    fn tick(&self, now: u64) {
+        for event in self.detector.sweep(now) {
+            self.cooled_events.fetch_add(1, Ordering::Relaxed);
+            self.hub.publish(&self.name, &self.actions, &event);
+        }
+        let minute = now / MINUTE;
+        if self.last_minute.swap(minute, Ordering::Relaxed) != minute && minute > 0 {
+            let keys = self.detector.top_of_last_minute(now, STATS_TOP);
+            let mut kept = self.minutes.lock();
+            if kept.back().is_some_and(|m| m.minute == minute - 1) {
+                return;
+            }
+            if kept.len() == STATS_MINUTES {
+                kept.pop_front();
+            }
+            kept.push_back(MinuteTop {
+                minute: minute - 1,
+                keys,
+            });
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn limit_report(&self, top: usize) -> Option<LimitReport> {
+        let stats = self.detector.tracked();
+        let hot = self.hot_keys();
+        let window = self.detector.config().window;
+        Some(LimitReport {
+            name: self.name.clone(),
+            kind: "hotkey",
+            config: self.config.clone(),
+            tracked_keys: stats.tracked,
+            max_keys: stats.max_keys,
+            evictions: stats.evictions,
+            counts: LimitCounts {
+                admitted: self.admitted.load(Ordering::Relaxed),
+                rejected: self.limited.load(Ordering::Relaxed)
+                    + self.blocked.load(Ordering::Relaxed),
+                shadow_rejected: 0,
+            },
+            top_keys: hot
+                .into_iter()
+                .take(top)
+                .map(|k| crate::report::TopKey {
+                    key: k.key,
+                    count: k.rate * window.as_secs_f64(),
+                    rate_per_sec: k.rate,
+                })
+                .collect(),
+            in_flight: None,
+            queued: None,
+        })
+    }
+}
