@@ -17,22 +17,27 @@
 //! - **No false hot keys from the sketch.** Only a candidate's own window can
 //!   declare it hot, and that window counts only events seen after admission,
 //!   so it never over-counts (beyond the sliding window's own interpolation
-//!   error: at most one sub-bucket's events, a quarter of a window).
+//!   error: at most one sub-bucket's events, a tenth of a window).
 //! - **Detection delay.** A key is admitted no later than when its true count
 //!   reaches `admit_at` (the sketch never under-counts), and misses at most
 //!   those `admit_at` events in its first window. A key that holds a rate at
 //!   or above `threshold / window` is therefore declared hot within
 //!   `window × (1 + admit_at / threshold)`: 1.05 windows by default — 50 ms
-//!   late for a 1 s window. A key going faster is found sooner.
-//! - **Misses.** A key is missed only if it is evicted while over the
-//!   admission count — when more than `max_tracked` keys are at least
-//!   `admit_at` per window at once — or if its burst is shorter than a window
-//!   and within `admit_at` of the threshold.
+//!   late for a 1 s window. A key going faster is found sooner. One
+//!   exception: when the candidate table is full of established keys (see
+//!   below), a new key waits until some of them cool, up to one more window.
+//! - **Misses.** A candidate at or above `admit_at` in its window is never
+//!   evicted: newcomers only replace the sketch's false admissions and
+//!   cooled keys. A key is missed only if it cannot get in — when more than
+//!   `max_tracked` keys hold at least `admit_at` per window at once (size
+//!   `max_tracked` above that count; refusals are counted) — or if its burst
+//!   is shorter than a window and within `admit_at` of the threshold.
 //!
 //! # Memory
-//! The sketch (256 KiB at the default width) plus, per candidate, ~120 bytes
-//! (its windows and the table's share): with the default `max_tracked` of
-//! 4096, under 1 MiB per rule. The hot set holds only hot keys.
+//! The sketch (256 KiB at the default width), per candidate 136 bytes at
+//! most (its windows and the table's share), and up to 512 key names of at
+//! most 128 bytes: 888 KiB per rule at the default `max_tracked` of 4096
+//! (measured: 781 KiB). The hot set holds only hot keys.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -100,7 +105,7 @@ pub struct Observation {
 /// A candidate's counters.
 #[derive(Debug, Default)]
 struct Candidate {
-    window: SlidingWindow,
+    window: SlidingWindow<{ BUCKETS as usize + 1 }>,
     /// Counts per minute for the minute statistics: `minute << 32 | count`,
     /// in slot `minute % 2`, so the last minute stays readable all through
     /// the current one.
@@ -130,9 +135,16 @@ pub struct HotKeyDetector {
     candidates: KeyedStore<Candidate>,
     hot: DashMap<u64, HotEntry>,
     names: KeyNames,
+    /// Admissions refused because the candidate table was full of
+    /// established keys.
+    refused: AtomicU64,
 }
 
 const MINUTE: u64 = 60_000_000_000;
+
+/// Sub-buckets of a candidate's window: its estimate is off by at most one
+/// sub-bucket's events (a tenth of a window), where rate limits use four.
+const BUCKETS: u32 = 10;
 
 impl HotKeyDetector {
     pub fn new(cfg: DetectorConfig) -> Self {
@@ -142,9 +154,10 @@ impl HotKeyDetector {
             admit_at: (threshold / 20).clamp(1, u64::from(u32::MAX)) as u32,
             hold_at: ((threshold as f64 * cfg.cool_ratio).ceil() as u64).clamp(1, threshold),
             sketch: WindowedSketch::new(cfg.sketch_width, window_nanos),
-            candidates: KeyedStore::new(cfg.max_tracked, WindowSpec::new(cfg.window, 4)),
+            candidates: KeyedStore::new(cfg.max_tracked, WindowSpec::new(cfg.window, BUCKETS)),
             hot: DashMap::new(),
-            names: KeyNames::new(cfg.max_tracked.min(4096)),
+            names: KeyNames::new(NAMES),
+            refused: AtomicU64::new(0),
             cfg,
         }
     }
@@ -175,11 +188,31 @@ impl HotKeyDetector {
                 self.names.note(hash, now, &name, |h| {
                     self.candidates.peek(h, |_| ()).is_some()
                 });
-                self.candidates.with(hash, now, Candidate::default, |c| {
-                    c.window.add_at(tick, 1);
-                    bump_minute(&c.minutes, now);
-                    c.window.estimate_scaled_at(tick)
-                })
+                // Established candidates (at least `admit_at` in their
+                // window) are never pushed out by newcomers: only the
+                // sketch's false admissions and cooled keys make room.
+                let admitted = self.candidates.with_if_room(
+                    hash,
+                    now,
+                    u64::from(self.admit_at),
+                    spec.bucket().as_nanos() as u64,
+                    Candidate::default,
+                    |c| {
+                        c.window.add_at(tick, 1);
+                        bump_minute(&c.minutes, now);
+                        c.window.estimate_scaled_at(tick)
+                    },
+                );
+                match admitted {
+                    Some(scaled) => scaled,
+                    None => {
+                        self.refused.fetch_add(1, Ordering::Relaxed);
+                        return Observation {
+                            hot: false,
+                            became_hot: None,
+                        };
+                    }
+                }
             }
         };
         if scaled < tick.scaled(self.hold_at) {
@@ -201,7 +234,9 @@ impl HotKeyDetector {
                 became_hot: None,
             };
         }
-        let key = name().unwrap_or_else(|| self.names.name(hash));
+        let key = name()
+            .map(truncate_name)
+            .unwrap_or_else(|| self.names.name(hash));
         let mut event = None;
         self.hot.entry(hash).or_insert_with(|| {
             event = Some(HotEvent {
@@ -311,6 +346,11 @@ impl HotKeyDetector {
             .collect()
     }
 
+    /// Admissions refused so far because every candidate was established.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Candidates tracked, the cap, and evictions so far.
     pub fn tracked(&self) -> crate::store::StoreStats {
         self.candidates.stats()
@@ -318,14 +358,35 @@ impl HotKeyDetector {
 
     /// Bytes held by the sketch and, at most, by the candidate table.
     pub fn memory_bound_bytes(&self) -> usize {
-        self.sketch.memory_bytes() + self.cfg.max_tracked * CANDIDATE_BYTES
+        self.sketch.memory_bytes() + self.cfg.max_tracked * CANDIDATE_BYTES + NAMES * NAME_BYTES
     }
 }
 
-/// A candidate's bytes in the table: its state, the key, and the hash map's
-/// control byte and load-factor slack (measured by `benches/key_memory.rs`
-/// for the same store layout).
-pub const CANDIDATE_BYTES: usize = 120;
+/// A candidate's bytes in the table: its 104 bytes of state and key, plus
+/// the hash map's control byte and load-factor slack (131 to 150 bytes measured by
+/// `benches/hotkey_accuracy.rs`).
+pub const CANDIDATE_BYTES: usize = 160;
+
+/// Key names kept per rule (for hot keys and the minute statistics), and the
+/// longest name kept: together at most ~90 KiB.
+const NAMES: usize = 512;
+const NAME_MAX: usize = 128;
+/// A kept name's bytes at most: the text, the box and the map's share.
+const NAME_BYTES: usize = NAME_MAX + 48;
+
+/// Cuts a key's text to [`NAME_MAX`] bytes (at a character boundary), so a
+/// hostile key cannot make the names table large.
+fn truncate_name(mut s: String) -> String {
+    if s.len() > NAME_MAX {
+        let mut end = NAME_MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
 
 /// Counts one event in the current minute's slot, restarting it when it
 /// still holds the minute before last.

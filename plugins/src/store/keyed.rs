@@ -69,6 +69,9 @@ type Map<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 #[repr(align(128))]
 struct Shard<V> {
     map: RwLock<Map<V>>,
+    /// For [`KeyedStore::with_if_room`]: until when (store time) the shard
+    /// was found to have no room, so a refused key does not rescan it.
+    full_until: AtomicU64,
 }
 
 pub struct KeyedStore<V: KeyState> {
@@ -100,6 +103,7 @@ impl<V: KeyState> KeyedStore<V> {
             shards: (0..shards)
                 .map(|_| Shard {
                     map: RwLock::new(Map::default()),
+                    full_until: AtomicU64::new(0),
                 })
                 .collect(),
             mask: shards as u64 - 1,
@@ -141,6 +145,48 @@ impl<V: KeyState> KeyedStore<V> {
             self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
         }
         f(map.entry(key).or_insert_with(init))
+    }
+
+    /// Like [`KeyedStore::with`], but a full shard makes room only by
+    /// dropping keys whose heat is below `floor`, and only if at least a
+    /// sixteenth of the shard can go (so a rebuild is amortised over many
+    /// inserts). Otherwise the key is not inserted and `None` is returned;
+    /// the shard is then not rescanned before `now + retry_after`.
+    ///
+    /// This is admission control for stores where a newcomer must not push
+    /// out an established key (the hot-key detector's candidates): keys at or
+    /// above `floor` are never evicted.
+    pub fn with_if_room<R>(
+        &self,
+        key: u64,
+        now: u64,
+        floor: u64,
+        retry_after: u64,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let shard = self.shard(key);
+        {
+            let map = shard.map.read();
+            if let Some(v) = map.get(&key) {
+                return Some(f(v));
+            }
+            if map.len() >= self.shard_cap && shard.full_until.load(Ordering::Relaxed) > now {
+                return None;
+            }
+        }
+        let mut map = shard.map.write();
+        if !map.contains_key(&key) && map.len() >= self.shard_cap {
+            let dropped = drop_below(&mut map, self.shard_cap, now, floor, &self.cx);
+            if dropped == 0 {
+                shard
+                    .full_until
+                    .store(now.saturating_add(retry_after), Ordering::Relaxed);
+                return None;
+            }
+            self.evictions.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        Some(f(map.entry(key).or_insert_with(init)))
     }
 
     /// Runs `f` on the key's state if it is tracked; never inserts.
@@ -237,6 +283,30 @@ fn evict_cold<V: KeyState>(map: &mut Map<V>, cap: usize, now: u64, cx: &V::Conte
     warm - map.len()
 }
 
+/// Drops every entry whose heat is below `floor`, if that frees at least a
+/// sixteenth of `cap`; returns how many went (0: nothing changed).
+fn drop_below<V: KeyState>(
+    map: &mut Map<V>,
+    cap: usize,
+    now: u64,
+    floor: u64,
+    cx: &V::Context,
+) -> usize {
+    let heats: Vec<u64> = map.values().map(|v| v.heat(now, cx)).collect();
+    let cold = heats.iter().filter(|h| **h < floor).count();
+    if cold == 0 || cold < (cap / 16).max(1) {
+        return 0;
+    }
+    let mut rebuilt = Map::with_capacity_and_hasher(cap, Default::default());
+    for ((k, v), heat) in map.drain().zip(heats) {
+        if heat >= floor {
+            rebuilt.insert(k, v);
+        }
+    }
+    *map = rebuilt;
+    cold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +397,37 @@ mod tests {
         assert_eq!(s.stats().evictions, 0);
         assert_eq!(s.stats().tracked, 1);
         assert_eq!(s.drop_idle(0), 0);
+    }
+
+    #[test]
+    fn with_if_room_never_pushes_out_an_established_key() {
+        // One shard of 16 (shard_capacity(16) = 14 keys).
+        let store: KeyedStore<Heat> = KeyedStore::new(16, ());
+        let cap = store.shard_cap;
+        for k in 0..cap as u64 {
+            let got = store.with_if_room(k, 0, 10, 1_000, || Heat(AtomicU64::new(50)), |_| ());
+            assert!(got.is_some());
+        }
+        // Full of keys at heat 50 >= floor 10: a newcomer is refused...
+        assert!(store
+            .with_if_room(999, 0, 10, 1_000, || Heat(AtomicU64::new(1)), |_| ())
+            .is_none());
+        assert_eq!(store.stats().tracked, cap);
+        // ...and the shard is not rescanned before `retry_after`.
+        store.peek(0, |h| h.0.store(0, Ordering::Relaxed));
+        assert!(store
+            .with_if_room(999, 500, 10, 1_000, || Heat(AtomicU64::new(1)), |_| ())
+            .is_none());
+        // Once enough keys cool below the floor, they make room; warm ones stay.
+        for k in 0..cap as u64 / 2 {
+            store.peek(k, |h| h.0.store(3, Ordering::Relaxed));
+        }
+        assert!(store
+            .with_if_room(999, 2_000, 10, 1_000, || Heat(AtomicU64::new(1)), |_| ())
+            .is_some());
+        assert_eq!(store.stats().evictions, cap as u64 / 2);
+        for k in cap as u64 / 2..cap as u64 {
+            assert!(store.peek(k, |_| ()).is_some(), "warm key {k} was kept");
+        }
     }
 }
