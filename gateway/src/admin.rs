@@ -393,10 +393,14 @@ impl ServeHttp for AdminApp {
             (Method::DELETE, p) if p.starts_with("/hotkeys/") => {
                 admin_hotkeys::forget(&self.state, &p["/hotkeys/".len()..])
             }
+            (Method::DELETE, "/cache") => admin_hotkeys::purge(&self.state),
+            (Method::DELETE, p) if p.starts_with("/cache/") => {
+                admin_hotkeys::invalidate(&self.state, &p["/cache/".len()..])
+            }
             (
                 _,
                 "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
-                | "/breakers" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream",
+                | "/breakers" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream" | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

@@ -8,7 +8,9 @@
 //!   per change, for applications that subscribe as seed 000's Burning
 //!   clients do;
 //! - `DELETE /hotkeys/{rule}/{key}`: forget that a key is hot (token-protected);
-//!   it turns hot again, with a new event, if it still crosses the threshold.
+//!   it turns hot again, with a new event, if it still crosses the threshold;
+//! - `DELETE /cache/{rule}/{key}`: drop a key's cached answers (every `vary`
+//!   variant); `DELETE /cache`: purge every rule's cache (token-protected).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -78,6 +80,7 @@ pub fn list(state: &GatewayState) -> Response<Vec<u8>> {
                 "tracked": tracked.tracked,
                 "max_tracked": tracked.max_keys,
                 "counts": r.counts(),
+                "cache": r.cache().map(|c| c.counts()),
                 "hot": hot,
             })
         })
@@ -142,6 +145,44 @@ pub fn forget(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
     } else {
         error(StatusCode::NOT_FOUND, "that key is not hot")
     }
+}
+
+/// `DELETE /cache/{rule}/{key}`.
+pub fn invalidate(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
+    let Some((rule, key)) = rest.split_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "use /cache/{rule}/{key} or DELETE /cache",
+        );
+    };
+    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+    let rules = rules(state);
+    let Some(cache) = rules
+        .iter()
+        .find(|p| p.name() == rule)
+        .and_then(|p| as_rule(p).cache())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no hotkey rule with a cache by that name",
+        );
+    };
+    cache.invalidate_key(&key);
+    tracing::info!(target: "breakwater::cache", rule, key = %key, "cache entries invalidated by the admin");
+    json_response(StatusCode::OK, &json!({ "invalidated": key, "rule": rule }))
+}
+
+/// `DELETE /cache`.
+pub fn purge(state: &GatewayState) -> Response<Vec<u8>> {
+    let mut purged = Vec::new();
+    for p in rules(state) {
+        if let Some(cache) = as_rule(&p).cache() {
+            cache.purge();
+            purged.push(p.name().to_string());
+        }
+    }
+    tracing::info!(target: "breakwater::cache", rules = ?purged, "caches purged by the admin");
+    json_response(StatusCode::OK, &json!({ "purged": purged }))
 }
 
 /// `GET /hotkeys/stream`: writes events until the client leaves or the

@@ -37,6 +37,9 @@ struct Families {
     breaker_transitions: IntCounterVec,
     hot_keys: IntGaugeVec,
     hot_events: IntCounterVec,
+    cache_requests: IntCounterVec,
+    cache_bytes: IntGaugeVec,
+    cache_entries: IntGaugeVec,
 }
 
 fn families() -> Families {
@@ -112,6 +115,24 @@ fn families() -> Families {
             &["rule", "event"],
         )
         .expect("valid metric"),
+        cache_requests: IntCounterVec::new(
+            Opts::new(
+                "breakwater_cache_requests_total",
+                "Hot-key cache lookups by rule and result: hit, miss, stale, collapsed, bypass; and stored answers.",
+            ),
+            &["rule", "result"],
+        )
+        .expect("valid metric"),
+        cache_bytes: IntGaugeVec::new(
+            Opts::new("breakwater_cache_bytes", "Bytes a rule's cache holds (weighed)."),
+            &["rule"],
+        )
+        .expect("valid metric"),
+        cache_entries: IntGaugeVec::new(
+            Opts::new("breakwater_cache_entries", "Answers a rule's cache holds."),
+            &["rule"],
+        )
+        .expect("valid metric"),
     }
 }
 
@@ -130,6 +151,9 @@ impl PolicyCollector {
             f.breaker_transitions.desc(),
             f.hot_keys.desc(),
             f.hot_events.desc(),
+            f.cache_requests.desc(),
+            f.cache_bytes.desc(),
+            f.cache_entries.desc(),
         ]
         .into_iter()
         .flatten()
@@ -165,6 +189,25 @@ impl Collector for PolicyCollector {
                     ("blocked", c.blocked),
                 ] {
                     f.hot_events.with_label_values(&[name, event]).inc_by(n);
+                }
+                if let Some(cache) = rule.cache() {
+                    let c = cache.counts();
+                    for (result, n) in [
+                        ("hit", c.hit),
+                        ("miss", c.miss),
+                        ("stale", c.stale),
+                        ("collapsed", c.collapsed),
+                        ("bypass", c.bypass),
+                        ("stored", c.stored),
+                    ] {
+                        f.cache_requests
+                            .with_label_values(&[name, result])
+                            .inc_by(n);
+                    }
+                    f.cache_bytes.with_label_values(&[name]).set(c.bytes as i64);
+                    f.cache_entries
+                        .with_label_values(&[name])
+                        .set(c.entries as i64);
                 }
             }
             let Some(cb) = compiled.policy.as_any().downcast_ref::<CircuitBreaker>() else {
@@ -237,6 +280,9 @@ impl Collector for PolicyCollector {
             f.breaker_transitions.collect(),
             f.hot_keys.collect(),
             f.hot_events.collect(),
+            f.cache_requests.collect(),
+            f.cache_bytes.collect(),
+            f.cache_entries.collect(),
         ]
         .concat()
     }

@@ -354,17 +354,19 @@ impl ProxyHttp for Gateway {
                 ctx.decided_by = v.decided_by(&route.chain).map(|p| p.name().to_string());
                 match v.decision {
                     Decision::Continue | Decision::Wait(_) => None,
+                    // A stale cached answer beats a refusal (an open breaker,
+                    // a full queue): stale-if-error.
+                    Decision::Reject(_) if ctx.permits.has_fallback() => {
+                        ctx.disposition = Disposition::Responded;
+                        ctx.permits.take_fallback().map(GatewayResponse::from)
+                    }
                     Decision::Reject(r) => {
                         ctx.disposition = Disposition::Rejected;
                         Some(reject(r, route, ctx.grpc))
                     }
                     Decision::Respond(lr) => {
                         ctx.disposition = Disposition::Responded;
-                        Some(GatewayResponse {
-                            status: lr.status,
-                            headers: lr.headers,
-                            body: lr.body,
-                        })
+                        Some(GatewayResponse::from(lr))
                     }
                 }
             }
@@ -568,6 +570,9 @@ impl ProxyHttp for Gateway {
             ctx.permits
                 .tap_header(response.status.as_u16(), &response.headers);
         }
+        for (name, value) in ctx.permits.response_headers() {
+            response.insert_header(name.clone(), value.clone())?;
+        }
         Ok(())
     }
 
@@ -615,6 +620,24 @@ impl ProxyHttp for Gateway {
             },
             _ => (500, 13, "internal", "internal error".to_string()),
         };
+        // The upstream failed: a stale cached answer, if a policy left one,
+        // is better than an error (stale-if-error).
+        let fallback = if matches!(error, "upstream_timeout" | "upstream_unavailable") {
+            ctx.permits.take_fallback()
+        } else {
+            None
+        };
+        if let Some(stale) = fallback {
+            let status = stale.status;
+            ctx.disposition = Disposition::Responded;
+            if let Err(write_err) = write_local(session, GatewayResponse::from(stale), ctx).await {
+                tracing::debug!(%write_err, "could not write the stale response");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
         if status > 0 {
             let resp = render(
                 Refusal {

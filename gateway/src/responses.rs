@@ -18,6 +18,16 @@ pub struct GatewayResponse {
     pub body: Bytes,
 }
 
+impl From<breakwater_plugins::LocalResponse> for GatewayResponse {
+    fn from(r: breakwater_plugins::LocalResponse) -> Self {
+        Self {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,

@@ -19,22 +19,17 @@
 //!   keys are not deduplicated (and counted).
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use dashmap::DashMap;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::duration::HumanDuration;
+use crate::flight::{Flights, Joiner, Role};
 use crate::store::KeyHasher;
-use crate::{
-    ConfigError, Decision, LocalResponse, Permits, Policy, Rejection, RequestView, ResponseTap,
-    WaitOutcome,
-};
+use crate::{ConfigError, Decision, Permits, Policy, Rejection, RequestView, WaitOutcome};
 
 /// `dedupe:` in a route's `policies`.
 ///
@@ -80,24 +75,13 @@ fn default_max_in_flight() -> usize {
     10_000
 }
 
-/// What joiners receive.
-#[derive(Debug)]
-enum Shared {
-    Pending,
-    Done(Arc<LocalResponse>),
-    Failed(&'static str),
-}
-
 pub struct Dedupe {
     name: String,
     header: HeaderName,
     on_duplicate: OnDuplicate,
     wait: Duration,
-    max_body: usize,
-    max_in_flight: usize,
     hasher: KeyHasher,
-    in_flight: Arc<DashMap<u64, watch::Receiver<Shared>>>,
-    len: Arc<AtomicUsize>,
+    flights: Flights,
     joined: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
     untracked: AtomicU64,
@@ -129,95 +113,12 @@ impl DedupeConfig {
             header,
             on_duplicate: self.on_duplicate,
             wait,
-            max_body: self.max_body,
-            max_in_flight: self.max_in_flight,
             hasher: KeyHasher::default(),
-            in_flight: Arc::new(DashMap::new()),
-            len: Arc::new(AtomicUsize::new(0)),
+            flights: Flights::new(self.max_in_flight, self.max_body),
             joined: Arc::new(AtomicU64::new(0)),
             refused: Arc::new(AtomicU64::new(0)),
             untracked: AtomicU64::new(0),
         })
-    }
-}
-
-/// Headers not copied into a joiner's answer: per-connection ones, and the
-/// leader's request id.
-fn shareable(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "content-length"
-            | "x-request-id"
-            | "date"
-    )
-}
-
-/// The leader's tap: copies the response and publishes it when complete.
-/// Dropped before that (error, client gone), it publishes a failure.
-struct Leader {
-    key: u64,
-    tx: Option<watch::Sender<Shared>>,
-    in_flight: Arc<DashMap<u64, watch::Receiver<Shared>>>,
-    len: Arc<AtomicUsize>,
-    status: u16,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: BytesMut,
-    max_body: usize,
-    too_large: bool,
-}
-
-impl Leader {
-    fn finish(&mut self, shared: Shared) {
-        if let Some(tx) = self.tx.take() {
-            // Forget the key first: a request after this point is a new call.
-            if self.in_flight.remove(&self.key).is_some() {
-                self.len.fetch_sub(1, Ordering::AcqRel);
-            }
-            let _ = tx.send(shared);
-        }
-    }
-}
-
-impl ResponseTap for Leader {
-    fn header(&mut self, status: u16, headers: &HeaderMap) {
-        self.status = status;
-        self.headers = headers
-            .iter()
-            .filter(|(n, _)| shareable(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-    }
-
-    fn body(&mut self, chunk: &[u8], end_of_stream: bool) {
-        if !self.too_large {
-            if self.body.len() + chunk.len() > self.max_body {
-                self.too_large = true;
-                self.body = BytesMut::new();
-            } else {
-                self.body.extend_from_slice(chunk);
-            }
-        }
-        if end_of_stream {
-            let shared = if self.too_large {
-                Shared::Failed("the response is too large to share")
-            } else {
-                Shared::Done(Arc::new(LocalResponse {
-                    status: self.status,
-                    headers: std::mem::take(&mut self.headers),
-                    body: Bytes::from(std::mem::take(&mut self.body)),
-                }))
-            };
-            self.finish(shared);
-        }
-    }
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        self.finish(Shared::Failed("the original request failed"));
     }
 }
 
@@ -234,7 +135,7 @@ fn duplicate(name: &str, status: u16, kind: &'static str, reason: String) -> Rej
 
 impl Dedupe {
     pub fn in_flight(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.flights.in_flight()
     }
 
     /// Requests that got another request's answer.
@@ -257,48 +158,26 @@ impl Policy for Dedupe {
             return Decision::Continue;
         };
         let key = self.hasher.hash_bytes(value.as_bytes());
-        if let Some(rx) = self.in_flight.get(&key).map(|r| r.clone()) {
-            if self.on_duplicate == OnDuplicate::Reject {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Decision::Reject(duplicate(
-                    &self.name,
-                    409,
-                    "duplicate",
-                    "a request with this idempotency key is already in flight".into(),
-                ));
+        if self.on_duplicate == OnDuplicate::Reject && self.flights.is_in_flight(key) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Decision::Reject(duplicate(
+                &self.name,
+                409,
+                "duplicate",
+                "a request with this idempotency key is already in flight".into(),
+            ));
+        }
+        match self.flights.begin(key, || None) {
+            Role::Lead(tap) => {
+                permits.tap(tap);
+                Decision::Continue
             }
-            return self.join(rx);
+            Role::Join(joiner) => self.join(joiner),
+            Role::Untracked => {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+                Decision::Continue
+            }
         }
-        if self.len.load(Ordering::Acquire) >= self.max_in_flight {
-            self.untracked.fetch_add(1, Ordering::Relaxed);
-            return Decision::Continue;
-        }
-        let (tx, rx) = watch::channel(Shared::Pending);
-        // Two first requests can race here; the entry API picks one leader.
-        let mut lead = false;
-        let existing = self.in_flight.entry(key).or_insert_with(|| {
-            lead = true;
-            rx
-        });
-        if !lead {
-            let rx = existing.clone();
-            drop(existing);
-            return self.join(rx);
-        }
-        drop(existing);
-        self.len.fetch_add(1, Ordering::AcqRel);
-        permits.tap(Box::new(Leader {
-            key,
-            tx: Some(tx),
-            in_flight: self.in_flight.clone(),
-            len: self.len.clone(),
-            status: 0,
-            headers: Vec::new(),
-            body: BytesMut::new(),
-            max_body: self.max_body,
-            too_large: false,
-        }));
-        Decision::Continue
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -307,34 +186,26 @@ impl Policy for Dedupe {
 }
 
 impl Dedupe {
-    fn join(&self, mut rx: watch::Receiver<Shared>) -> Decision {
+    fn join(&self, joiner: Joiner) -> Decision {
         let (name, wait, joined) = (self.name.clone(), self.wait, self.joined.clone());
         Decision::Wait(Box::pin(async move {
-            let waited =
-                tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Shared::Pending))).await;
-            let why = match waited {
-                Ok(Ok(s)) => match &*s {
-                    Shared::Done(resp) => {
-                        joined.fetch_add(1, Ordering::Relaxed);
-                        let mut resp = (**resp).clone();
-                        resp.headers.push((
-                            HeaderName::from_static("x-breakwater-joined"),
-                            HeaderValue::from_static("1"),
-                        ));
-                        return WaitOutcome::Respond(resp);
-                    }
-                    Shared::Failed(why) => *why,
-                    Shared::Pending => "the original request is still running",
-                },
-                Ok(Err(_)) => "the original request failed",
-                Err(_) => "the original request is still running",
-            };
-            WaitOutcome::Reject(duplicate(
-                &name,
-                503,
-                "duplicate_failed",
-                format!("joined a request with the same idempotency key, but {why}"),
-            ))
+            match joiner.wait(wait).await {
+                Ok(resp) => {
+                    joined.fetch_add(1, Ordering::Relaxed);
+                    let mut resp = (*resp).clone();
+                    resp.headers.push((
+                        HeaderName::from_static("x-breakwater-joined"),
+                        HeaderValue::from_static("1"),
+                    ));
+                    WaitOutcome::Respond(resp)
+                }
+                Err(why) => WaitOutcome::Reject(duplicate(
+                    &name,
+                    503,
+                    "duplicate_failed",
+                    format!("joined a request with the same idempotency key, but {why}"),
+                )),
+            }
         }))
     }
 }
@@ -343,7 +214,7 @@ impl Dedupe {
 mod tests {
     use super::*;
     use crate::testing::keys;
-    use http::Method;
+    use http::{HeaderMap, Method};
 
     fn dedupe(yaml: &str) -> Dedupe {
         let cfg: DedupeConfig = serde_yaml::from_str(yaml).unwrap();

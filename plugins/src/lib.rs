@@ -15,6 +15,7 @@ pub mod config_error;
 pub mod dedupe;
 pub mod deny;
 pub mod duration;
+pub mod flight;
 pub mod hotkey;
 pub mod keys;
 pub mod log_throttle;

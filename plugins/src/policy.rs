@@ -197,6 +197,8 @@ pub struct Permits {
     held: Vec<Box<dyn Permit>>,
     taps: Vec<Box<dyn ResponseTap>>,
     taps_ended: bool,
+    fallback: Option<(LocalResponse, Box<dyn FnOnce() + Send + Sync>)>,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Permits {
@@ -231,6 +233,40 @@ impl Permits {
     /// without a body). Call only when the response completed.
     pub fn end_taps(&mut self) {
         self.tap_body(&[], true);
+    }
+
+    /// A response to give the client instead of a failure: the upstream
+    /// failing, or a later policy refusing (an open breaker). The hot-key
+    /// cache sets its stale entry here (stale-if-error).
+    /// `on_served` runs if the gateway gives it.
+    pub fn set_fallback(
+        &mut self,
+        response: LocalResponse,
+        on_served: impl FnOnce() + Send + Sync + 'static,
+    ) {
+        self.fallback = Some((response, Box::new(on_served)));
+    }
+
+    /// The fallback, for the gateway to give now.
+    pub fn take_fallback(&mut self) -> Option<LocalResponse> {
+        self.fallback.take().map(|(response, on_served)| {
+            on_served();
+            response
+        })
+    }
+
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+
+    /// A header for the upstream's response, if the request goes upstream
+    /// (the cache's `Cache-Status` on a miss).
+    pub fn add_response_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.response_headers.push((name, value));
+    }
+
+    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.response_headers
     }
 
     pub fn push(&mut self, permit: Box<dyn Permit>) {

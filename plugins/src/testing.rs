@@ -48,12 +48,22 @@ impl Env {
 
     /// Runs one request through `policy` at the clock's current time.
     pub fn decide(&self, policy: &dyn Policy, keys: &RequestKeys) -> (Decision, Permits) {
-        let headers = HeaderMap::new();
+        self.decide_with(policy, keys, &Method::GET, &HeaderMap::new())
+    }
+
+    /// [`Env::decide`] with a method and request headers.
+    pub fn decide_with(
+        &self,
+        policy: &dyn Policy,
+        keys: &RequestKeys,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> (Decision, Permits) {
         let view = RequestView {
-            method: &Method::GET,
+            method,
             path: "/",
             query: None,
-            headers: &headers,
+            headers,
             keys,
             grpc: false,
             now_nanos: self.clock.now_nanos(),

@@ -75,6 +75,12 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
+fn query_str<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
 fn query_num(query: Option<&str>, key: &str) -> u64 {
     query
         .unwrap_or("")
@@ -156,6 +162,11 @@ async fn handle(
         });
         builder.body(StreamBody::new(stream::iter(chunks)).boxed())
     } else {
+        // `?cc=no-store` answers with that `Cache-Control`.
+        let builder = match query_str(query, "cc") {
+            Some(cc) => builder.header("cache-control", cc),
+            None => builder,
+        };
         builder
             .header("content-type", "application/json")
             .body(full(echo()))

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cache::CacheConfig;
 use super::detector::DetectorConfig;
 use super::policy::HotKeyRule;
 use crate::duration::HumanDuration;
@@ -21,7 +22,8 @@ use crate::{ConfigError, KeyRef, KeySpec, PolicyEnv};
 ///     hot_ttl: 10s           # stays hot this long after its count last held up
 ///     cool_ratio: 0.8        # while hot, >= 0.8 × threshold holds it (hysteresis)
 ///     max_tracked: 4096      # candidate keys counted exactly (memory cap)
-///     actions: [observe]     # observe, limit, block
+///     actions: [observe]     # observe, cache, limit, block
+///     cache: { ttl: 5s, stale_ttl: 30s }   # with `cache`: see `CacheConfig`
 ///     limit: { limit: 100, window: 1s }   # with `limit`: per hot key, like Sentinel's hot-parameter rules
 ///     block_for: 5m          # with `block`: ip or user keys go on the block list
 /// ```
@@ -45,6 +47,9 @@ pub struct HotKeyConfig {
     pub limit: Option<HotLimit>,
     #[serde(default)]
     pub block_for: Option<HumanDuration>,
+    /// With `cache`: how hot keys' answers are cached (defaults apply).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
     /// Status for `limit` and `block` refusals (429 and 403 by default).
     #[serde(default)]
     pub status: Option<u16>,
@@ -60,6 +65,8 @@ pub enum HotAction {
     Limit,
     /// Put the hot key (an `ip` or `user`) on the block list.
     Block,
+    /// Serve GET and HEAD for the hot key from the local cache.
+    Cache,
 }
 
 impl HotAction {
@@ -68,6 +75,7 @@ impl HotAction {
             HotAction::Observe => "observe",
             HotAction::Limit => "limit",
             HotAction::Block => "block",
+            HotAction::Cache => "cache",
         }
     }
 }
@@ -146,7 +154,7 @@ impl HotKeyConfig {
         if self.actions.is_empty() {
             return Err(ConfigError::new(
                 format!("{path}.actions"),
-                "name at least one action (observe, limit, block)",
+                "name at least one action (observe, cache, limit, block)",
             ));
         }
         let has = |a| self.actions.contains(&a);
@@ -212,6 +220,20 @@ impl HotKeyConfig {
             }
             (None, false) => None,
         };
+        let cache = match (&self.cache, has(HotAction::Cache)) {
+            (c, true) => Some(
+                c.clone()
+                    .unwrap_or_else(|| serde_json::from_str("{}").expect("all defaults"))
+                    .compile(&format!("{path}.cache"))?,
+            ),
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    format!("{path}.cache"),
+                    "is set but `actions` does not include `cache`",
+                ))
+            }
+            (None, false) => None,
+        };
         let block_status = check_status(self.status, 403, path)?;
         let mut actions: Vec<&'static str> = self.actions.iter().map(|a| a.as_str()).collect();
         actions.dedup();
@@ -229,6 +251,7 @@ impl HotKeyConfig {
             actions,
             limiter,
             block_for.map(|d| (d, block_status)),
+            cache,
             env,
             serde_json::to_value(self).unwrap_or_default(),
         ))

@@ -3,6 +3,9 @@
 //! finds candidates, exact sliding windows confirm them, hot keys fire
 //! events and drive the rule's actions until they cool.
 
+mod cache;
+#[cfg(test)]
+mod cache_tests;
 mod config;
 mod detector;
 mod events;
@@ -11,6 +14,7 @@ mod sketch;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CacheConfig, CacheCounts, CachedResponse, ResponseCache};
 pub use config::{HotAction, HotKeyConfig, HotLimit};
 pub use detector::{
     DetectorConfig, HotChange, HotEvent, HotKey, HotKeyDetector, Observation, CANDIDATE_BYTES,

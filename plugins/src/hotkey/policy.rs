@@ -9,6 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::cache::ResponseCache;
 use super::detector::{DetectorConfig, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::abuse::blocked_rejection;
@@ -49,6 +50,7 @@ pub struct HotKeyRule {
     limiter: Option<RateLimit>,
     /// How long and with which status `block` blocks.
     block: Option<(Duration, u16)>,
+    cache: Option<ResponseCache>,
     blocks: Arc<BlockList>,
     hub: Arc<HotEventHub>,
     clock: Arc<dyn Clock>,
@@ -71,6 +73,7 @@ impl HotKeyRule {
         actions: Vec<&'static str>,
         limiter: Option<RateLimit>,
         block: Option<(Duration, u16)>,
+        cache: Option<ResponseCache>,
         env: &PolicyEnv<'_>,
         config: serde_json::Value,
     ) -> Self {
@@ -81,6 +84,7 @@ impl HotKeyRule {
             actions,
             limiter,
             block,
+            cache,
             blocks: env.blocks.clone(),
             hub: env.hot_events.clone(),
             clock: env.clock.clone(),
@@ -97,6 +101,11 @@ impl HotKeyRule {
 
     pub fn detector(&self) -> &HotKeyDetector {
         &self.detector
+    }
+
+    /// The rule's local cache, if it has the `cache` action.
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.cache.as_ref()
     }
 
     pub fn actions(&self) -> &[&'static str] {
@@ -211,6 +220,15 @@ impl Policy for HotKeyRule {
             if let Some((duration, status)) = self.block {
                 return self.block_key(req, duration, status);
             }
+        }
+        if let Some(cache) = self.cache.as_ref().filter(|c| seen.hot || c.always()) {
+            let render = || self.key.render(req.keys).unwrap_or_default();
+            let decision = cache.on_request(req, hash, render, permits);
+            if !matches!(decision, Decision::Continue) {
+                return decision;
+            }
+        }
+        if seen.hot {
             if let Some(limiter) = &self.limiter {
                 let decision = limiter.on_request(req, permits);
                 if matches!(decision, Decision::Reject(_)) {
@@ -228,6 +246,10 @@ impl Policy for HotKeyRule {
     fn tick(&self, now: u64) {
         for event in self.detector.sweep(now) {
             self.cooled_events.fetch_add(1, Ordering::Relaxed);
+            // A cooled key's answers are not served from cache any more.
+            if let Some(cache) = self.cache.as_ref().filter(|c| !c.always()) {
+                cache.invalidate_key(&event.key);
+            }
             self.hub.publish(&self.name, &self.actions, &event);
         }
         let minute = now / MINUTE;

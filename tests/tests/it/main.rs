@@ -3,6 +3,7 @@
 mod admin;
 mod avalanche;
 mod breakers;
+mod cache;
 mod config_check;
 mod deadlines;
 mod dedupe;

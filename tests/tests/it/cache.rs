@@ -1,0 +1,206 @@
+//! The hot-key local cache through the real gateway.
+
+use std::time::Duration;
+
+use breakwater_tests::{client, eventually, metric_value, Gateway, MockUpstream};
+use serde_json::Value;
+
+use crate::gateway;
+
+fn cached_route(up: &MockUpstream, rule: &str, more_policies: &str) -> String {
+    format!(
+        "keys:\n  custom:\n    goods_id: {{ path_capture: id }}\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    connect_timeout_ms: 300\n    read_timeout_ms: 3000\nroutes:\n  - id: goods\n    match: {{ path: {{ template: '/goods/{{id}}' }} }}\n    cluster: up\n    policies:\n      - hotkey: {rule}\n{more_policies}",
+        up.addr
+    )
+}
+
+fn seen(up: &MockUpstream, path: &str) -> usize {
+    up.received().iter().filter(|r| r.path == path).count()
+}
+
+async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
+    client().get(gw.url(path)).send().await.unwrap()
+}
+
+fn cache_status(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_key_is_served_from_cache_and_cold_keys_are_not() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 20, window: 1s, hot_ttl: 5s, actions: [cache], cache: { ttl: 3s } }",
+        "",
+    ))
+    .start()
+    .await;
+    // Heat item 123 up until its answers come from the cache.
+    eventually(
+        Duration::from_secs(10),
+        "item 123 to be served from cache",
+        || async {
+            let r = get(&gw, "/goods/123").await;
+            assert_eq!(r.status(), 200);
+            cache_status(&r).contains("hit").then_some(())
+        },
+    )
+    .await;
+    // While hot, within one TTL the upstream sees no more requests for it.
+    let before = seen(&up, "/goods/123");
+    for _ in 0..200 {
+        let r = get(&gw, "/goods/123").await;
+        assert_eq!(r.status(), 200);
+        assert!(
+            cache_status(&r).starts_with("breakwater; hit"),
+            "{}",
+            cache_status(&r)
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["path"], "/goods/123");
+    }
+    assert!(
+        seen(&up, "/goods/123") - before <= 1,
+        "at most one refill per TTL; the upstream saw {}",
+        seen(&up, "/goods/123") - before
+    );
+    // A cold item is never cached.
+    for _ in 0..5 {
+        let r = get(&gw, "/goods/9").await;
+        assert_eq!(cache_status(&r), "");
+    }
+    assert_eq!(seen(&up, "/goods/9"), 5);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "breakwater_cache_requests_total{result=\"hit\",rule=\"goods.hotkey\"}"
+        )
+        .is_some_and(|n| n >= 200.0),
+        "{metrics}"
+    );
+    // The admin drops the key's entries: the next request refills.
+    let resp = client()
+        .delete(gw.admin("/cache/goods.hotkey/123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let before = seen(&up, "/goods/123");
+    let r = get(&gw, "/goods/123").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    assert_eq!(seen(&up, "/goods/123"), before + 1);
+    // And a purge empties every cache.
+    let resp = client().delete(gw.admin("/cache")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        cache_status(&get(&gw, "/goods/123").await),
+        "breakwater; fwd=miss"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_misses_make_one_upstream_request() {
+    let up = MockUpstream::start("a").await;
+    up.slow_down(Duration::from_millis(500));
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 10s } }",
+        "",
+    ))
+    .start()
+    .await;
+    let c = client();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (c, url) = (c.clone(), gw.url("/goods/77"));
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                (r.status().as_u16(), cache_status(&r))
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert_eq!(
+        seen(&up, "/goods/77"),
+        1,
+        "one fill for 100 concurrent misses"
+    );
+    let collapsed = statuses
+        .iter()
+        .filter(|(_, c)| c.contains("collapsed"))
+        .count();
+    assert!(collapsed >= 90, "{collapsed} collapsed: {statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_store_is_respected() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true } }",
+        "",
+    ))
+    .start()
+    .await;
+    for _ in 0..5 {
+        let r = get(&gw, "/goods/5?cc=no-store").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    }
+    assert_eq!(
+        seen(&up, "/goods/5"),
+        5,
+        "no-store answers are never served from cache"
+    );
+    // Without it, the second request is a hit.
+    get(&gw, "/goods/6").await;
+    assert!(cache_status(&get(&gw, "/goods/6").await).contains("hit"));
+    assert_eq!(seen(&up, "/goods/6"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
+    let mut up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 1s, stale_ttl: 60s } }",
+        "      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
+    ))
+    .start()
+    .await;
+    assert_eq!(get(&gw, "/goods/1").await.status(), 200);
+    up.kill();
+    // Past the TTL with the upstream dead: the stale copy, not a 502. The
+    // failed refills trip the breaker after three; from then on the breaker
+    // refuses the refill and the stale copy answers that too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..6 {
+        let r = get(&gw, "/goods/1").await;
+        assert_eq!(r.status(), 200, "stale-if-error");
+        assert_eq!(cache_status(&r), "breakwater; hit; detail=stale-if-error");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["path"], "/goods/1");
+    }
+    let breakers = gw.admin_json("/breakers").await;
+    assert_eq!(breakers["breakers"][0]["state"], "open", "{breakers:#}");
+    // An item never cached has nothing to fall back on.
+    assert_eq!(get(&gw, "/goods/2").await.status(), 503);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "breakwater_cache_requests_total{result=\"stale\",rule=\"goods.hotkey\"}"
+        )
+        .is_some_and(|n| n >= 6.0),
+        "{metrics}"
+    );
+}
