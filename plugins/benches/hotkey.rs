@@ -1,4 +1,5 @@
-//! Hot-key detector updates per second on one core, in steady state.
+//! Hot-key detector updates per second on one core, in steady state; and
+//! the cost of a cache hit through a `hotkey` rule.
 //!
 //! A rule with the default sketch and `max_tracked`, threshold 100 per 1 s,
 //! fed a Zipf stream over 1M keys at a simulated 1M events/s (the stream is
@@ -61,9 +62,76 @@ fn updates(c: &mut Criterion) {
     g.finish();
 }
 
+/// One request through a `hotkey` rule with `cache: { always: true }` whose
+/// answer (1 KiB body, 3 headers) is cached: hash the key, count it, look
+/// the answer up, build the response (header copies, `Age`, `Cache-Status`;
+/// the body is shared, not copied).
+fn cache_hit(c: &mut Criterion) {
+    use breakwater_plugins::block_list::BlockList;
+    use breakwater_plugins::hotkey::HotKeyConfig;
+    use breakwater_plugins::{
+        Clock, Decision, FakeClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView,
+    };
+    use http::{HeaderMap, HeaderValue, Method};
+    use std::sync::Arc;
+
+    let clock = FakeClock::new();
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let env = PolicyEnv {
+        custom_keys: &[],
+        clock: shared.clone(),
+        blocks: Arc::new(BlockList::new(10, shared)),
+        hot_events: Default::default(),
+        cluster: "bench",
+        cluster_endpoints: &[],
+    };
+    let cfg: HotKeyConfig = serde_yaml::from_str(
+        "{ key: user, threshold: 1000000, window: 1s, actions: [cache], cache: { always: true, ttl: 1h } }",
+    )
+    .unwrap();
+    let rule = cfg.compile("bench.hotkey".into(), "bench", &env).unwrap();
+    let keys = RequestKeys {
+        endpoint: Arc::from("goods"),
+        ip: "10.0.0.1".parse().unwrap(),
+        user: Some("alice".into()),
+        custom: vec![],
+    };
+    let headers = HeaderMap::new();
+    let request = |permits: &mut Permits| {
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/goods/1",
+            query: None,
+            headers: &headers,
+            keys: &keys,
+            grpc: false,
+            now_nanos: clock.now_nanos(),
+        };
+        rule.on_request(&view, permits)
+    };
+    // Fill it.
+    let mut permits = Permits::default();
+    assert!(matches!(request(&mut permits), Decision::Continue));
+    let mut answer = HeaderMap::new();
+    answer.insert("content-type", HeaderValue::from_static("application/json"));
+    answer.insert("etag", HeaderValue::from_static("\"v1\""));
+    answer.insert("x-upstream", HeaderValue::from_static("goods-1"));
+    permits.tap_header(200, &answer);
+    permits.tap_body(&[b'x'; 1024], true);
+    drop(permits);
+    c.bench_function("hotkey_cache_hit", |b| {
+        b.iter(|| {
+            let mut permits = Permits::default();
+            let d = request(&mut permits);
+            assert!(matches!(d, Decision::Respond(_)));
+            std::hint::black_box(d)
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(4));
-    targets = updates
+    targets = updates, cache_hit
 }
 criterion_main!(benches);
