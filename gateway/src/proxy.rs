@@ -541,6 +541,16 @@ impl ProxyHttp for Gateway {
             if let Some(s) = grpc_status(&upstream_response.headers) {
                 ctx.upstream_grpc_status = Some(s);
             }
+            // A server error, and a policy left a stale copy: end the exchange
+            // here, and `fail_to_proxy` answers with the copy (stale-if-error).
+            if upstream_response.status.is_server_error() && ctx.permits.has_fallback() {
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "the upstream answered with a server error",
+                );
+                e.esource = ErrorSource::Upstream;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -570,6 +580,7 @@ impl ProxyHttp for Gateway {
             ctx.permits
                 .tap_header(response.status.as_u16(), &response.headers);
         }
+        // Headers policies add to the upstream's answer.
         for (name, value) in ctx.permits.response_headers() {
             response.insert_header(name.clone(), value.clone())?;
         }
@@ -622,7 +633,9 @@ impl ProxyHttp for Gateway {
         };
         // The upstream failed: a stale cached answer, if a policy left one,
         // is better than an error (stale-if-error).
-        let fallback = if matches!(error, "upstream_timeout" | "upstream_unavailable") {
+        let upstream_failed = matches!(error, "upstream_timeout" | "upstream_unavailable")
+            || (error == "http_error" && status >= 500);
+        let fallback = if upstream_failed {
             ctx.permits.take_fallback()
         } else {
             None

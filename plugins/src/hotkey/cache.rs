@@ -5,8 +5,8 @@
 //!   overhead per entry), evicting by its TinyLFU policy past `max_bytes`.
 //! - **Fresh, then stale**: an entry is fresh for `ttl` (or the upstream's
 //!   `max-age`, if shorter), then kept `stale_ttl` longer for stale-if-error:
-//!   served only when the upstream fails or a later policy (an open breaker)
-//!   refuses the refill.
+//!   served only when the upstream fails (no answer, or a 5xx) or a later
+//!   policy (an open breaker) refuses the refill.
 //! - **What is stored**: configured statuses (200 by default); never a
 //!   response with `Cache-Control: no-store`, `private` or `no-cache`, with
 //!   `max-age=0`, or with `Set-Cookie`; never a request with `Authorization`

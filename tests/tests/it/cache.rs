@@ -168,6 +168,38 @@ async fn no_store_is_respected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_error_is_answered_with_the_stale_copy() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 1s, stale_ttl: 60s } }",
+        "",
+    ))
+    .start()
+    .await;
+    assert_eq!(get(&gw, "/goods/3").await.status(), 200);
+    up.fail_with(500);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        let r = get(&gw, "/goods/3").await;
+        assert_eq!(r.status(), 200, "the stale copy, not the 500");
+        assert_eq!(cache_status(&r), "breakwater; hit; detail=stale-if-error");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["path"], "/goods/3");
+    }
+    assert_eq!(seen(&up, "/goods/3"), 4, "each refill still went upstream");
+    // The 500 was not stored: once the upstream recovers, a fresh answer.
+    up.fail_with(0);
+    let r = get(&gw, "/goods/3").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_status(&r), "breakwater; fwd=stale");
+    assert!(cache_status(&get(&gw, "/goods/3").await).contains("hit; ttl="));
+    // An item with nothing cached gets the upstream's own error.
+    up.fail_with(500);
+    assert_eq!(get(&gw, "/goods/4").await.status(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
     let mut up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
