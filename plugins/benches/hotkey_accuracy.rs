@@ -19,9 +19,7 @@
 //! Run: `cargo bench -p breakwater-plugins --bench hotkey_accuracy`
 //! (`MAX_TRACKED=24576` to size the candidate table differently).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use breakwater_plugins::hotkey::{DetectorConfig, HotKeyDetector};
@@ -31,29 +29,9 @@ use breakwater_plugins::window::{SlidingWindow, WindowSpec};
 mod zipf;
 use zipf::Zipf;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{live, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -115,7 +93,7 @@ fn main() {
         }
         drop(windows);
 
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = live();
         let d = HotKeyDetector::new(config());
         let mut detected: HashSet<u64> = HashSet::new();
         let started = Instant::now();
@@ -126,7 +104,7 @@ fn main() {
             }
         }
         let ns = started.elapsed().as_nanos() as f64 / EVENTS as f64;
-        let held = LIVE.load(Ordering::Relaxed) - before;
+        let held = live() - before;
         let pr = |truth: &HashSet<u64>| {
             let hits = detected.intersection(truth).count() as f64;
             (

@@ -15,16 +15,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::block_list::{BlockHit, BlockList};
+pub use crate::block_list::blocked_rejection;
+use crate::block_list::BlockList;
 use crate::duration::HumanDuration;
 use crate::log_throttle::LogThrottle;
 use crate::rate_limit::config_checks::{check_max_keys, check_status, default_max_keys};
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyNames, KeyState, KeyedStore};
 use crate::window::{hottest, SlidingWindow, WindowSpec};
-use crate::{
-    Clock, ConfigError, Decision, KeySpec, Permits, Policy, PolicyEnv, Rejection, RequestView,
-};
+use crate::{Clock, ConfigError, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
 
 /// `abuse:` in a route's `policies`.
 ///
@@ -134,19 +133,6 @@ impl AbuseConfig {
     }
 }
 
-/// The refusal for a blocked key.
-pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
-    let secs = hit.remaining.as_nanos().div_ceil(1_000_000_000).max(1) as u64;
-    Rejection {
-        status: hit.status,
-        grpc_status: if hit.status == 429 { 8 } else { 7 },
-        kind: "blocked",
-        policy: hit.source.clone(),
-        reason: format!("{} is blocked for {secs}s more: {}", hit.key, hit.reason),
-        headers: vec![(http::header::RETRY_AFTER, http::HeaderValue::from(secs))],
-    }
-}
-
 impl Policy for Abuse {
     fn name(&self) -> &str {
         &self.name
@@ -201,25 +187,15 @@ impl Policy for Abuse {
             return Decision::Continue;
         }
         let text = format!("{}:{value}", self.key.text());
-        if let Err(e) = self.blocks.block_hashed(
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Decision::Reject(self.blocks.block_and_refuse(
             hash,
-            text.clone(),
+            text,
             self.block_for,
-            reason.clone(),
+            reason,
             &self.name,
             self.status,
-        ) {
-            // Still refuse this request; the detector fires again next time.
-            tracing::warn!(target: "breakwater::blocks", policy = %self.name, key = %text, error = %e, "could not block");
-        }
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        Decision::Reject(blocked_rejection(&BlockHit {
-            key: text,
-            reason,
-            source: self.name.clone(),
-            status: self.status,
-            remaining: self.block_for,
-        }))
+        ))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use crate::store::KeyHasher;
-use crate::{Clock, KeySpec, RequestKeys};
+use crate::{Clock, KeySpec, Rejection, RequestKeys};
 
 /// One block.
 #[derive(Debug, Clone)]
@@ -93,6 +93,19 @@ pub struct BlockList {
 }
 
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The refusal for a blocked key.
+pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
+    let secs = hit.remaining.as_nanos().div_ceil(1_000_000_000).max(1) as u64;
+    Rejection {
+        status: hit.status,
+        grpc_status: if hit.status == 429 { 8 } else { 7 },
+        kind: "blocked",
+        policy: hit.source.clone(),
+        reason: format!("{} is blocked for {secs}s more: {}", hit.key, hit.reason),
+        headers: vec![(http::header::RETRY_AFTER, http::HeaderValue::from(secs))],
+    }
+}
 
 impl BlockList {
     pub fn new(cap: usize, clock: Arc<dyn Clock>) -> Self {
@@ -206,6 +219,33 @@ impl BlockList {
     }
 
     /// Blocks a key written as `<key>:<value>` (the admin's form).
+    /// Blocks `hash` (shown as `text`) and returns the refusal for the
+    /// request that tripped the block. A full list still refuses this request
+    /// (the detector fires again on the next one) and logs why it could not
+    /// block.
+    pub fn block_and_refuse(
+        &self,
+        hash: u64,
+        text: String,
+        duration: Duration,
+        reason: String,
+        source: &str,
+        status: u16,
+    ) -> Rejection {
+        if let Err(e) =
+            self.block_hashed(hash, text.clone(), duration, reason.clone(), source, status)
+        {
+            tracing::warn!(target: "breakwater::blocks", policy = %source, key = %text, error = %e, "could not block");
+        }
+        blocked_rejection(&BlockHit {
+            key: text,
+            reason,
+            source: source.to_string(),
+            status,
+            remaining: duration,
+        })
+    }
+
     pub fn block_text(
         &self,
         text: &str,

@@ -12,8 +12,7 @@ use serde::Serialize;
 use super::cache::ResponseCache;
 use super::detector::{DetectorConfig, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
-use crate::abuse::blocked_rejection;
-use crate::block_list::{BlockHit, BlockList};
+use crate::block_list::BlockList;
 use crate::rate_limit::RateLimit;
 use crate::report::{LimitCounts, LimitReport};
 use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
@@ -175,24 +174,11 @@ impl HotKeyRule {
             "hot key: over {} per window",
             self.detector.config().threshold
         );
-        if let Err(e) = self.blocks.block_hashed(
-            hash,
-            text.clone(),
-            duration,
-            reason.clone(),
-            &self.name,
-            status,
-        ) {
-            tracing::warn!(target: "breakwater::blocks", policy = %self.name, key = %text, error = %e, "could not block");
-        }
         self.blocked.fetch_add(1, Ordering::Relaxed);
-        Decision::Reject(blocked_rejection(&BlockHit {
-            key: text,
-            reason,
-            source: self.name.clone(),
-            status,
-            remaining: duration,
-        }))
+        Decision::Reject(
+            self.blocks
+                .block_and_refuse(hash, text, duration, reason, &self.name, status),
+        )
     }
 }
 
