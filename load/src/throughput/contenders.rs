@@ -20,8 +20,9 @@ pub enum Contender {
     BarePingora,
     /// Breakwater, one route, no policies.
     BreakwaterBare,
-    /// Breakwater with per-IP and per-user rate limits, a circuit breaker, a
-    /// concurrency limit and per-user abuse windows.
+    /// Breakwater with per-IP and per-user rate limits, per-user abuse
+    /// windows, per-user hot-key detection, a circuit breaker and a
+    /// concurrency limit.
     BreakwaterChain,
 }
 
@@ -201,6 +202,7 @@ fn gateway_config(
       - rate_limit: { key: ip, limit: 10000000, window: 1s, burst: 1000000 }
       - rate_limit: { key: user, limit: 1000000, window: 1s, burst: 100000 }
       - abuse: { key: user, threshold: 100000000, window: 10s, block_for: 1m }
+      - hotkey: { key: user, threshold: 100000000, window: 1s, actions: [observe] }
       - circuit_breaker: { consecutive_failures: 5, error_ratio: 0.5, min_requests: 20, open: 5s }
       - concurrency_limit: { max: 100000 }
 "#
