@@ -78,6 +78,8 @@ pub struct RequestParts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub peer: IpAddr,
+    /// A gRPC call: its endpoint key is `package.Service/Method`.
+    pub grpc: bool,
 }
 
 impl KeyExtractor {
@@ -88,7 +90,11 @@ impl KeyExtractor {
         captures: &Captures,
     ) -> RequestKeys {
         let endpoint = &route.endpoint;
-        let endpoint = if self.by_method {
+        let endpoint = if req.grpc {
+            // Every gRPC call is a POST to /package.Service/Method: the
+            // method path says which endpoint it is, not the HTTP method.
+            Arc::from(req.path.trim_start_matches('/'))
+        } else if self.by_method {
             endpoint
                 .by_method
                 .get(req.method)
@@ -296,6 +302,7 @@ mod tests {
             query: Some("x=1&user=al%69ce&empty="),
             headers: &headers,
             peer: ip("127.0.0.1"),
+            grpc: false,
         };
         let read = |s: KeySource, slot| read_source(&s, &req, slot, &captures);
         assert_eq!(

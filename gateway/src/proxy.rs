@@ -303,6 +303,7 @@ impl ProxyHttp for Gateway {
             query: req.uri.query(),
             headers: &req.headers,
             peer,
+            grpc: ctx.grpc,
         };
         let keys = snapshot
             .keys

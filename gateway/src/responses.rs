@@ -74,6 +74,11 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
             HeaderName::from_static("grpc-status"),
             HeaderValue::from(u16::from(r.grpc_status)),
         ));
+        let pushback = retry_pushback_ms(r.error, r.grpc_status, &headers);
+        headers.push((
+            HeaderName::from_static("grpc-retry-pushback-ms"),
+            HeaderValue::from(pushback),
+        ));
         let message = grpc_message(r.reason, r.policy.or(r.cluster));
         if let Ok(v) = HeaderValue::from_str(&message) {
             headers.push((HeaderName::from_static("grpc-message"), v));
@@ -107,6 +112,27 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
     }
 }
 
+/// `grpc-retry-pushback-ms` for a refusal: gRPC clients with retry
+/// throttling wait this long before retrying, or do not retry at all when it
+/// is negative. Negative while a breaker is open (retrying cannot help until
+/// it probes) and for refusals a retry cannot fix; otherwise the refusal's
+/// `Retry-After`, or one second.
+fn retry_pushback_ms(error: &str, grpc_status: u8, headers: &[(HeaderName, HeaderValue)]) -> i64 {
+    if error == "circuit_open" {
+        return -1;
+    }
+    let retry_after = headers
+        .iter()
+        .find(|(n, _)| n == http::header::RETRY_AFTER)
+        .and_then(|(_, v)| v.to_str().ok()?.trim().parse::<i64>().ok());
+    match (retry_after, grpc_status) {
+        (Some(secs), _) => secs.saturating_mul(1000),
+        // RESOURCE_EXHAUSTED, UNAVAILABLE: worth retrying a little later.
+        (None, 8 | 14) => 1000,
+        (None, _) => -1,
+    }
+}
+
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec): space and
 /// printable ASCII except `%` pass through.
 fn grpc_message(reason: &str, who: Option<&str>) -> String {
@@ -128,6 +154,44 @@ fn grpc_message(reason: &str, who: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grpc_refusal(
+        error: &'static str,
+        grpc_status: u8,
+        retry_after: Option<u64>,
+    ) -> GatewayResponse {
+        render(
+            Refusal {
+                status: 429,
+                grpc_status,
+                error,
+                reason: "r",
+                policy: Some("p"),
+                cluster: None,
+                route: None,
+                extra_headers: retry_after
+                    .map(|s| vec![(http::header::RETRY_AFTER, HeaderValue::from(s))])
+                    .unwrap_or_default(),
+            },
+            true,
+        )
+    }
+
+    fn pushback(r: &GatewayResponse) -> &str {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == "grpc-retry-pushback-ms")
+            .map(|(_, v)| v.to_str().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn grpc_refusals_tell_clients_when_to_retry() {
+        assert_eq!(pushback(&grpc_refusal("rate_limited", 8, Some(2))), "2000");
+        assert_eq!(pushback(&grpc_refusal("overloaded", 14, None)), "1000");
+        assert_eq!(pushback(&grpc_refusal("circuit_open", 14, Some(5))), "-1");
+        assert_eq!(pushback(&grpc_refusal("denied", 7, None)), "-1");
+    }
 
     fn refusal() -> Refusal<'static> {
         Refusal {

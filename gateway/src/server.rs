@@ -36,11 +36,23 @@ fn server_conf(s: &ServerFile) -> ServerConf {
     }
 }
 
-/// Binds one downstream listener. One arm per protocol, so h2c and TLS with
-/// ALPN add an arm here and nothing else changes.
+/// Binds one downstream listener. One arm per protocol, so TLS with ALPN
+/// adds an arm here and nothing else changes.
+///
+/// Pingora keeps the h2c switch per service, not per listener: an `h2c`
+/// listener turns it on for the proxy, and since Pingora tells HTTP/2 from
+/// HTTP/1.1 by the connection preface, every listener then takes both.
 fn add_listener(service: &mut Service<HttpProxy<Gateway>>, listener: &ListenerFile) {
     match listener.protocol {
         ListenerProtocol::Http1 => service.add_tcp(&listener.address),
+        ListenerProtocol::H2c => {
+            if let Some(app) = service.app_logic_mut() {
+                let mut options = app.server_options.clone().unwrap_or_default();
+                options.h2c = true;
+                app.server_options = Some(options);
+            }
+            service.add_tcp(&listener.address)
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use breakwater_plugins::retry::RetryBudget;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{Histogram, IntCounter};
 
@@ -31,6 +32,9 @@ pub struct Cluster {
     pub timeouts: ClusterTimeouts,
     pub tls: bool,
     pub sni: String,
+    /// HTTP/2 with prior knowledge, with this many streams per connection;
+    /// `None` for HTTP/1.1.
+    pub h2_streams: Option<usize>,
     /// `breakwater_upstream_latency_seconds{cluster}`.
     pub latency: Histogram,
     pub budget: RetryBudget,
@@ -96,12 +100,20 @@ impl Cluster {
             timeouts,
             tls,
             sni,
+            h2_streams: None,
             latency: accounting.latency,
             budget: accounting.budget,
             attempts: accounting.attempts,
             retries: accounting.retries,
             budget_exhausted: accounting.budget_exhausted,
         })
+    }
+
+    /// Speaks HTTP/2 with prior knowledge (h2c) to the endpoints, with up to
+    /// `streams` concurrent streams per connection.
+    pub fn speak_h2(mut self, streams: usize) -> Self {
+        self.h2_streams = Some(streams.max(1));
+        self
     }
 
     /// The next endpoint in round-robin order, as a Pingora peer carrying this
@@ -127,6 +139,12 @@ impl Cluster {
         o.read_timeout = Some(self.timeouts.read);
         o.write_timeout = Some(self.timeouts.write);
         o.idle_timeout = Some(self.timeouts.idle);
+        if let Some(streams) = self.h2_streams {
+            // Plaintext with HTTP/2 as the minimum: Pingora speaks h2c
+            // with prior knowledge.
+            o.alpn = ALPN::H2;
+            o.max_h2_streams = streams;
+        }
         Some(Box::new(peer))
     }
 }

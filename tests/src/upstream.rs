@@ -138,6 +138,7 @@ async fn handle(
             "query": query,
             "headers": headers,
             "body_len": body.len(),
+            "version": format!("{:?}", parts.version),
             "body_fnv": fnv(&body).to_string(),
         })
         .to_string()

@@ -303,7 +303,13 @@ fn compile_cluster(
         retries: metrics.retries.with_label_values(&[name]),
         budget_exhausted: metrics.budget_exhausted.with_label_values(&[name]),
     };
-    Cluster::new(
+    if c.h2_streams == 0 || c.h2_streams > 10_000 {
+        return Err(ConfigError::new(
+            format!("{path}.h2_streams"),
+            "must be between 1 and 10000",
+        ));
+    }
+    let cluster = Cluster::new(
         name,
         c.endpoints.clone(),
         timeouts,
@@ -311,7 +317,12 @@ fn compile_cluster(
         c.sni.clone(),
         accounting,
     )
-    .map_err(|e| ConfigError::new(format!("{path}.endpoints"), format!("cannot resolve: {e}")))
+    .map_err(|e| ConfigError::new(format!("{path}.endpoints"), format!("cannot resolve: {e}")))?;
+    Ok(if c.protocol.is_h2() {
+        cluster.speak_h2(c.h2_streams)
+    } else {
+        cluster
+    })
 }
 
 fn compile_matcher(m: &MatchFile, path: &str) -> Result<RouteMatcher, ConfigError> {

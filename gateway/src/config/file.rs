@@ -86,8 +86,30 @@ pub struct ListenerFile {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerProtocol {
+    /// HTTP/1.1 only.
     #[default]
     Http1,
+    /// HTTP/2 with prior knowledge (h2c: gRPC, Dubbo triple) *and*
+    /// HTTP/1.1, told apart by the connection preface.
+    H2c,
+}
+
+/// What a cluster's endpoints speak.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plaintext.
+    H2c,
+    /// gRPC: HTTP/2 with prior knowledge (the same as `h2c`).
+    Grpc,
+}
+
+impl UpstreamProtocol {
+    pub fn is_h2(self) -> bool {
+        matches!(self, Self::H2c | Self::Grpc)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -187,10 +209,20 @@ pub struct ClusterFile {
     /// SNI and `Host` for TLS upstreams; defaults to empty (no SNI).
     #[serde(default)]
     pub sni: String,
+    /// `http1` (default), `h2c` or `grpc` (HTTP/2 with prior knowledge).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Concurrent HTTP/2 streams per upstream connection.
+    #[serde(default = "default_h2_streams")]
+    pub h2_streams: usize,
     /// Caps the retries of every route to this cluster (20% of recent
     /// requests, at least 3 per second, by default).
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+}
+
+fn default_h2_streams() -> usize {
+    100
 }
 
 fn default_connect_timeout_ms() -> u64 {

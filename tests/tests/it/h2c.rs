@@ -1,0 +1,109 @@
+//! HTTP/2 with prior knowledge (h2c), downstream and upstream, beside
+//! HTTP/1.1 on the same listener, and gRPC-shaped refusals over it.
+
+use breakwater_tests::{client, MockUpstream};
+use serde_json::Value;
+
+use crate::gateway;
+
+fn h2c_config(up: &MockUpstream, policies: &str) -> String {
+    format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    protocol: h2c\nroutes:\n  - id: all\n    cluster: up\n{policies}",
+        up.addr
+    )
+}
+
+fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_and_http1_share_a_listener_and_the_upstream_speaks_h2c() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&h2c_config(&up, "")).start().await;
+    let h2 = h2_client();
+    // Concurrent HTTP/2 requests, with a 1 MiB body each way.
+    let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (h2, url, body) = (h2.clone(), gw.url("/upload"), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = h2.post(url).body(body).send().await.unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let echo = t.await.unwrap();
+        assert_eq!(echo["body_len"], 1 << 20);
+        assert_eq!(
+            echo["version"], "HTTP/2.0",
+            "the upstream was spoken to in h2c"
+        );
+    }
+    let r = h2
+        .get(gw.url("/download?bytes=3000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 3_000_000);
+    // HTTP/1.1 on the same port.
+    let r = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0");
+    // Requests were multiplexed over few upstream connections.
+    assert!(
+        up.connections() <= 4,
+        "{} upstream connections",
+        up.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_refusals_are_trailers_only_with_pushback() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&h2c_config(
+        &up,
+        "    policies:\n      - rate_limit: { key: ip, limit: 2, window: 1m }\n",
+    ))
+    .start()
+    .await;
+    let h2 = h2_client();
+    let call = || {
+        h2.post(gw.url("/shop.Goods/Get"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8, 0, 0, 0, 0])
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(call().await.unwrap().status(), 200);
+    }
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 200, "gRPC refusals are HTTP 200");
+    let h = r.headers();
+    assert_eq!(h["grpc-status"], "8", "RESOURCE_EXHAUSTED");
+    assert!(h["grpc-message"]
+        .to_str()
+        .unwrap()
+        .contains("all.rate_limit"));
+    let pushback: i64 = h["grpc-retry-pushback-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pushback > 0, "{pushback}");
+    assert_eq!(up.count(), 2, "the refused call never reached the upstream");
+    // A gRPC call's endpoint key is its method path.
+    let log = gw.access_log();
+    assert!(
+        log.iter().any(|l| l["endpoint"] == "shop.Goods/Get"),
+        "{log:?}"
+    );
+}
