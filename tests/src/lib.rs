@@ -7,6 +7,7 @@
 //! never on fixed sleeps.
 
 pub mod gateway;
+pub mod grpc;
 pub mod upstream;
 
 pub use gateway::{free_port, Gateway, GatewayBuilder};

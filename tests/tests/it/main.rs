@@ -8,6 +8,7 @@ mod config_check;
 mod deadlines;
 mod dedupe;
 mod deny;
+mod grpc;
 mod h2c;
 mod hotkeys;
 mod keys;

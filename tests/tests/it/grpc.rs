@@ -1,0 +1,176 @@
+//! Real gRPC (tonic client and server) through the gateway over h2c: the
+//! four call shapes, status-aware limits and breakers, and deadlines.
+
+use std::time::Duration;
+
+use breakwater_tests::grpc::{EchoClient, GrpcUpstream, Msg};
+use breakwater_tests::Gateway;
+use tonic::{Code, Request};
+
+use crate::gateway;
+
+async fn grpc_gateway(up: &GrpcUpstream, policies: &str) -> Gateway {
+    gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo:\n    protocol: grpc\n    endpoints: [\"{}\"]\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n{policies}",
+        up.addr
+    ))
+    .start()
+    .await
+}
+
+fn msg(text: &str, n: u32) -> Msg {
+    Msg {
+        text: text.into(),
+        n,
+    }
+}
+
+async fn client(gw: &Gateway) -> EchoClient {
+    EchoClient::connect(([127, 0, 0, 1], gw.port).into()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unary_and_streaming_calls_pass_through() {
+    let up = GrpcUpstream::start().await;
+    let gw = grpc_gateway(&up, "").await;
+    let mut c = client(&gw).await;
+    let r = c.unary(Request::new(msg("hello", 7))).await.unwrap();
+    assert_eq!(r.into_inner(), msg("hello", 7));
+    let streamed = c.server_stream(Request::new(msg("s", 50))).await.unwrap();
+    assert_eq!(streamed.len(), 50);
+    assert_eq!(streamed[49], msg("s", 49));
+    let joined = c
+        .client_stream((0..20).map(|i| msg(&i.to_string(), i)).collect())
+        .await
+        .unwrap();
+    assert_eq!(joined.n, 20);
+    assert!(joined.text.starts_with("012345"));
+    let echoed = c.bidi(vec![msg("a", 1), msg("b", 2)]).await.unwrap();
+    assert_eq!(echoed, vec![msg("A", 1), msg("B", 2)]);
+    // Upstream errors reach the client with their code and trailers intact.
+    up.fail_with(Code::NotFound);
+    let e = c.unary(Request::new(msg("x", 0))).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "told to fail");
+    // The access log names the gRPC method as the endpoint.
+    assert!(gw
+        .access_log()
+        .iter()
+        .any(|l| l["endpoint"] == "test.Echo/ServerStream"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_answers_resource_exhausted_with_pushback() {
+    let up = GrpcUpstream::start().await;
+    let gw = grpc_gateway(
+        &up,
+        "    policies:\n      - rate_limit: { key: endpoint, limit: 3, window: 1m }\n",
+    )
+    .await;
+    let mut c = client(&gw).await;
+    for _ in 0..3 {
+        c.unary(Request::new(msg("ok", 1))).await.unwrap();
+    }
+    let e = c.unary(Request::new(msg("no", 1))).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("echo.rate_limit"), "{}", e.message());
+    let pushback: i64 = e
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("pushback")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pushback > 0);
+    assert_eq!(up.calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unavailable_answers_open_the_breaker_which_then_answers_unavailable_itself() {
+    let up = GrpcUpstream::start().await;
+    let gw = grpc_gateway(
+        &up,
+        "    policies:\n      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
+    )
+    .await;
+    let mut c = client(&gw).await;
+    up.fail_with(Code::Unavailable);
+    for _ in 0..3 {
+        let e = c.unary(Request::new(msg("x", 1))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert_eq!(e.message(), "told to fail", "the upstream's own answer");
+    }
+    assert_eq!(up.calls(), 3);
+    let e = c.unary(Request::new(msg("x", 1))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("circuit"), "{}", e.message());
+    assert_eq!(
+        e.metadata()
+            .get("grpc-retry-pushback-ms")
+            .map(|v| v.to_str().unwrap()),
+        Some("-1"),
+        "do not retry"
+    );
+    assert_eq!(
+        up.calls(),
+        3,
+        "the open breaker kept the call off the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deadlines_are_forwarded_decreased_and_expired_ones_are_not_forwarded() {
+    let up = GrpcUpstream::start().await;
+    let gw = grpc_gateway(&up, "    timeouts: { total: 10s }\n").await;
+    let mut c = client(&gw).await;
+    let mut req = Request::new(msg("t", 1));
+    req.set_timeout(Duration::from_secs(5));
+    c.unary(req).await.unwrap();
+    let forwarded = up
+        .timeouts()
+        .pop()
+        .flatten()
+        .expect("a grpc-timeout upstream");
+    let unit = forwarded.chars().last().unwrap();
+    let value: u64 = forwarded[..forwarded.len() - 1].parse().unwrap();
+    let nanos = value
+        * match unit {
+            'H' => 3_600_000_000_000,
+            'M' => 60_000_000_000,
+            'S' => 1_000_000_000,
+            'm' => 1_000_000,
+            'u' => 1_000,
+            'n' => 1,
+            other => panic!("unit {other}"),
+        };
+    assert!(
+        nanos < 5_000_000_000 && nanos > 4_000_000_000,
+        "forwarded {forwarded}: the caller's 5 s less the time spent"
+    );
+    // The smaller of the caller's and the route's: the route's 10 s caps 60 s.
+    let mut req = Request::new(msg("t", 1));
+    req.set_timeout(Duration::from_secs(60));
+    c.unary(req).await.unwrap();
+    let forwarded = up.timeouts().pop().flatten().unwrap();
+    assert!(forwarded.ends_with('m') || forwarded.ends_with('S') || forwarded.ends_with('u'));
+    // An expired deadline is answered without calling the upstream. (A tonic
+    // client gives up on such a call itself, so this one is sent raw.)
+    let calls = up.calls();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(gw.url("/test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "0n")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(up.calls(), calls, "never forwarded");
+}
