@@ -174,3 +174,39 @@ async fn deadlines_are_forwarded_decreased_and_expired_ones_are_not_forwarded() 
     assert_eq!(r.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
     assert_eq!(up.calls(), calls, "never forwarded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_calls_are_retried_only_on_routes_that_call_them_idempotent() {
+    let up = GrpcUpstream::start().await;
+    // An endpoint that refuses connections, beside the live one.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let config = |idempotent: bool| {
+        format!(
+            "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo:\n    protocol: grpc\n    endpoints: [\"{dead_addr}\", \"{}\"]\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    retry: {{ attempts: 1, backoff: 1ms, max_backoff: 2ms, idempotent: {idempotent} }}\n",
+            up.addr
+        )
+    };
+    // Not declared idempotent: a call that lands on the dead endpoint fails.
+    let gw = gateway(&config(false)).start().await;
+    let mut c = client(&gw).await;
+    let mut failed = 0;
+    for _ in 0..6 {
+        if let Err(e) = c.unary(Request::new(msg("x", 1))).await {
+            assert_eq!(e.code(), Code::Unavailable);
+            failed += 1;
+        }
+    }
+    assert!(
+        failed >= 2,
+        "round robin sent calls to the dead endpoint: {failed} failed"
+    );
+    drop(gw);
+    // Declared idempotent: those calls are retried on the live endpoint.
+    let gw = gateway(&config(true)).start().await;
+    let mut c = client(&gw).await;
+    for _ in 0..6 {
+        c.unary(Request::new(msg("x", 1))).await.unwrap();
+    }
+}
