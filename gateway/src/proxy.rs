@@ -355,9 +355,13 @@ impl ProxyHttp for Gateway {
                 ctx.decided_by = v.decided_by(&route.chain).map(|p| p.name().to_string());
                 match v.decision {
                     Decision::Continue | Decision::Wait(_) => None,
-                    // A stale cached answer beats a refusal (an open breaker,
-                    // a full queue): stale-if-error.
-                    Decision::Reject(_) if ctx.permits.has_fallback() => {
+                    // A stale cached answer beats a refusal for unavailability
+                    // (an open breaker, a full queue): stale-if-error. Never
+                    // for access control (denied, blocked, rate limited).
+                    Decision::Reject(r)
+                        if ctx.permits.has_fallback()
+                            && matches!(r.kind, "circuit_open" | "overloaded") =>
+                    {
                         ctx.disposition = Disposition::Responded;
                         ctx.permits.take_fallback().map(GatewayResponse::from)
                     }

@@ -9,7 +9,7 @@ use crate::gateway;
 
 fn cached_route(up: &MockUpstream, rule: &str, more_policies: &str) -> String {
     format!(
-        "keys:\n  custom:\n    goods_id: {{ path_capture: id }}\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    connect_timeout_ms: 300\n    read_timeout_ms: 3000\nroutes:\n  - id: goods\n    match: {{ path: {{ template: '/goods/{{id}}' }} }}\n    cluster: up\n    policies:\n      - hotkey: {rule}\n{more_policies}",
+        "keys:\n  user: {{ header: x-user-id }}\n  custom:\n    goods_id: {{ path_capture: id }}\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    connect_timeout_ms: 300\n    read_timeout_ms: 3000\nroutes:\n  - id: goods\n    match: {{ path: {{ template: '/goods/{{id}}' }} }}\n    cluster: up\n    policies:\n      - hotkey: {rule}\n{more_policies}",
         up.addr
     )
 }
@@ -218,7 +218,7 @@ async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
     let gw = gateway(&cached_route(
         &up,
         "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 1s, stale_ttl: 60s } }",
-        "      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
+        "      - deny: { users: [mallory] }\n      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
     ))
     .start()
     .await;
@@ -239,6 +239,14 @@ async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
     assert_eq!(breakers["breakers"][0]["state"], "open", "{breakers:#}");
     // An item never cached has nothing to fall back on.
     assert_eq!(get(&gw, "/goods/2").await.status(), 503);
+    // Access control is never papered over with a stale copy.
+    let denied = client()
+        .get(gw.url("/goods/1"))
+        .header("x-user-id", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
     let metrics = gw.metrics().await;
     assert!(
         metric_value(
