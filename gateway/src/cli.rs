@@ -57,12 +57,18 @@ pub fn main() -> ExitCode {
         "breakwater starting"
     );
     drop(snapshot);
-    let server = build(
+    let server = match build(
         state,
         RunFlags {
             upgrade: cli.upgrade,
             daemon: cli.daemon,
         },
-    );
+    ) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("breakwater: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     server.run_forever()
 }

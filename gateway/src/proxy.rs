@@ -479,7 +479,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -499,7 +499,8 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(FORWARDED_FOR, value)?;
         }
         if !upstream.headers.contains_key(&FORWARDED_PROTO) {
-            upstream.insert_header(FORWARDED_PROTO, "http")?;
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            upstream.insert_header(FORWARDED_PROTO, if tls { "https" } else { "http" })?;
         }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(REQUEST_ID, id.clone())?;

@@ -9,11 +9,12 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, AdminServer};
-use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
+use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
 use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
 use crate::watch::ReloadTriggers;
+use pingora::listeners::tls::TlsSettings;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,13 +37,33 @@ fn server_conf(s: &ServerFile) -> ServerConf {
     }
 }
 
-/// Binds one downstream listener. One arm per protocol, so TLS with ALPN
-/// adds an arm here and nothing else changes.
+/// TLS settings for a listener: its certificate and key (rustls), with ALPN
+/// offering HTTP/2 and HTTP/1.1. The error says which file could not be used.
+pub fn tls_settings(tls: &ListenerTlsFile) -> Result<TlsSettings, String> {
+    for (what, path) in [("certificate", &tls.cert), ("key", &tls.key)] {
+        std::fs::metadata(path).map_err(|e| format!("cannot read the {what} {path}: {e}"))?;
+    }
+    let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
+        .map_err(|e| format!("cannot load {} and {}: {e}", tls.cert, tls.key))?;
+    settings.enable_h2();
+    Ok(settings)
+}
+
+/// Binds one downstream listener.
 ///
 /// Pingora keeps the h2c switch per service, not per listener: an `h2c`
 /// listener turns it on for the proxy, and since Pingora tells HTTP/2 from
-/// HTTP/1.1 by the connection preface, every listener then takes both.
-fn add_listener(service: &mut Service<HttpProxy<Gateway>>, listener: &ListenerFile) {
+/// HTTP/1.1 by the connection preface, every cleartext listener then takes
+/// both. A TLS listener negotiates the protocol by ALPN instead.
+fn add_listener(
+    service: &mut Service<HttpProxy<Gateway>>,
+    listener: &ListenerFile,
+) -> Result<(), String> {
+    if let Some(tls) = &listener.tls {
+        let settings = tls_settings(tls)?;
+        service.add_tls_with_settings(&listener.address, None, settings);
+        return Ok(());
+    }
     match listener.protocol {
         ListenerProtocol::Http1 => service.add_tcp(&listener.address),
         ListenerProtocol::H2c => {
@@ -54,10 +75,12 @@ fn add_listener(service: &mut Service<HttpProxy<Gateway>>, listener: &ListenerFi
             service.add_tcp(&listener.address)
         }
     }
+    Ok(())
 }
 
-/// Builds the server for an already-loaded state.
-pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
+/// Builds the server for an already-loaded state. Fails only if a TLS
+/// listener's files changed since the config was validated.
+pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String> {
     let source = &state.snapshot().source;
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -74,8 +97,8 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
         },
         "breakwater proxy",
     );
-    for l in &source.listeners {
-        add_listener(&mut proxy, l);
+    for (i, l) in source.listeners.iter().enumerate() {
+        add_listener(&mut proxy, l).map_err(|e| format!("listeners[{i}]: {e}"))?;
     }
 
     let mut admin = Service::new(
@@ -99,5 +122,5 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Server {
     server.add_service(admin);
     server.add_service(triggers);
     server.add_service(housekeeping);
-    server
+    Ok(server)
 }

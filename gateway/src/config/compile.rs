@@ -109,6 +109,10 @@ fn validate_static(file: &FileConfig, _cx: &CompileContext<'_>) -> Result<(), Co
     }
     for (i, l) in file.listeners.iter().enumerate() {
         parse_socket_addr(&l.address, &format!("listeners[{i}].address"))?;
+        if let Some(tls) = &l.tls {
+            crate::server::tls_settings(tls)
+                .map_err(|e| ConfigError::new(format!("listeners[{i}].tls"), e))?;
+        }
     }
     parse_socket_addr(&file.admin.address, "admin.address")?;
     if file.server.threads == 0 {

@@ -77,10 +77,22 @@ impl Default for ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub address: String,
-    /// `http1` today. The listener is built through one function per protocol
-    /// so h2c and TLS with ALPN slot in beside it.
+    /// Cleartext protocols: `http1` (default) or `h2c` (HTTP/2 with prior
+    /// knowledge beside HTTP/1.1). Ignored with `tls`, where ALPN decides.
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// Serve TLS with this certificate; clients pick HTTP/2 or HTTP/1.1 by
+    /// ALPN.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// A listener's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -19,6 +19,7 @@ mod reload;
 mod retries;
 mod routing;
 mod throughput;
+mod tls;
 
 use breakwater_tests::{GatewayBuilder, MockUpstream};
 
