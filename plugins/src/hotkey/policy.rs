@@ -164,10 +164,14 @@ impl HotKeyRule {
             .is_some_and(|k| self.detector.forget(k.hash))
     }
 
-    fn block_key(&self, req: &RequestView<'_>, duration: Duration, status: u16) -> Decision {
-        let Some(hash) = self.blocks.hash_of(&self.key, req.keys) else {
-            return Decision::Continue;
-        };
+    /// Blocks the key (`hash` from the block list's hasher) and refuses.
+    fn block_key(
+        &self,
+        req: &RequestView<'_>,
+        hash: u64,
+        duration: Duration,
+        status: u16,
+    ) -> Decision {
         let value = self.key.render(req.keys).unwrap_or_default();
         let text = format!("{}:{value}", self.key.text());
         let reason = format!(
@@ -204,7 +208,7 @@ impl Policy for HotKeyRule {
         }
         if seen.hot {
             if let Some((duration, status)) = self.block {
-                return self.block_key(req, duration, status);
+                return self.block_key(req, hash, duration, status);
             }
         }
         if let Some(cache) = self.cache.as_ref().filter(|c| seen.hot || c.always()) {
