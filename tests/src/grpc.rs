@@ -267,12 +267,7 @@ impl EchoClient {
                 ProstCodec::default(),
             )
             .await?;
-        let mut stream = resp.into_inner();
-        let mut out = Vec::new();
-        while let Some(m) = stream.message().await? {
-            out.push(m);
-        }
-        Ok(out)
+        collect(resp.into_inner()).await
     }
 
     pub async fn client_stream(&mut self, msgs: Vec<Msg>) -> Result<Msg, Status> {
@@ -298,11 +293,15 @@ impl EchoClient {
                 ProstCodec::default(),
             )
             .await?;
-        let mut stream = resp.into_inner();
-        let mut out = Vec::new();
-        while let Some(m) = stream.message().await? {
-            out.push(m);
-        }
-        Ok(out)
+        collect(resp.into_inner()).await
     }
+}
+
+/// Every message of a response stream, or its error status.
+async fn collect(mut stream: Streaming<Msg>) -> Result<Vec<Msg>, Status> {
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.push(m);
+    }
+    Ok(out)
 }
