@@ -184,7 +184,7 @@ impl HotKeyDetector {
                 let estimate = self.sketch.add(hash, now);
                 if estimate.saturating_sub(self.sketch.floor()) < self.admit_at {
                     return Observation {
-                        hot: !self.hot.is_empty() && self.hot.contains_key(&hash),
+                        hot: self.is_hot(hash),
                         became_hot: None,
                     };
                 }
@@ -220,7 +220,7 @@ impl HotKeyDetector {
         };
         if scaled < tick.scaled(self.hold_at) {
             return Observation {
-                hot: !self.hot.is_empty() && self.hot.contains_key(&hash),
+                hot: self.is_hot(hash),
                 became_hot: None,
             };
         }
