@@ -74,7 +74,19 @@ impl AdminApp {
 
     fn healthz(&self) -> Response<Vec<u8>> {
         if self.state.ready.load(Ordering::Acquire) {
-            json_response(StatusCode::OK, &json!({ "status": "ok" }))
+            // A degraded fleet link still serves (with local limits): the
+            // instance stays in rotation and says so.
+            match &self.state.cluster {
+                Some(c) if c.mode() == "degraded" => json_response(
+                    StatusCode::OK,
+                    &json!({ "status": "degraded", "cluster": "degraded" }),
+                ),
+                Some(_) => json_response(
+                    StatusCode::OK,
+                    &json!({ "status": "ok", "cluster": "global" }),
+                ),
+                None => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+            }
         } else {
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -388,6 +400,13 @@ impl ServeHttp for AdminApp {
             (Method::POST, p) if p.starts_with("/breakers/") => {
                 self.breaker_force(&p["/breakers/".len()..])
             }
+            (Method::GET, "/cluster") => match &self.state.cluster {
+                Some(c) => json_response(StatusCode::OK, &c.view()),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "cluster mode is off (no `cluster` section)" }),
+                ),
+            },
             (Method::GET, "/hotkeys") => admin_hotkeys::list(&self.state),
             (Method::GET, "/hotkeys/stats") => admin_hotkeys::stats(&self.state, &query),
             (Method::DELETE, p) if p.starts_with("/hotkeys/") => {
@@ -400,7 +419,8 @@ impl ServeHttp for AdminApp {
             (
                 _,
                 "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
-                | "/breakers" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream" | "/cache",
+                | "/breakers" | "/cluster" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream"
+                | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

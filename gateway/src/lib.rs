@@ -10,6 +10,7 @@ pub mod admin_hotkeys;
 pub mod attempts;
 pub mod chain;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod housekeeping;

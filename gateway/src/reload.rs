@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::snapshot::{text_hash, Snapshot};
-use crate::state::{build_snapshot, read_config, GatewayState};
+use crate::state::{build_snapshot, read_config, GatewayState, Shared};
 
 /// The result of one reload attempt.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -138,16 +138,17 @@ impl Reloader {
         if text_hash(&text) == current.hash {
             return Ok(None);
         }
-        build_snapshot(
-            &text,
-            &state.metrics,
-            &state.clock,
-            &state.blocks,
-            &state.hot_events,
-            Some(current),
-        )
-        .map(Some)
-        .map_err(|e| e.to_string())
+        let fleet = state.fleet();
+        let shared = Shared {
+            metrics: &state.metrics,
+            clock: &state.clock,
+            blocks: &state.blocks,
+            hot_events: &state.hot_events,
+            fleet: &fleet,
+        };
+        build_snapshot(&text, &shared, Some(current))
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     pub fn last(&self) -> Option<ReloadRecord> {

@@ -9,6 +9,8 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, AdminServer};
+use crate::cluster::events::FleetEvents;
+use crate::cluster::sync::FleetSync;
 use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
 use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
@@ -116,11 +118,30 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
             state: state.clone(),
         },
     );
+    let fleet = state.cluster.clone().map(|status| {
+        (
+            background_service(
+                "breakwater fleet sync",
+                FleetSync {
+                    state: state.clone(),
+                    status: status.clone(),
+                },
+            ),
+            background_service(
+                "breakwater fleet events",
+                FleetEvents::new(state.clone(), status),
+            ),
+        )
+    });
     let triggers = background_service("breakwater reload", ReloadTriggers { state });
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(triggers);
     server.add_service(housekeeping);
+    if let Some((sync, events)) = fleet {
+        server.add_service(sync);
+        server.add_service(events);
+    }
     Ok(server)
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::cluster::Fleet;
 use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, KeyRef, KeySpec, MonotonicClock};
 
+use crate::cluster::FleetStatus;
 use crate::config::compile::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
 use crate::metrics::{Metrics, StatusCounters};
@@ -35,6 +37,8 @@ pub struct GatewayState {
     pub ready: AtomicBool,
     /// `breakwater_requests_total{route="none"}` for requests no route matched.
     pub unrouted: StatusCounters,
+    /// Cluster mode's link status; `None` without a `cluster` section.
+    pub cluster: Option<Arc<FleetStatus>>,
 }
 
 impl GatewayState {
@@ -45,10 +49,35 @@ impl GatewayState {
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         let text = read_config(&path)?;
         let file = parse_str(&text)?;
+        // Cluster mode is set up once: the fleet's hasher names keys alike on
+        // every instance, so the block list must hash with it from the start.
+        let cluster = match &file.cluster {
+            Some(section) => {
+                let config = section.compile()?;
+                let fleet = Arc::new(Fleet::new(config.settings()));
+                Some(Arc::new(FleetStatus::new(config, fleet, &metrics.registry)))
+            }
+            None => None,
+        };
+        let fleet = cluster.as_ref().map(|c| c.fleet.clone());
         // The block list outlives snapshots: sized once, before the first compile.
-        let blocks = Arc::new(BlockList::new(file.block_list.max_entries, clock.clone()));
+        let blocks = Arc::new(match &fleet {
+            Some(f) => BlockList::with_hasher(
+                file.block_list.max_entries,
+                clock.clone(),
+                f.hasher().clone(),
+            ),
+            None => BlockList::new(file.block_list.max_entries, clock.clone()),
+        });
         let hot_events = Arc::new(HotEventHub::default());
-        let snapshot = compile_parsed(file, &text, &metrics, &clock, &blocks, &hot_events, None)?;
+        let shared = Shared {
+            metrics: &metrics,
+            clock: &clock,
+            blocks: &blocks,
+            hot_events: &hot_events,
+            fleet: &fleet,
+        };
+        let snapshot = compile_parsed(file, &text, &shared, None)?;
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -65,6 +94,7 @@ impl GatewayState {
             reloader: Reloader::default(),
             ready: AtomicBool::new(false),
             unrouted,
+            cluster,
         }))
     }
 
@@ -81,33 +111,35 @@ pub fn read_config(path: &std::path::Path) -> Result<String, LoadError> {
     })
 }
 
+/// What outlives snapshots and every compile gets.
+pub struct Shared<'a> {
+    pub metrics: &'a Metrics,
+    pub clock: &'a Arc<dyn Clock>,
+    pub blocks: &'a Arc<BlockList>,
+    pub hot_events: &'a Arc<HotEventHub>,
+    pub fleet: &'a Option<Arc<Fleet>>,
+}
+
+impl GatewayState {
+    /// Cluster mode's fleet, if configured.
+    pub fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.cluster.as_ref().map(|c| c.fleet.clone())
+    }
+}
+
 /// Parses, validates and compiles config text into a snapshot.
 pub fn build_snapshot(
     text: &str,
-    metrics: &Metrics,
-    clock: &Arc<dyn Clock>,
-    blocks: &Arc<BlockList>,
-    hot_events: &Arc<HotEventHub>,
+    shared: &Shared<'_>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
-    compile_parsed(
-        parse_str(text)?,
-        text,
-        metrics,
-        clock,
-        blocks,
-        hot_events,
-        previous,
-    )
+    compile_parsed(parse_str(text)?, text, shared, previous)
 }
 
 fn compile_parsed(
     file: crate::config::file::FileConfig,
     text: &str,
-    metrics: &Metrics,
-    clock: &Arc<dyn Clock>,
-    blocks: &Arc<BlockList>,
-    hot_events: &Arc<HotEventHub>,
+    shared: &Shared<'_>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
     let env = |name: &str| std::env::var(name).ok();
@@ -115,12 +147,13 @@ fn compile_parsed(
         file,
         text,
         &CompileContext {
-            metrics,
-            clock: clock.clone(),
+            metrics: shared.metrics,
+            clock: shared.clock.clone(),
             previous,
             env: &env,
-            blocks: blocks.clone(),
-            hot_events: hot_events.clone(),
+            blocks: shared.blocks.clone(),
+            hot_events: shared.hot_events.clone(),
+            fleet: shared.fleet.clone(),
         },
     )?;
     Ok(snapshot)

@@ -61,6 +61,7 @@ fn policy(algorithm: &str, clock: Arc<dyn Clock>) -> Box<dyn Policy> {
         clock: clock.clone(),
         blocks: Arc::new(BlockList::new(10, clock)),
         hot_events: Default::default(),
+        fleet: None,
         cluster: "bench",
         cluster_endpoints: &[],
     };

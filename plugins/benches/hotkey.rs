@@ -82,6 +82,7 @@ fn cache_hit(c: &mut Criterion) {
         clock: shared.clone(),
         blocks: Arc::new(BlockList::new(10, shared)),
         hot_events: Default::default(),
+        fleet: None,
         cluster: "bench",
         cluster_endpoints: &[],
     };

@@ -49,6 +49,7 @@ fn policy(algorithm: &str, max_keys: usize, clock: &FakeClock) -> Box<dyn Policy
         clock: Arc::new(clock.clone()),
         blocks: Arc::new(BlockList::new(10, Arc::new(clock.clone()))),
         hot_events: Default::default(),
+        fleet: None,
         cluster: "bench",
         cluster_endpoints: &[],
     };

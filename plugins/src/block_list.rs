@@ -14,12 +14,15 @@
 //! operator placed.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
 
 use dashmap::DashMap;
 use serde::Serialize;
 
+use crate::cluster::BlockChange;
 use crate::store::KeyHasher;
 use crate::{Clock, KeySpec, Rejection, RequestKeys};
 
@@ -90,6 +93,8 @@ pub struct BlockList {
     expired: AtomicU64,
     removed: AtomicU64,
     refused_full: AtomicU64,
+    /// Cluster mode: where local changes go to reach the fleet.
+    outbox: OnceLock<mpsc::Sender<BlockChange>>,
 }
 
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -109,16 +114,39 @@ pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
 
 impl BlockList {
     pub fn new(cap: usize, clock: Arc<dyn Clock>) -> Self {
+        Self::with_hasher(cap, clock, KeyHasher::default())
+    }
+
+    /// A list whose keys hash with `hasher` (cluster mode passes the fleet's,
+    /// so that hot-key rules and blocks name keys alike on every instance).
+    pub fn with_hasher(cap: usize, clock: Arc<dyn Clock>, hasher: KeyHasher) -> Self {
         Self {
             entries: DashMap::new(),
             len: AtomicUsize::new(0),
             cap: cap.max(1),
-            hasher: KeyHasher::default(),
+            hasher,
             clock,
             blocked: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             removed: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            outbox: OnceLock::new(),
+        }
+    }
+
+    /// From now on, blocks placed and removed here (not those applied from
+    /// the fleet) are also sent to `tx`. Set once; later calls are ignored.
+    /// The channel is bounded: when the fleet link falls behind, a change is
+    /// dropped with a warning rather than queued without bound.
+    pub fn announce_to(&self, tx: mpsc::Sender<BlockChange>) {
+        let _ = self.outbox.set(tx);
+    }
+
+    fn announce(&self, change: BlockChange) {
+        if let Some(tx) = self.outbox.get() {
+            if let Err(e) = tx.try_send(change) {
+                tracing::warn!(target: "breakwater::blocks", error = %e, "block change not sent to the fleet");
+            }
         }
     }
 
@@ -175,6 +203,51 @@ impl BlockList {
         source: &str,
         status: u16,
     ) -> Result<(), BlockError> {
+        let announce = self.outbox.get().is_some().then(|| BlockChange::Added {
+            key: key.clone(),
+            ttl,
+            reason: reason.clone(),
+            source: source.to_string(),
+            status,
+        });
+        let changed = self.insert(hash, key, ttl, reason, source, status)?;
+        if let (true, Some(change)) = (changed, announce) {
+            self.announce(change);
+        }
+        Ok(())
+    }
+
+    /// Applies a block another instance placed (not announced again). The
+    /// TTL is what is left of the original block.
+    pub fn apply_fleet_block(
+        &self,
+        text: &str,
+        ttl: Duration,
+        reason: String,
+        source: &str,
+        status: u16,
+    ) -> Result<(), BlockError> {
+        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        self.insert(hash, canonical, ttl, reason, source, status)
+            .map(|_| ())
+    }
+
+    /// Removes a block another instance removed (not announced again).
+    pub fn apply_fleet_unblock(&self, text: &str) -> Result<bool, BlockError> {
+        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        Ok(self.remove(hash, &canonical, "fleet"))
+    }
+
+    /// Inserts or extends a block; true when the list changed.
+    fn insert(
+        &self,
+        hash: u64,
+        key: String,
+        ttl: Duration,
+        reason: String,
+        source: &str,
+        status: u16,
+    ) -> Result<bool, BlockError> {
         if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
             return Err(BlockError::BadTtl);
         }
@@ -196,10 +269,12 @@ impl BlockList {
             until_nanos: until,
         };
         let mut inserted = false;
+        let mut extended = false;
         self.entries
             .entry(hash)
             .and_modify(|e| {
                 if until > e.until_nanos {
+                    extended = true;
                     e.until_nanos = until;
                     e.reason = reason.clone();
                     e.source = source.to_string();
@@ -215,7 +290,7 @@ impl BlockList {
             self.blocked.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "breakwater::blocks", %key, %source, %reason, ttl_secs = ttl.as_secs(), "key blocked");
         }
-        Ok(())
+        Ok(inserted || extended)
     }
 
     /// Blocks a key written as `<key>:<value>` (the admin's form).
@@ -262,14 +337,21 @@ impl BlockList {
     /// Removes a block by its text. `Ok(false)` when it was not blocked.
     pub fn unblock_text(&self, text: &str) -> Result<bool, BlockError> {
         let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        let removed = self.remove(hash, &canonical, "admin");
+        // Announced even when not blocked here: another instance may hold it.
+        self.announce(BlockChange::Removed { key: canonical });
+        Ok(removed)
+    }
+
+    fn remove(&self, hash: u64, canonical: &str, by: &str) -> bool {
         match self.entries.remove(&hash) {
             Some(_) => {
                 self.len.fetch_sub(1, Ordering::AcqRel);
                 self.removed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(target: "breakwater::blocks", key = %canonical, "block removed by admin");
-                Ok(true)
+                tracing::info!(target: "breakwater::blocks", key = %canonical, %by, "block removed");
+                true
             }
-            None => Ok(false),
+            None => false,
         }
     }
 

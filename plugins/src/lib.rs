@@ -10,6 +10,7 @@ pub mod abuse;
 pub mod block_list;
 pub mod breaker;
 pub mod clock;
+pub mod cluster;
 pub mod concurrency;
 pub mod config_error;
 pub mod dedupe;

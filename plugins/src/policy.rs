@@ -32,6 +32,9 @@ pub struct PolicyEnv<'a> {
     pub blocks: Arc<BlockList>,
     /// The process-wide feed of hot-key events (`hotkey` rules publish).
     pub hot_events: Arc<crate::hotkey::HotEventHub>,
+    /// Cluster mode's shared view of the fleet; `None` without a `cluster`
+    /// section (then `scope: global` is a config error).
+    pub fleet: Option<Arc<crate::cluster::Fleet>>,
     /// The route's upstream cluster and its endpoints (for breakers).
     pub cluster: &'a str,
     pub cluster_endpoints: &'a [std::net::SocketAddr],
@@ -326,6 +329,11 @@ pub trait Policy: Send + Sync + 'static {
     /// statistics). The gateway calls it about every 100 ms with the policy
     /// clock's time. The default does nothing.
     fn tick(&self, _now_nanos: u64) {}
+
+    /// The policy's fleet-wide state, for policies with `scope: global`.
+    fn global(&self) -> Option<&dyn crate::cluster::GlobalSync> {
+        None
+    }
 
     /// For admin endpoints that inspect a policy's state by concrete type.
     fn as_any(&self) -> &dyn Any;

@@ -41,6 +41,7 @@ impl Env {
             clock: Arc::new(self.clock.clone()),
             blocks: self.blocks.clone(),
             hot_events: self.hub.clone(),
+            fleet: None,
             cluster: "upstream",
             cluster_endpoints: &[],
         }

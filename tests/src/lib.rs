@@ -3,14 +3,17 @@
 //! [`MockUpstream`] is a real HTTP server on an ephemeral loopback port that
 //! records what it receives. [`Gateway`] runs the real `breakwater` binary on
 //! ephemeral ports with a config written to a temp dir, and kills it when
-//! dropped. Tests talk to both with a real client and wait on conditions,
-//! never on fixed sleeps.
+//! dropped. [`RedisServer`] and [`RedisCluster`] are real `redis-server`
+//! processes on ephemeral loopback ports. Tests talk to all of them with a
+//! real client and wait on conditions, never on fixed sleeps.
 
 pub mod gateway;
 pub mod grpc;
+pub mod redis;
 pub mod upstream;
 
 pub use gateway::{free_port, Gateway, GatewayBuilder};
+pub use redis::{RedisCluster, RedisServer};
 pub use upstream::{MockUpstream, Recorded};
 
 use std::future::Future;

@@ -42,6 +42,8 @@ pub struct CompileContext<'a> {
     pub blocks: Arc<BlockList>,
     /// The process-wide hot-key event feed that `hotkey` rules publish to.
     pub hot_events: Arc<HotEventHub>,
+    /// Cluster mode's fleet, set up at startup from the `cluster` section.
+    pub fleet: Option<Arc<breakwater_plugins::cluster::Fleet>>,
 }
 
 /// Validates `file` and builds a snapshot. `text` is the file's text, for the hash.
@@ -100,7 +102,19 @@ pub fn compile(
     })
 }
 
-fn validate_static(file: &FileConfig, _cx: &CompileContext<'_>) -> Result<(), ConfigError> {
+fn validate_static(file: &FileConfig, cx: &CompileContext<'_>) -> Result<(), ConfigError> {
+    if let Some(cluster) = &file.cluster {
+        cluster.compile()?;
+    }
+    // The fleet link is built once, at startup.
+    if let Some(prev) = cx.previous {
+        if prev.source.cluster != file.cluster {
+            return Err(ConfigError::new(
+                "cluster",
+                "changes to the cluster section need a restart (the fleet link is set up once)",
+            ));
+        }
+    }
     if file.listeners.is_empty() {
         return Err(ConfigError::new(
             "listeners",
@@ -578,6 +592,7 @@ fn compile_policy(
                 clock: cx.clock.clone(),
                 blocks: cx.blocks.clone(),
                 hot_events: cx.hot_events.clone(),
+                fleet: cx.fleet.clone(),
                 cluster: &route.cluster,
                 cluster_endpoints: &cluster.addrs,
             };
@@ -645,6 +660,7 @@ routes:
                 metrics,
                 blocks: Arc::new(BlockList::new(100, clock.clone())),
                 hot_events: Default::default(),
+                fleet: None,
                 clock,
                 previous,
                 env: &env,

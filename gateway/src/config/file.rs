@@ -27,6 +27,10 @@ pub struct FileConfig {
     pub keys: KeysFile,
     #[serde(default)]
     pub block_list: BlockListFile,
+    /// Cluster mode (fleet-wide limits, hot keys and blocks through Redis).
+    /// Read at startup: changing it needs a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::FleetFile>,
     pub clusters: BTreeMap<String, ClusterFile>,
     pub routes: Vec<RouteFile>,
 }

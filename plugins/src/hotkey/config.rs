@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::CacheConfig;
 use super::detector::DetectorConfig;
 use super::policy::HotKeyRule;
+use crate::cluster::Scope;
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
 use crate::rate_limit::{Algorithm, RateLimitConfig};
@@ -26,6 +27,7 @@ use crate::{ConfigError, KeyRef, KeySpec, PolicyEnv};
 ///     cache: { ttl: 5s, stale_ttl: 30s }   # with `cache`: see `CacheConfig`
 ///     limit: { limit: 100, window: 1s }   # with `limit`: per hot key, like Sentinel's hot-parameter rules
 ///     block_for: 5m          # with `block`: ip or user keys go on the block list
+///     scope: local           # global: counted and declared hot fleet-wide (needs `cluster`)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +55,8 @@ pub struct HotKeyConfig {
     /// Status for `limit` and `block` refusals (429 and 403 by default).
     #[serde(default)]
     pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Scope::is_local")]
+    pub scope: Scope,
 }
 
 /// What a rule does while a key is hot.
@@ -172,6 +176,9 @@ impl HotKeyConfig {
                     overrides: Vec::new(),
                     allow: Vec::new(),
                     status: self.status,
+                    // Each instance limits a hot key on its own, also for
+                    // `scope: global` rules (the detection is fleet-wide).
+                    scope: Scope::Local,
                 }
                 .compile(name.clone(), &format!("{path}.limit"), env)?,
             ),
@@ -235,6 +242,7 @@ impl HotKeyConfig {
             (None, false) => None,
         };
         let block_status = check_status(self.status, 403, path)?;
+        let fleet = self.scope.fleet(env, path)?;
         let mut actions: Vec<&'static str> = self.actions.iter().map(|a| a.as_str()).collect();
         actions.dedup();
         Ok(HotKeyRule::new(
@@ -253,6 +261,7 @@ impl HotKeyConfig {
             block_for.map(|d| (d, block_status)),
             cache,
             env,
+            fleet,
             serde_json::to_value(self).unwrap_or_default(),
         ))
     }

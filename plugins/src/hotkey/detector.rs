@@ -41,7 +41,7 @@
 //! most 128 bytes: 888 KiB per rule at the default `max_tracked` of 4096
 //! (measured: 781 KiB). The hot set holds only hot keys.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -112,6 +112,8 @@ struct Candidate {
     /// in slot `minute % 2`, so the last minute stays readable all through
     /// the current one.
     minutes: [AtomicU64; 2],
+    /// Events since the last fleet sync (`scope: global` rules send them).
+    pending: AtomicU32,
 }
 
 impl KeyState for Candidate {
@@ -175,6 +177,7 @@ impl HotKeyDetector {
         let tick = spec.tick(now);
         let count = self.candidates.peek(hash, |c| {
             c.window.add_at(tick, 1);
+            c.pending.fetch_add(1, Ordering::Relaxed);
             bump_minute(&c.minutes, now);
             c.window.estimate_scaled_at(tick)
         });
@@ -202,6 +205,10 @@ impl HotKeyDetector {
                     Candidate::default,
                     |c| {
                         c.window.add_at(tick, 1);
+                        // The events that got the key admitted count
+                        // fleet-wide too (the sketch saw them first).
+                        c.pending
+                            .fetch_add(estimate.min(self.admit_at), Ordering::Relaxed);
                         bump_minute(&c.minutes, now);
                         c.window.estimate_scaled_at(tick)
                     },
@@ -316,6 +323,74 @@ impl HotKeyDetector {
             .collect();
         keys.sort_by(|a, b| b.rate.total_cmp(&a.rate));
         keys
+    }
+
+    /// The `threshold` and the hold line (`cool_ratio × threshold`).
+    pub fn lines(&self) -> (u64, u64) {
+        (self.cfg.threshold, self.hold_at)
+    }
+
+    /// Takes the events counted per candidate since the last call, with the
+    /// keys' names: a fleet sync's deltas. At most `max` keys, busiest
+    /// first is not guaranteed (the rest keep their counts for next time).
+    pub fn take_pending(&self, max: usize) -> Vec<(u64, u32, String)> {
+        let mut out = Vec::new();
+        self.candidates.for_each(|hash, c| {
+            if out.len() < max {
+                let n = c.pending.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    out.push((hash, n));
+                }
+            }
+        });
+        out.into_iter()
+            .map(|(h, n)| (h, n, self.names.name(h)))
+            .collect()
+    }
+
+    /// The fleet says `hash` is hot: it is hot here too, held as if its own
+    /// count had held up now. Returns the event when it was not hot here.
+    pub fn mark_hot(&self, hash: u64, key: &str, count: u64, now: u64) -> Option<HotEvent> {
+        if let Some(entry) = self.hot.get(&hash) {
+            entry.last_held.store(now, Ordering::Relaxed);
+            return None;
+        }
+        let mut event = None;
+        self.hot.entry(hash).or_insert_with(|| {
+            let key = truncate_name(key.to_string());
+            event = Some(HotEvent {
+                change: HotChange::Hot,
+                hash,
+                key: key.clone(),
+                count,
+                since_nanos: now,
+                at_nanos: now,
+            });
+            HotEntry {
+                key,
+                since: now,
+                last_held: AtomicU64::new(now),
+            }
+        });
+        event
+    }
+
+    /// The fleet says `hash` cooled. Returns the event when it was hot here.
+    pub fn cool(&self, hash: u64, now: u64) -> Option<HotEvent> {
+        let spec = self.candidates.context();
+        let (_, e) = self.hot.remove(&hash)?;
+        let count = self
+            .candidates
+            .peek(hash, |c| c.window.estimate(spec, now))
+            .unwrap_or(0.0);
+        Some(HotEvent {
+            change: HotChange::Cooled,
+            hash,
+            key: e.key,
+            count: count.round() as u64,
+            since_nanos: e.since,
+            at_nanos: now,
+        })
     }
 
     pub fn hot_len(&self) -> usize {

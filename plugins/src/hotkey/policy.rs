@@ -10,9 +10,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::cache::ResponseCache;
-use super::detector::{DetectorConfig, HotKey, HotKeyDetector};
+use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
+use crate::cluster::{
+    Fleet, GlobalSync, Section, SectionKind, SectionReply, SyncItem, FLEET_BUCKETS,
+};
 use crate::rate_limit::RateLimit;
 use crate::report::{LimitCounts, LimitReport};
 use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
@@ -61,6 +64,8 @@ pub struct HotKeyRule {
     limited: AtomicU64,
     blocked: AtomicU64,
     config: serde_json::Value,
+    /// Set for `scope: global`: candidates' counts are aggregated fleet-wide.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl HotKeyRule {
@@ -74,6 +79,7 @@ impl HotKeyRule {
         block: Option<(Duration, u16)>,
         cache: Option<ResponseCache>,
         env: &PolicyEnv<'_>,
+        fleet: Option<Arc<Fleet>>,
         config: serde_json::Value,
     ) -> Self {
         Self {
@@ -95,6 +101,7 @@ impl HotKeyRule {
             limited: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             config,
+            fleet,
         }
     }
 
@@ -164,6 +171,21 @@ impl HotKeyRule {
             .is_some_and(|k| self.detector.forget(k.hash))
     }
 
+    /// Counts, invalidates and publishes a key's cooling.
+    fn announce_cooled(&self, event: &HotEvent) {
+        self.cooled_events.fetch_add(1, Ordering::Relaxed);
+        // A cooled key's answers are not served from cache any more.
+        if let Some(cache) = self.cache.as_ref().filter(|c| !c.always()) {
+            cache.invalidate_key(&event.key);
+        }
+        self.hub.publish(&self.name, &self.actions, event);
+    }
+
+    fn announce_hot(&self, event: &HotEvent) {
+        self.hot_events.fetch_add(1, Ordering::Relaxed);
+        self.hub.publish(&self.name, &self.actions, event);
+    }
+
     /// Blocks the key (`hash` from the block list's hasher) and refuses.
     fn block_key(
         &self,
@@ -203,8 +225,7 @@ impl Policy for HotKeyRule {
             .detector
             .observe(hash, req.now_nanos, || self.key.render(req.keys));
         if let Some(event) = &seen.became_hot {
-            self.hot_events.fetch_add(1, Ordering::Relaxed);
-            self.hub.publish(&self.name, &self.actions, event);
+            self.announce_hot(event);
         }
         if seen.hot {
             if let Some((duration, status)) = self.block {
@@ -235,12 +256,7 @@ impl Policy for HotKeyRule {
     /// minute's top keys.
     fn tick(&self, now: u64) {
         for event in self.detector.sweep(now) {
-            self.cooled_events.fetch_add(1, Ordering::Relaxed);
-            // A cooled key's answers are not served from cache any more.
-            if let Some(cache) = self.cache.as_ref().filter(|c| !c.always()) {
-                cache.invalidate_key(&event.key);
-            }
-            self.hub.publish(&self.name, &self.actions, &event);
+            self.announce_cooled(&event);
         }
         let minute = now / MINUTE;
         if self.last_minute.swap(minute, Ordering::Relaxed) != minute && minute > 0 {
@@ -261,6 +277,10 @@ impl Policy for HotKeyRule {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn global(&self) -> Option<&dyn GlobalSync> {
+        self.fleet.as_ref().map(|_| self as &dyn GlobalSync)
     }
 
     fn limit_report(&self, top: usize) -> Option<LimitReport> {
@@ -292,5 +312,51 @@ impl Policy for HotKeyRule {
             in_flight: None,
             queued: None,
         })
+    }
+}
+
+/// A global rule sends its candidates' counts; the fleet's store declares
+/// keys hot on the fleet total and tells every instance (the reply's hot set
+/// and the events the gateway relays).
+impl GlobalSync for HotKeyRule {
+    fn collect(&self, _now: u64, max_items: usize) -> Section {
+        let (threshold, hold_at) = self.detector.lines();
+        let cfg = self.detector.config();
+        Section {
+            policy: self.name.clone(),
+            kind: SectionKind::Hot {
+                threshold,
+                hold_at,
+                hot_ttl_ms: cfg.hot_ttl.as_millis() as u64,
+            },
+            window_ms: cfg.window.as_millis() as u64,
+            buckets: FLEET_BUCKETS,
+            items: self
+                .detector
+                .take_pending(max_items)
+                .into_iter()
+                .map(|(hash, delta, name)| SyncItem { hash, delta, name })
+                .collect(),
+        }
+    }
+
+    /// Every key the fleet holds hot is hot here, also the ones missed on
+    /// the event channel.
+    fn apply(&self, _section: &Section, reply: &SectionReply, now: u64) {
+        for (hash, key) in &reply.hot {
+            self.fleet_hot(*hash, key, 0, true, now);
+        }
+    }
+
+    fn abandon(&self, _section: &Section) {}
+
+    fn fleet_hot(&self, hash: u64, key: &str, count: u64, hot: bool, now: u64) {
+        if hot {
+            if let Some(event) = self.detector.mark_hot(hash, key, count, now) {
+                self.announce_hot(&event);
+            }
+        } else if let Some(event) = self.detector.cool(hash, now) {
+            self.announce_cooled(&event);
+        }
     }
 }

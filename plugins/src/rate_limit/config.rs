@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::policy::RateLimit;
+use crate::cluster::Scope;
 use crate::duration::HumanDuration;
 use crate::{ConfigError, KeySpec, PolicyEnv};
 
@@ -20,6 +21,7 @@ use crate::{ConfigError, KeySpec, PolicyEnv};
 ///     overrides: [{ key: vip-user, limit: 1000 }]
 ///     allow: [healthcheck]   # never limited
 ///     shadow: false          # true: only log and count
+///     scope: local           # global: fleet-wide through `cluster` (sliding_window only)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,8 @@ pub struct RateLimitConfig {
     pub allow: Vec<String>,
     #[serde(default)]
     pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Scope::is_local")]
+    pub scope: Scope,
 }
 
 pub fn default_max_keys() -> usize {
@@ -130,6 +134,13 @@ impl RateLimitConfig {
             ));
         }
         check_max_keys(self.max_keys, path)?;
+        let fleet = self.scope.fleet(env, path)?;
+        if fleet.is_some() && self.algorithm != Algorithm::SlidingWindow {
+            return Err(ConfigError::new(
+                format!("{path}.algorithm"),
+                "scope: global counts fleet-wide sliding windows: set algorithm: sliding_window",
+            ));
+        }
         let status = check_status(self.status, 429, path)?;
         for (i, o) in self.overrides.iter().enumerate() {
             if o.key.is_empty() {
@@ -146,6 +157,6 @@ impl RateLimitConfig {
             }
         }
         let config = serde_json::to_value(self).unwrap_or_default();
-        Ok(RateLimit::new(name, self, key, status, config, env))
+        Ok(RateLimit::new(name, self, key, status, config, env, fleet))
     }
 }

@@ -20,6 +20,7 @@ use http::HeaderValue;
 use super::config::{Algorithm, RateLimitConfig};
 use super::gcra::{deciding_at, DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
 use super::headers::{policy_value, rejection_headers};
+use crate::cluster::{Fleet, GlobalAdmit, GlobalCounter, GlobalSync, Section, SectionReply};
 use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyHasher, KeyNames, KeyState, KeyedStore};
@@ -49,6 +50,10 @@ enum Engine {
     },
     Window {
         entries: KeyedStore<WindowEntry>,
+    },
+    /// `scope: global`: fleet-wide sliding windows (see [`crate::cluster`]).
+    Global {
+        counter: GlobalCounter,
     },
 }
 
@@ -120,12 +125,20 @@ impl RateLimit {
         status: u16,
         config: serde_json::Value,
         env: &PolicyEnv<'_>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         let window = cfg.window.as_duration();
         let spec = WindowSpec::new(window, BUCKETS);
         let clock = env.clock.clone();
-        let engine = match cfg.algorithm {
-            Algorithm::Gcra => {
+        // Global keys are named in Redis by a hash every instance agrees on.
+        let hasher = fleet
+            .as_ref()
+            .map_or_else(KeyHasher::default, |f| f.hasher().clone());
+        let engine = match (fleet, cfg.algorithm) {
+            (Some(fleet), _) => Engine::Global {
+                counter: GlobalCounter::new(name.clone(), window, cfg.max_keys, fleet),
+            },
+            (None, Algorithm::Gcra) => {
                 let entries = Arc::new(KeyedStore::new(
                     cfg.max_keys,
                     GcraCx {
@@ -140,7 +153,7 @@ impl RateLimit {
                 );
                 Engine::Gcra { limiter, entries }
             }
-            Algorithm::SlidingWindow => Engine::Window {
+            (None, Algorithm::SlidingWindow) => Engine::Window {
                 entries: KeyedStore::new(cfg.max_keys, spec),
             },
         };
@@ -179,7 +192,7 @@ impl RateLimit {
             ),
             name,
             key,
-            hasher: KeyHasher::default(),
+            hasher,
             limit: cfg.limit,
             window,
             spec,
@@ -248,6 +261,9 @@ impl RateLimit {
                 (None, Engine::Window { entries }) => {
                     Self::check_window(entries, hash, now, o.limit)
                 }
+                (None, Engine::Global { counter }) => {
+                    Self::check_global(counter, hash, now, o.limit)
+                }
                 // Not built that way; the keyed limit is the safe answer.
                 (None, Engine::Gcra { limiter, .. }) => keyed(limiter),
             };
@@ -255,6 +271,16 @@ impl RateLimit {
         match &self.engine {
             Engine::Gcra { limiter, .. } => keyed(limiter),
             Engine::Window { entries } => Self::check_window(entries, hash, now, self.limit),
+            Engine::Global { counter } => Self::check_global(counter, hash, now, self.limit),
+        }
+    }
+
+    fn check_global(counter: &GlobalCounter, hash: u64, now: u64, limit: u64) -> Check {
+        match counter.admit(hash, now, limit) {
+            GlobalAdmit::Admit { used } => Check::Admit {
+                notable: used == 0 || used * 2 >= limit,
+            },
+            GlobalAdmit::Refuse { retry_after } => Check::Refuse { retry_after },
         }
     }
 
@@ -262,6 +288,7 @@ impl RateLimit {
         match &self.engine {
             Engine::Gcra { entries, .. } => entries.peek(hash, |_| ()).is_some(),
             Engine::Window { entries } => entries.peek(hash, |_| ()).is_some(),
+            Engine::Global { counter } => counter.used(hash, 0).is_some(),
         }
     }
 
@@ -334,6 +361,13 @@ impl Policy for RateLimit {
         self
     }
 
+    fn global(&self) -> Option<&dyn GlobalSync> {
+        match &self.engine {
+            Engine::Global { .. } => Some(self),
+            _ => None,
+        }
+    }
+
     fn limit_report(&self, top: usize) -> Option<LimitReport> {
         let now = self.clock.now_nanos();
         let (stats, hot) = match &self.engine {
@@ -345,6 +379,7 @@ impl Policy for RateLimit {
                 entries.stats(),
                 hottest(entries, top, &self.spec, now, |e| &e.admitted),
             ),
+            Engine::Global { counter } => (counter.stats(), counter.local_rates(top, now)),
         };
         let top_keys = TopKey::list(hot, &self.names, self.window);
         Some(LimitReport {
@@ -363,5 +398,27 @@ impl Policy for RateLimit {
             in_flight: None,
             queued: None,
         })
+    }
+}
+
+/// A global limit's counts travel with the fleet; local engines have none.
+impl GlobalSync for RateLimit {
+    fn collect(&self, now: u64, max_items: usize) -> Section {
+        match &self.engine {
+            Engine::Global { counter } => counter.collect(now, max_items),
+            _ => Section::empty(&self.name),
+        }
+    }
+
+    fn apply(&self, section: &Section, reply: &SectionReply, now: u64) {
+        if let Engine::Global { counter } = &self.engine {
+            counter.apply(section, reply, now);
+        }
+    }
+
+    fn abandon(&self, section: &Section) {
+        if let Engine::Global { counter } = &self.engine {
+            counter.abandon(section);
+        }
     }
 }

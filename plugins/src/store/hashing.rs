@@ -12,13 +12,38 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use crate::keys::{KeySpec, KeyValue, RequestKeys};
 
-/// A per-process randomly seeded hasher for store keys.
-#[derive(Clone, Debug, Default)]
+/// A hasher for store keys: randomly seeded per process by default, or
+/// seeded by the fleet ([`KeyHasher::fleet`]) where instances must agree.
+#[derive(Clone, Debug)]
 pub struct KeyHasher {
-    state: foldhash::quality::RandomState,
+    state: foldhash::quality::SeedableRandomState,
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self {
+            state: foldhash::quality::SeedableRandomState::random(),
+        }
+    }
 }
 
 impl KeyHasher {
+    /// A hasher every instance of a fleet builds alike from `seed`: cluster
+    /// mode names keys in Redis by these hashes, so the same key must hash
+    /// the same on every instance. The hash is stable for one build of the
+    /// gateway (foldhash's algorithm may change between versions: a rolling
+    /// upgrade across such a change splits counts until it completes). The
+    /// seed is the only defence against crafted collisions, so a fleet
+    /// should set a secret one (`cluster.hash_seed`).
+    pub fn fleet(seed: u64) -> Self {
+        Self {
+            state: foldhash::quality::SeedableRandomState::with_seed(
+                seed,
+                foldhash::SharedSeed::global_fixed(),
+            ),
+        }
+    }
+
     /// Hashes `label` and a sequence of key values.
     fn hash_values<'a>(
         &self,
@@ -158,6 +183,20 @@ mod tests {
         assert_eq!(
             h.hash_text("ip:::ffff:10.0.0.1").unwrap().0,
             h.hash_labeled("ip", &ip, &keys("x")).unwrap()
+        );
+    }
+
+    #[test]
+    fn fleet_hashers_agree_with_each_other_and_differ_by_seed() {
+        let spec = KeySpec::parse("user", &[], "k").unwrap();
+        let a = KeyHasher::fleet(7).hash_labeled("user", &spec, &keys("alice"));
+        let b = KeyHasher::fleet(7).hash_labeled("user", &spec, &keys("alice"));
+        let c = KeyHasher::fleet(8).hash_labeled("user", &spec, &keys("alice"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(
+            KeyHasher::default().hash_labeled("user", &spec, &keys("alice")),
+            KeyHasher::default().hash_labeled("user", &spec, &keys("alice"))
         );
     }
 

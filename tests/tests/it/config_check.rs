@@ -40,13 +40,48 @@ fn good_file_prints_ok_and_exits_zero() {
 }
 
 #[test]
-fn the_shipped_default_config_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/gateway.yaml");
-    let out = Command::new(BIN).args(["-t", "-c", path]).output().unwrap();
+fn the_shipped_configs_are_valid() {
+    for name in ["gateway.yaml", "cluster.yaml"] {
+        let path = format!("{}/../conf/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(BIN)
+            .args(["-t", "-c", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn global_scope_needs_a_cluster_section_and_the_section_is_checked() {
+    let global = format!(
+        "{GOOD}    policies:\n      - rate_limit: {{ key: ip, limit: 5, window: 1s, algorithm: sliding_window, scope: global }}\n"
+    );
+    let (code, _, err) = check(&global);
+    assert_eq!(code, 1);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains(".scope: scope: global needs a top-level `cluster` section"),
+        "{err}"
+    );
+    let with_cluster = format!("{global}\ncluster:\n  redis: redis://127.0.0.1:1\n");
+    let (code, out, err) = check(&with_cluster);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let gcra = with_cluster.replace("algorithm: sliding_window, ", "");
+    let (code, _, err) = check(&gcra);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(".algorithm: scope: global counts fleet-wide sliding windows"),
+        "{err}"
+    );
+    let bad = format!("{global}\ncluster:\n  redis: http://nope\n");
+    let (code, _, err) = check(&bad);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cluster.redis: \"http://nope\" is not a redis:// URL"),
+        "{err}"
     );
 }
 

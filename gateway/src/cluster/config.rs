@@ -1,0 +1,290 @@
+//! The `cluster:` section: how this instance joins its fleet through Redis.
+
+use std::time::Duration;
+
+use breakwater_plugins::cluster::FleetSettings;
+use breakwater_plugins::duration::HumanDuration;
+use breakwater_plugins::ConfigError;
+use serde::{Deserialize, Serialize};
+
+/// `cluster:` at the top level of the config.
+///
+/// ```yaml
+/// cluster:
+///   redis: redis://127.0.0.1:6379          # a standalone Redis, or:
+///   # redis_cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]
+///   sync_interval: 100ms                   # how often counts are flushed and read back
+///   instance_id: gw-1                      # default: <hostname>-<pid>
+///   key_prefix: bw                         # every key and the event channel start with it
+///   timeout: 250ms                         # a slower Redis call counts as a failure
+///   expected_instances: 3                  # degraded mode: each enforces limit ÷ this (default: peers last seen)
+///   shards: 1                              # hash-tag groups (default 1; 16 with redis_cluster)
+///   hash_seed: 0x5eed                      # the fleet's key-hash seed (same on every instance)
+///   max_keys_per_sync: 4096                # per policy and sync; the rest wait a round
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    #[serde(default)]
+    pub redis: Option<String>,
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: HumanDuration,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default)]
+    pub expected_instances: Option<u32>,
+    #[serde(default)]
+    pub shards: Option<u32>,
+    #[serde(default)]
+    pub hash_seed: Option<u64>,
+    #[serde(default = "default_max_keys_per_sync")]
+    pub max_keys_per_sync: usize,
+}
+
+fn default_sync_interval() -> HumanDuration {
+    HumanDuration::from(Duration::from_millis(100))
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from(Duration::from_millis(250))
+}
+
+fn default_prefix() -> String {
+    "bw".into()
+}
+
+fn default_max_keys_per_sync() -> usize {
+    4096
+}
+
+/// Where the fleet's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+/// The validated `cluster:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub target: RedisTarget,
+    pub sync_interval: Duration,
+    pub instance_id: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub expected_instances: Option<u32>,
+    pub shards: u32,
+    pub hash_seed: u64,
+    pub max_keys_per_sync: usize,
+}
+
+impl FleetConfig {
+    pub fn settings(&self) -> FleetSettings {
+        FleetSettings {
+            sync_interval: self.sync_interval,
+            hash_seed: self.hash_seed,
+            expected_instances: self.expected_instances,
+        }
+    }
+
+    /// The hash-tagged base of shard `shard`'s keys: `{bw:3}`. Redis Cluster
+    /// hashes only the part in braces, so every key of one shard (its
+    /// counters, hot sets, peers and blocks) lives in one slot and one script
+    /// call can touch them all.
+    pub fn shard_base(&self, shard: u32) -> String {
+        format!("{{{}:{shard}}}", self.key_prefix)
+    }
+
+    /// The pub/sub channel of hot-key and block events.
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.key_prefix)
+    }
+}
+
+fn err(field: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::new(format!("cluster.{field}"), msg)
+}
+
+fn check_url(url: &str, field: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(err(field, format!("\"{url}\" is not a redis:// URL")));
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| err(field, format!("\"{url}\": {e}")))
+}
+
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A seed all instances derive alike from the prefix when none is set.
+fn seed_from(prefix: &str) -> u64 {
+    // FNV-1a: stable across builds and platforms.
+    prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl FleetFile {
+    pub fn compile(&self) -> Result<FleetConfig, ConfigError> {
+        let target =
+            match (&self.redis, self.redis_cluster.as_slice()) {
+                (Some(url), []) => {
+                    check_url(url, "redis")?;
+                    RedisTarget::Standalone(url.clone())
+                }
+                (None, nodes) if !nodes.is_empty() => {
+                    for (i, url) in nodes.iter().enumerate() {
+                        check_url(url, &format!("redis_cluster[{i}]"))?;
+                    }
+                    RedisTarget::Cluster(nodes.to_vec())
+                }
+                (Some(_), _) => {
+                    return Err(err(
+                        "redis_cluster",
+                        "set either `redis` (standalone) or `redis_cluster` (seed nodes), not both",
+                    ))
+                }
+                (None, _) => return Err(err(
+                    "redis",
+                    "name the fleet's Redis: `redis: redis://host:6379` or `redis_cluster: [...]`",
+                )),
+            };
+        let sync_interval = self.sync_interval.as_duration();
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&sync_interval) {
+            return Err(err("sync_interval", "must be between 10ms and 10s"));
+        }
+        let timeout = self.timeout.as_duration();
+        if !(Duration::from_millis(5)..=Duration::from_secs(10)).contains(&timeout) {
+            return Err(err("timeout", "must be between 5ms and 10s"));
+        }
+        let instance_id = match &self.instance_id {
+            Some(id) => id.clone(),
+            None => default_instance_id(),
+        };
+        if instance_id.is_empty()
+            || instance_id.len() > 64
+            || !instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(err(
+                "instance_id",
+                "must be 1-64 characters of letters, digits and - _ . :",
+            ));
+        }
+        let prefix = &self.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.contains(['{', '}'])
+            || prefix.chars().any(char::is_whitespace)
+        {
+            return Err(err(
+                "key_prefix",
+                "must be 1-64 characters without braces or spaces (braces are the hash tags)",
+            ));
+        }
+        if self.expected_instances == Some(0) {
+            return Err(err("expected_instances", "must be at least 1"));
+        }
+        let shards = self.shards.unwrap_or(match target {
+            RedisTarget::Standalone(_) => 1,
+            RedisTarget::Cluster(_) => 16,
+        });
+        if !(1..=1024).contains(&shards) {
+            return Err(err("shards", "must be between 1 and 1024"));
+        }
+        if !(1..=100_000).contains(&self.max_keys_per_sync) {
+            return Err(err("max_keys_per_sync", "must be between 1 and 100000"));
+        }
+        Ok(FleetConfig {
+            target,
+            sync_interval,
+            instance_id,
+            key_prefix: prefix.clone(),
+            timeout,
+            expected_instances: self.expected_instances,
+            shards,
+            hash_seed: self.hash_seed.unwrap_or_else(|| seed_from(prefix)),
+            max_keys_per_sync: self.max_keys_per_sync,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<FleetConfig, String> {
+        let file: FleetFile = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        file.compile().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_shard_bases() {
+        let c = parse("redis: redis://127.0.0.1:6379\ninstance_id: gw-1").unwrap();
+        assert_eq!(c.sync_interval, Duration::from_millis(100));
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.shard_base(0), "{bw:0}");
+        assert_eq!(c.channel(), "bw:events");
+        assert_eq!(c.hash_seed, parse("redis: redis://h:1").unwrap().hash_seed);
+        let cl = parse("redis_cluster: [redis://a:7000, redis://b:7000]").unwrap();
+        assert_eq!(cl.shards, 16);
+        assert!(matches!(cl.target, RedisTarget::Cluster(ref n) if n.len() == 2));
+        assert!(cl.instance_id.ends_with(&std::process::id().to_string()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (yaml, field) in [
+            ("sync_interval: 100ms", "cluster.redis"),
+            ("redis: http://x", "cluster.redis"),
+            (
+                "redis: redis://h:1\nredis_cluster: [redis://h:2]",
+                "cluster.redis_cluster",
+            ),
+            (
+                "redis_cluster: [redis://a:1, 'nope']",
+                "cluster.redis_cluster[1]",
+            ),
+            (
+                "redis: redis://h:1\nsync_interval: 1ms",
+                "cluster.sync_interval",
+            ),
+            ("redis: redis://h:1\ntimeout: 1h", "cluster.timeout"),
+            (
+                "redis: redis://h:1\ninstance_id: 'a b'",
+                "cluster.instance_id",
+            ),
+            (
+                "redis: redis://h:1\nkey_prefix: '{x}'",
+                "cluster.key_prefix",
+            ),
+            (
+                "redis: redis://h:1\nexpected_instances: 0",
+                "cluster.expected_instances",
+            ),
+            ("redis: redis://h:1\nshards: 0", "cluster.shards"),
+            (
+                "redis: redis://h:1\nmax_keys_per_sync: 0",
+                "cluster.max_keys_per_sync",
+            ),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.starts_with(field), "{yaml}: {e}");
+        }
+        assert!(parse("redis: redis://h:1\nbogus: 1").is_err());
+    }
+}

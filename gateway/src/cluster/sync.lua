@@ -1,0 +1,117 @@
+-- Breakwater cluster sync: one call per shard per sync interval.
+--
+-- KEYS[1]  the shard's hash-tagged base, e.g. {bw:0}; every key touched is
+--          "<base>:..." so the whole call stays in one Redis Cluster slot.
+-- ARGV     instance id, heartbeat ("1" on shard 0), peer ttl (ms), channel,
+--          section count, then per section:
+--            kind ("c" counter | "h" hot), policy name, window ms, buckets,
+--            item count, threshold, hold line, hot ttl ms,
+--            then per item: hash (16 hex), delta, key text.
+-- Returns  { peers (id, last-seen ms pairs), now ms, sections... } where a
+--          section is { totals, hot pairs (hash, key text) }.
+--
+-- Counts live in one hash per (policy, bucket): field = key hash, value =
+-- count; a bucket expires a window after it closes. A key's fleet total is
+-- the sliding estimate: the last `buckets` buckets in full plus the one
+-- before, weighted by the part of it still inside the window.
+-- Time is Redis's own clock, so instances' clocks never split a bucket.
+
+local base = KEYS[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, beat, peer_ttl, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local nsec = tonumber(ARGV[5])
+
+local peers = {}
+if beat == '1' then
+  local pk = base .. ':peers'
+  redis.call('ZADD', pk, now, id)
+  redis.call('ZREMRANGEBYSCORE', pk, '-inf', now - peer_ttl)
+  redis.call('PEXPIRE', pk, peer_ttl * 2)
+  peers = redis.call('ZRANGE', pk, 0, -1, 'WITHSCORES')
+end
+
+local CHUNK = 1000
+local out = { peers, now }
+local i = 6
+for _ = 1, nsec do
+  local kind, name = ARGV[i], ARGV[i + 1]
+  local window, buckets, n = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local threshold, hold, ttl = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  i = i + 8
+  local width = math.max(1, math.floor(window / buckets))
+  local cur = math.floor(now / width)
+  local frac = (now % width) / width
+  local prefix = base .. ':' .. kind .. ':' .. name .. ':'
+  local fields, names = {}, {}
+  local curkey = prefix .. cur
+  local wrote = false
+  for k = 1, n do
+    local h, d = ARGV[i], tonumber(ARGV[i + 1])
+    fields[k], names[k] = h, ARGV[i + 2]
+    if d > 0 then
+      redis.call('HINCRBY', curkey, h, d)
+      wrote = true
+    end
+    i = i + 3
+  end
+  if wrote then
+    redis.call('PEXPIRE', curkey, window + 2 * width)
+  end
+  local totals = {}
+  for k = 1, n do totals[k] = 0 end
+  for b = 0, buckets do
+    local weight = 1
+    if b == buckets then weight = 1 - frac end
+    local bkey = prefix .. (cur - b)
+    local from = 1
+    while from <= n do
+      local to = math.min(n, from + CHUNK - 1)
+      local vals = redis.call('HMGET', bkey, unpack(fields, from, to))
+      for k = from, to do
+        local v = vals[k - from + 1]
+        if v then totals[k] = totals[k] + tonumber(v) * weight end
+      end
+      from = to + 1
+    end
+  end
+  local ints = {}
+  for k = 1, n do ints[k] = math.floor(totals[k] + 0.5) end
+
+  local hot = {}
+  if kind == 'h' then
+    local hk = base .. ':hot:' .. name
+    local nk = base .. ':hotname:' .. name
+    for k = 1, n do
+      local total = totals[k]
+      if total >= hold then
+        local h = fields[k]
+        if redis.call('ZSCORE', hk, h) then
+          redis.call('ZADD', hk, now, h)
+        elseif total >= threshold then
+          redis.call('ZADD', hk, now, h)
+          redis.call('HSET', nk, h, names[k])
+          redis.call('PUBLISH', channel, cjson.encode({
+            t = 'hot', rule = name, hash = h, key = names[k], count = ints[k], from = id }))
+        end
+      end
+    end
+    local cold = redis.call('ZRANGEBYSCORE', hk, '-inf', now - ttl)
+    for _, h in ipairs(cold) do
+      local key = redis.call('HGET', nk, h) or ''
+      redis.call('ZREM', hk, h)
+      redis.call('HDEL', nk, h)
+      redis.call('PUBLISH', channel, cjson.encode({
+        t = 'cooled', rule = name, hash = h, key = key, count = 0, from = id }))
+    end
+    redis.call('PEXPIRE', hk, ttl + 2 * window)
+    redis.call('PEXPIRE', nk, ttl + 2 * window)
+    local members = redis.call('ZRANGE', hk, 0, 1023)
+    for _, h in ipairs(members) do
+      hot[#hot + 1] = h
+      hot[#hot + 1] = redis.call('HGET', nk, h) or ''
+    end
+  end
+  out[#out + 1] = { ints, hot }
+end
+return out

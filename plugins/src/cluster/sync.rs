@@ -1,0 +1,75 @@
+//! The batches a global policy trades with the fleet's store each interval.
+
+/// What a section counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    /// Admitted requests per key (a global rate limit).
+    Counter,
+    /// Events per candidate key of a hot-key rule. The store marks a key hot
+    /// when its fleet total reaches `threshold`, keeps it hot while the total
+    /// holds `hold_at` and for `hot_ttl_ms` after, and announces both changes.
+    Hot {
+        threshold: u64,
+        hold_at: u64,
+        hot_ttl_ms: u64,
+    },
+}
+
+/// One key's delta since the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncItem {
+    /// The key's fleet-wide hash ([`super::Fleet::hasher`]).
+    pub hash: u64,
+    /// Counted here since the last sync (may be 0: the key's fleet total is
+    /// still wanted).
+    pub delta: u32,
+    /// The key's text, for hot-key events; empty for counters.
+    pub name: String,
+}
+
+/// One policy's part of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// The policy's name: the same on every instance of a fleet.
+    pub policy: String,
+    pub kind: SectionKind,
+    pub window_ms: u64,
+    pub buckets: u32,
+    pub items: Vec<SyncItem>,
+}
+
+impl Section {
+    /// A section with nothing to send.
+    pub fn empty(policy: &str) -> Self {
+        Self {
+            policy: policy.to_string(),
+            kind: SectionKind::Counter,
+            window_ms: 1000,
+            buckets: 1,
+            items: Vec::new(),
+        }
+    }
+}
+
+/// The fleet's answer to a section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SectionReply {
+    /// The fleet-wide windowed total of each item, in the section's order.
+    pub totals: Vec<u64>,
+    /// For hot sections: every key hot fleet-wide now, `(hash, text)`.
+    pub hot: Vec<(u64, String)>,
+}
+
+/// A policy whose state is shared with the fleet.
+pub trait GlobalSync: Send + Sync {
+    /// Takes the deltas counted since the last collect (at most `max_items`
+    /// keys; the rest wait for the next sync).
+    fn collect(&self, now: u64, max_items: usize) -> Section;
+    /// The store answered `section`.
+    fn apply(&self, section: &Section, reply: &SectionReply, now: u64);
+    /// The sync carrying `section` failed; its deltas are dropped.
+    fn abandon(&self, section: &Section);
+    /// Another instance (or the store itself) announced that a key turned
+    /// hot (`hot`) or cooled fleet-wide. Only hot-key rules care.
+    fn fleet_hot(&self, _hash: u64, _key: &str, _count: u64, _hot: bool, _now: u64) {}
+}

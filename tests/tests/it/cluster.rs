@@ -1,0 +1,458 @@
+//! Cluster mode: several gateways sharing one Redis (started here on a free
+//! port), with fleet-wide limits, hot keys and blocks, Redis outages and a
+//! real Redis Cluster.
+
+use std::time::{Duration, Instant};
+
+use breakwater_tests::{
+    client, eventually, metric_value, Gateway, MockUpstream, RedisCluster, RedisServer,
+};
+use serde_json::Value;
+
+use crate::gateway;
+
+/// Limit and window of the global per-user limit under test.
+const LIMIT: u64 = 100;
+
+fn fleet_config(up: &MockUpstream, redis: &str, id: &str, extra_policy: &str) -> String {
+    let hot = "{ name: goods-hot, key: goods_id, threshold: 300, window: 1s, hot_ttl: 2s, \
+               actions: [cache], cache: { ttl: 30s }, scope: global }";
+    let limit = format!(
+        "{{ name: per-user, key: user, limit: {LIMIT}, window: 1s, \
+         algorithm: sliding_window, scope: global }}"
+    );
+    [
+        "keys:",
+        "  user: { header: x-user-id }",
+        "  custom:",
+        "    goods_id: { path_capture: id }",
+        "cluster:",
+        &format!("  {redis}"),
+        &format!("  instance_id: {id}"),
+        "  expected_instances: 3",
+        "clusters:",
+        "  up:",
+        &format!("    endpoints: [\"{}\"]", up.addr),
+        "routes:",
+        "  - id: goods",
+        "    match: { path: { template: '/goods/{id}' } }",
+        "    cluster: up",
+        "    policies:",
+        &format!("      - hotkey: {hot}"),
+        "  - id: api",
+        "    cluster: up",
+        "    policies:",
+        &format!("      - rate_limit: {limit}"),
+        extra_policy,
+    ]
+    .join("\n")
+}
+
+async fn fleet(up: &MockUpstream, redis: &str, n: usize) -> Vec<Gateway> {
+    let mut gws = Vec::new();
+    for i in 0..n {
+        gws.push(
+            gateway(&fleet_config(up, redis, &format!("gw-{i}"), ""))
+                .start()
+                .await,
+        );
+    }
+    for gw in &gws {
+        wait_mode(gw, "global").await;
+    }
+    gws
+}
+
+async fn wait_mode(gw: &Gateway, mode: &str) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("cluster mode {mode}"),
+        || async {
+            let v = gw.admin_json("/cluster").await;
+            (v["mode"] == mode).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Every instance's requests, paced at `rate` per second per instance for
+/// `secs`, spread over all instances at once. Returns the arrival time of
+/// every admitted request and the number of refusals; any other status fails.
+async fn spread_load(gws: &[Gateway], user: &str, rate: u64, secs: u64) -> (Vec<Duration>, u64) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for gw in gws {
+        let (c, url, user) = (client(), gw.url("/api"), user.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            let (mut ok, mut refused) = (Vec::new(), 0u64);
+            for _ in 0..rate * secs {
+                tick.tick().await;
+                let at = start.elapsed();
+                let status = c
+                    .get(&url)
+                    .header("x-user-id", &user)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                match status.as_u16() {
+                    200 => ok.push(at),
+                    429 => refused += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok.extend(o);
+        refused += r;
+    }
+    ok.sort();
+    (ok, refused)
+}
+
+/// The documented bound (plugins/src/cluster/mod.rs) for N instances:
+/// limit · (1 + 1/B + (S − 1)(2I + d)/W) at the worst share sum
+/// S = 2 − 1/N, with B = 10, I = 100 ms, W = 1 s and d = 50 ms of slack for
+/// a loaded 2-core machine.
+fn bound(n: u32) -> usize {
+    let s = 2.0 - 1.0 / f64::from(n);
+    (LIMIT as f64 * (1.0 + 0.1 + (s - 1.0) * 0.25)).ceil() as usize
+}
+
+/// The most admissions inside any 1 s window.
+fn max_per_window(times: &[Duration]) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    metric_value(&gw.metrics().await, name).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_limit_holds_fleet_wide_within_the_documented_bound() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    let commands_before = metric(&gws[0], "breakwater_cluster_redis_commands_total").await;
+    let rounds_before = metric(&gws[0], "breakwater_cluster_syncs_total{result=\"ok\"}").await;
+    // 3 × 100/s offered against 100/s fleet-wide, for 5 s.
+    let (ok, refused) = spread_load(&gws, "alice", 100, 5).await;
+    let worst = max_per_window(&ok);
+    let bound = bound(3);
+    eprintln!(
+        "global limit: {} admitted, {refused} refused in 5 s; worst 1 s window {worst} (limit {LIMIT}, bound {bound})",
+        ok.len()
+    );
+    assert!(worst <= bound, "worst window {worst} > bound {bound}");
+    // Each instance alone would admit 100/s: 500 in 5 s, 1500 for the fleet.
+    assert!(
+        ok.len() >= 400 && ok.len() <= 5 * bound,
+        "admitted {}",
+        ok.len()
+    );
+    // Redis commands come from sync rounds (one per shard), not requests.
+    let commands =
+        metric(&gws[0], "breakwater_cluster_redis_commands_total").await - commands_before;
+    let rounds =
+        metric(&gws[0], "breakwater_cluster_syncs_total{result=\"ok\"}").await - rounds_before;
+    eprintln!("gw-0: {commands} redis commands in {rounds} rounds for 500 requests");
+    assert!(rounds >= 30.0, "only {rounds} sync rounds in 5 s");
+    assert!(
+        commands <= rounds + 2.0,
+        "{commands} commands for {rounds} rounds"
+    );
+    let peers = gws[0].admin_json("/cluster").await;
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 3, "{peers}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    // 150/s per instance: half the threshold each, 1.5× in total.
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for gw in &gws {
+        let (c, url) = (client(), gw.url("/goods/7"));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / 150));
+            let mut cached = 0;
+            let deadline = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                if r.headers()
+                    .get("cache-status")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("hit"))
+                {
+                    cached += 1;
+                }
+            }
+            cached
+        }));
+    }
+    let mut detected = Vec::new();
+    for gw in &gws {
+        let at = eventually(
+            Duration::from_secs(4),
+            "the key is hot on every instance",
+            || async {
+                let v = gw.admin_json("/hotkeys").await;
+                let hot = v["rules"].as_array()?.iter().any(|r| {
+                    r["hot"]
+                        .as_array()
+                        .is_some_and(|keys| keys.iter().any(|k| k["key"] == "7"))
+                });
+                hot.then(|| start.elapsed())
+            },
+        )
+        .await;
+        detected.push(at);
+    }
+    let mut hits = Vec::new();
+    for t in tasks {
+        hits.push(t.await.unwrap());
+    }
+    eprintln!("fleet-wide hot key: seen hot at {detected:?} after the load began; cache hits per instance {hits:?}");
+    for (i, h) in hits.iter().enumerate() {
+        assert!(*h > 50, "instance {i} served only {h} cache hits");
+    }
+    for gw in &gws {
+        assert!(
+            metric(
+                gw,
+                "breakwater_cluster_events_total{direction=\"in\",event=\"hot\"}"
+            )
+            .await
+                >= 1.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let url = format!("redis: {}", redis.url());
+    let gws = fleet(&up, &url, 3).await;
+    let c = client();
+    let r = c
+        .post(gws[0].admin("/blocks"))
+        .json(&serde_json::json!({ "key": "user:mallory", "ttl": "60s", "reason": "abuse" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for gw in &gws[1..] {
+        let left = eventually(
+            Duration::from_secs(3),
+            "the block reaches the peer",
+            || async {
+                let v = gw.admin_json("/blocks").await;
+                let b = v["blocks"]
+                    .as_array()?
+                    .iter()
+                    .find(|b| b["key"] == "user:mallory")?
+                    .clone();
+                b["expires_in_ms"].as_u64()
+            },
+        )
+        .await;
+        assert!(
+            (55_000..=60_000).contains(&left),
+            "ttl kept: {left} ms left"
+        );
+        let r = c
+            .get(gw.url("/api"))
+            .header("x-user-id", "mallory")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = c
+            .get(gw.url("/api"))
+            .header("x-user-id", "bob")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // An instance that starts later picks the live block up from Redis.
+    let late = gateway(&fleet_config(&up, &url, "gw-late", ""))
+        .start()
+        .await;
+    eventually(
+        Duration::from_secs(5),
+        "a new instance loads the fleet's blocks",
+        || async {
+            let r = c
+                .get(late.url("/api"))
+                .header("x-user-id", "mallory")
+                .send()
+                .await
+                .unwrap();
+            (r.status() == 403).then_some(())
+        },
+    )
+    .await;
+    // The fleet link is set up once: a reload that changes it is refused and
+    // the instance keeps serving its old config.
+    gws[1].write_config(&fleet_config(&up, &url, "gw-renamed", ""));
+    let answer = gws[1].reload().await;
+    assert_eq!(answer["result"], "error", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("cluster:"),
+        "{answer}"
+    );
+    assert_eq!(gws[1].admin_json("/cluster").await["instance_id"], "gw-1");
+    // Removing it anywhere removes it everywhere.
+    let r = c
+        .delete(gws[2].admin("/blocks/user:mallory"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    for gw in [&gws[0], &gws[1], &late] {
+        eventually(
+            Duration::from_secs(3),
+            "the unblock reaches the peer",
+            || async {
+                let r = c
+                    .get(gw.url("/api"))
+                    .header("x-user-id", "mallory")
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_redis_degrades_to_local_shares_without_errors_and_recovers() {
+    let mut redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    redis.kill();
+    for gw in &gws {
+        wait_mode(gw, "degraded").await;
+        let health: Value = client()
+            .get(gw.admin("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "degraded");
+        assert_eq!(metric(gw, "breakwater_cluster_degraded").await, 1.0);
+        assert!(gw.admin_json("/cluster").await["last_error"]["error"].is_string());
+    }
+    // Each instance now enforces 100 / 3 expected instances = 34 per second on
+    // its own; 60/s offered to each for 3 s. Nothing fails because of Redis.
+    let (ok, refused) = spread_load(&gws, "carol", 60, 3).await;
+    let per_instance = ok.len() as f64 / 3.0 / 3.0;
+    eprintln!(
+        "degraded: {} admitted, {refused} refused; {per_instance:.1}/s per instance (share 34)",
+        ok.len()
+    );
+    assert!(
+        (25.0..=40.0).contains(&per_instance),
+        "{per_instance}/s per instance"
+    );
+    // Redis comes back empty: global mode resumes on its own.
+    redis.restart();
+    for gw in &gws {
+        wait_mode(gw, "global").await;
+    }
+    let (ok, _) = spread_load(&gws, "dave", 60, 3).await;
+    let worst = max_per_window(&ok);
+    eprintln!("after recovery: worst 1 s window {worst}");
+    assert!(
+        worst <= bound(3) && ok.len() >= 200,
+        "{} admitted, worst window {worst}",
+        ok.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_mode_tags_keys_by_shard_and_limits_fleet_wide() {
+    let cluster = RedisCluster::start(3);
+    let up = MockUpstream::start("a").await;
+    let nodes = cluster.urls().join(", ");
+    let gws = fleet(&up, &format!("redis_cluster: [{nodes}]"), 2).await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        users.push(format!("user-{i}"));
+    }
+    // Many users, so that keys land in many shards; each user well under the limit.
+    for gw in &gws {
+        for u in &users {
+            let r = client()
+                .get(gw.url("/api"))
+                .header("x-user-id", u)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let scan = || {
+        let mut tags = std::collections::BTreeSet::new();
+        let mut nodes_with_keys = 0;
+        for node in cluster.nodes() {
+            let keys = node.command(&["KEYS", "{bw:*"]);
+            let keys: Vec<&str> = keys
+                .lines()
+                .filter(|k| k.contains(":c:per-user:"))
+                .collect();
+            if !keys.is_empty() {
+                nodes_with_keys += 1;
+            }
+            for k in keys {
+                let tag = &k[..=k.find('}').unwrap()];
+                // Every key of a shard is in its tag's slot.
+                assert_eq!(cluster.keyslot(k), cluster.keyslot(tag), "{k}");
+                tags.insert(tag.to_string());
+            }
+        }
+        (tags, nodes_with_keys)
+    };
+    let (tags, nodes_with_keys) = eventually(
+        Duration::from_secs(3),
+        "counters written to the cluster",
+        || async {
+            let (tags, nodes) = scan();
+            (tags.len() >= 8).then_some((tags, nodes))
+        },
+    )
+    .await;
+    assert!(nodes_with_keys >= 2, "keys on {nodes_with_keys} node(s)");
+    // And the limit is fleet-wide: 2 × 100/s offered against 100/s.
+    let (ok, _) = spread_load(&gws, "erin", 100, 3).await;
+    let worst = max_per_window(&ok);
+    eprintln!(
+        "redis cluster: {} shard tags, worst 1 s window {worst}",
+        tags.len()
+    );
+    assert!(worst <= bound(2), "worst window {worst}");
+    assert!(ok.len() >= 240, "admitted {}", ok.len());
+}
