@@ -463,6 +463,68 @@ mod tests {
     }
 
     #[test]
+    fn local_changes_are_announced_and_fleet_changes_are_not_echoed() {
+        let clock = FakeClock::new();
+        let list = BlockList::new(10, Arc::new(clock.clone()));
+        let (tx, mut rx) = mpsc::channel(8);
+        list.announce_to(tx);
+        list.block_text(
+            "user:mallory",
+            Duration::from_secs(60),
+            "abuse".into(),
+            "admin",
+            403,
+        )
+        .unwrap();
+        match rx.try_recv().unwrap() {
+            BlockChange::Added {
+                key, ttl, status, ..
+            } => {
+                assert_eq!(
+                    (key.as_str(), ttl, status),
+                    ("user:mallory", Duration::from_secs(60), 403)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Re-blocking for less changes nothing and says nothing.
+        list.block_text(
+            "user:mallory",
+            Duration::from_secs(5),
+            "again".into(),
+            "admin",
+            403,
+        )
+        .unwrap();
+        assert!(rx.try_recv().is_err());
+        // From the fleet: applied, with the remaining TTL, not announced.
+        list.apply_fleet_block(
+            "ip:203.0.113.9",
+            Duration::from_secs(30),
+            "crawler".into(),
+            "gw-2",
+            429,
+        )
+        .unwrap();
+        assert!(rx.try_recv().is_err());
+        let views = list.list();
+        let fleet = views.iter().find(|v| v.key == "ip:203.0.113.9").unwrap();
+        assert_eq!((fleet.status, fleet.expires_in_ms), (429, 30_000));
+        assert!(list.apply_fleet_unblock("ip:203.0.113.9").unwrap());
+        assert!(rx.try_recv().is_err());
+        assert!(list.unblock_text("user:mallory").unwrap());
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            BlockChange::Removed {
+                key: "user:mallory".into()
+            }
+        );
+        assert!(list
+            .apply_fleet_block("nonsense", Duration::from_secs(5), String::new(), "x", 403)
+            .is_err());
+    }
+
+    #[test]
     fn unblock_list_and_purge() {
         let clock = FakeClock::new();
         let list = BlockList::new(10, Arc::new(clock.clone()));

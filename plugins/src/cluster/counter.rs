@@ -71,6 +71,9 @@ pub struct GlobalCounter {
     fleet: Arc<Fleet>,
     window: Duration,
     entries: KeyedStore<Entry>,
+    /// Rotates where a capped batch starts, so that no key is left out of
+    /// every batch when more than `max_items` keys are active.
+    rounds: AtomicU64,
 }
 
 impl GlobalCounter {
@@ -87,6 +90,7 @@ impl GlobalCounter {
                     window_nanos: window.as_nanos() as u64,
                 },
             ),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -196,7 +200,9 @@ impl GlobalCounter {
 
     /// Takes every key seen within the window: its pending delta moves to
     /// `inflight` until the reply. Keys with a delta come first, so a capped
-    /// batch never leaves admissions unsent in favour of refreshes.
+    /// batch never leaves admissions unsent in favour of refreshes; past
+    /// `max_items`, each round starts further along, so every key is sent
+    /// within `active keys / max_items` rounds (its delta waits meanwhile).
     pub fn collect(&self, now: u64, max_items: usize) -> Section {
         let cx = *self.entries.context();
         let mut with_delta = Vec::new();
@@ -208,6 +214,13 @@ impl GlobalCounter {
                 refresh.push(hash);
             }
         });
+        let round = self.rounds.fetch_add(1, Ordering::Relaxed) as usize;
+        for keys in [&mut with_delta, &mut refresh] {
+            if keys.len() > max_items {
+                let start = (round * max_items) % keys.len();
+                keys.rotate_left(start);
+            }
+        }
         with_delta.extend(refresh);
         with_delta.truncate(max_items);
         let items = with_delta
@@ -366,6 +379,15 @@ mod tests {
         let s = c.collect(3 * MS, 1);
         assert_eq!(s.items.len(), 1);
         assert_eq!(s.items[0].hash, 6);
+        // Past the cap, rounds take turns: every key with a delta goes out.
+        for k in 10..20 {
+            assert_eq!(admitted(&c, k, 4 * MS, 1, 10), 1);
+        }
+        let mut sent = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            sent.extend(c.collect(4 * MS, 3).items.iter().map(|i| i.hash));
+        }
+        assert!((10..20).all(|k| sent.contains(&k)), "{sent:?}");
         // Long idle keys are not sent at all.
         assert!(c.collect(5_000 * MS, 10).items.is_empty());
     }

@@ -319,7 +319,9 @@ impl Policy for HotKeyRule {
 /// keys hot on the fleet total and tells every instance (the reply's hot set
 /// and the events the gateway relays).
 impl GlobalSync for HotKeyRule {
-    fn collect(&self, _now: u64, max_items: usize) -> Section {
+    /// Every candidate with new events is sent (at most `max_tracked`, which
+    /// bounds the batch): a capped batch would starve the same keys each round.
+    fn collect(&self, _now: u64, _max_items: usize) -> Section {
         let (threshold, hold_at) = self.detector.lines();
         let cfg = self.detector.config();
         Section {
@@ -333,7 +335,7 @@ impl GlobalSync for HotKeyRule {
             buckets: FLEET_BUCKETS,
             items: self
                 .detector
-                .take_pending(max_items)
+                .take_pending(cfg.max_tracked)
                 .into_iter()
                 .map(|(hash, delta, name)| SyncItem { hash, delta, name })
                 .collect(),

@@ -288,3 +288,70 @@ fn config_errors_name_the_field() {
     assert!(err("{ key: ip, threshold: 10, window: 1s, cool_ratio: 1.5 }").contains(".cool_ratio"));
     assert!(err("{ key: ip, threshold: 10, window: 1s, actions: [] }").contains(".actions"));
 }
+
+#[test]
+fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
+    use crate::cluster::{Fleet, FleetSettings, SectionKind, SectionReply};
+    let env = Env::new();
+    let yaml = "{ key: ip, threshold: 100, window: 1s, actions: [observe], scope: global }";
+    let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
+    let err = cfg
+        .compile("goods.hot".into(), "p", &env.policy_env())
+        .err()
+        .expect("global scope without a fleet");
+    assert!(err.to_string().starts_with("p.scope:"), "{err}");
+    let fleet = std::sync::Arc::new(Fleet::new(FleetSettings {
+        sync_interval: Duration::from_millis(100),
+        hash_seed: 1,
+        expected_instances: None,
+    }));
+    let penv = crate::PolicyEnv {
+        fleet: Some(fleet),
+        ..env.policy_env()
+    };
+    let r = cfg.compile("goods.hot".into(), "p", &penv).unwrap();
+    let g = r.global().expect("a global rule syncs");
+    let mut rx = env.hub.subscribe();
+    let k = keys("198.51.100.7", None);
+    // 40 events in 200 ms: under the threshold of 100 on this instance.
+    for _ in 0..40 {
+        env.clock.advance(Duration::from_millis(5));
+        assert!(matches!(env.decide(&r, &k).0, Decision::Continue));
+    }
+    let now = env.clock.now_nanos();
+    let s = g.collect(now, 10);
+    assert!(matches!(
+        s.kind,
+        SectionKind::Hot {
+            threshold: 100,
+            hold_at: 80,
+            hot_ttl_ms: 10_000
+        }
+    ));
+    // Every event counts, also the ones that got the key admitted.
+    assert_eq!(s.items.len(), 1);
+    assert_eq!(s.items[0].delta, 40);
+    assert_eq!(s.items[0].name, "198.51.100.7");
+    assert!(g.collect(now, 10).items.is_empty(), "deltas are taken once");
+    assert!(rx.try_recv().is_err(), "not hot here");
+    // The fleet's total crossed the threshold: hot here too, with an event.
+    let hash = s.items[0].hash;
+    let verdict = SectionReply {
+        totals: vec![120],
+        hot: vec![(hash, "198.51.100.7".into())],
+    };
+    g.apply(&s, &verdict, now);
+    assert!(r.detector().is_hot(hash));
+    assert_eq!(rx.try_recv().unwrap().event, "hot");
+    // Repeated verdicts keep it hot without new events.
+    env.clock.advance(Duration::from_secs(5));
+    g.apply(&s, &verdict, env.clock.now_nanos());
+    r.tick(env.clock.now_nanos());
+    assert!(r.detector().is_hot(hash));
+    assert!(rx.try_recv().is_err());
+    // The fleet cooled it.
+    g.fleet_hot(hash, "198.51.100.7", 0, false, env.clock.now_nanos());
+    assert!(!r.detector().is_hot(hash));
+    assert_eq!(rx.try_recv().unwrap().event, "cooled");
+    assert_eq!(r.counts().cooled_events, 1);
+}

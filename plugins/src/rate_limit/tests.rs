@@ -223,3 +223,68 @@ fn config_errors_name_their_fields() {
             .is_err()
     );
 }
+
+#[test]
+fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
+    use crate::cluster::{Fleet, FleetSettings, SectionReply};
+    use crate::Clock;
+    use std::sync::Arc;
+    let env = Env::new();
+    let fleet = Arc::new(Fleet::new(FleetSettings {
+        sync_interval: Duration::from_millis(100),
+        hash_seed: 9,
+        expected_instances: Some(2),
+    }));
+    let cfg: RateLimitConfig = serde_yaml::from_str(
+        "{ key: user, limit: 10, window: 1s, algorithm: sliding_window, scope: global, \
+         overrides: [{ key: vip, limit: 40 }] }",
+    )
+    .unwrap();
+    let penv = crate::PolicyEnv {
+        fleet: Some(fleet.clone()),
+        ..env.policy_env()
+    };
+    let p = cfg.compile("per-user".into(), "p", &penv).unwrap();
+    let g = p.global().expect("a global limit syncs");
+    let (alice, vip) = (
+        keys("10.0.0.1", Some("alice")),
+        keys("10.0.0.1", Some("vip")),
+    );
+    // Degraded until the first sync: this instance's half of each limit.
+    assert_eq!(env.admitted(&p, &alice, 20), 5);
+    assert_eq!(env.admitted(&p, &vip, 50), 20);
+    // In global mode the fleet's totals count: the fleet admitted 2 of
+    // alice's 10 in the window, one of them here; this instance may spend
+    // its half of the 8 left until the next sync.
+    fleet.set_global(true);
+    env.clock.advance(Duration::from_secs(2));
+    let now = env.clock.now_nanos();
+    assert_eq!(env.admitted(&p, &alice, 1), 1);
+    let s = g.collect(now, 100);
+    let totals: Vec<u64> = s
+        .items
+        .iter()
+        .map(|i| if i.delta == 1 { 2 } else { 0 })
+        .collect();
+    g.apply(
+        &s,
+        &SectionReply {
+            totals,
+            hot: vec![],
+        },
+        now,
+    );
+    assert_eq!(env.admitted(&p, &alice, 20), 4);
+    let (d, _) = env.decide(&p, &alice);
+    assert!(matches!(d, Decision::Reject(ref r) if r.kind == "rate_limited"));
+    // The VIP's override applies fleet-wide too.
+    assert_eq!(
+        env.admitted(&p, &vip, 50),
+        20,
+        "a new key starts at 1/N of its limit"
+    );
+    // A local limit has nothing to sync.
+    assert!(limit("{ key: ip, limit: 10, window: 1s }", &env)
+        .global()
+        .is_none());
+}

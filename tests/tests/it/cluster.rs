@@ -456,3 +456,42 @@ async fn redis_cluster_mode_tags_keys_by_shard_and_limits_fleet_wide() {
     assert!(worst <= bound(2), "worst window {worst}");
     assert!(ok.len() >= 240, "admitted {}", ok.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_redis_adds_no_latency_to_requests() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 2).await;
+    // Redis stops answering (connections stay open) for 3 s: every sync
+    // call runs into the 250 ms timeout.
+    redis.command(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    let paused = Instant::now();
+    let c = client();
+    let mut slowest = Duration::ZERO;
+    let mut statuses = std::collections::BTreeMap::new();
+    while paused.elapsed() < Duration::from_millis(2500) {
+        let sent = Instant::now();
+        let r = c
+            .get(gws[0].url("/api"))
+            .header("x-user-id", "frank")
+            .send()
+            .await
+            .unwrap();
+        slowest = slowest.max(sent.elapsed());
+        *statuses.entry(r.status().as_u16()).or_insert(0u32) += 1;
+    }
+    eprintln!("redis paused: slowest request {slowest:?}; statuses {statuses:?}");
+    // A request that waited on Redis would take the rest of the pause.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest request {slowest:?}"
+    );
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(gws[0].admin_json("/cluster").await["mode"], "degraded");
+    for gw in &gws {
+        wait_mode(gw, "global").await;
+    }
+}
