@@ -95,6 +95,7 @@ pub struct BlockList {
     refused_full: AtomicU64,
     /// Cluster mode: where local changes go to reach the fleet.
     outbox: OnceLock<mpsc::Sender<BlockChange>>,
+    unannounced: AtomicU64,
 }
 
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -131,6 +132,7 @@ impl BlockList {
             removed: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
             outbox: OnceLock::new(),
+            unannounced: AtomicU64::new(0),
         }
     }
 
@@ -144,8 +146,13 @@ impl BlockList {
 
     fn announce(&self, change: BlockChange) {
         if let Some(tx) = self.outbox.get() {
-            if let Err(e) = tx.try_send(change) {
-                tracing::warn!(target: "breakwater::blocks", error = %e, "block change not sent to the fleet");
+            if tx.try_send(change).is_err() {
+                // Logged at the 1st, 2nd, 4th, 8th... drop: a flood of
+                // blocks must not become a flood of log lines.
+                let n = self.unannounced.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(target: "breakwater::blocks", dropped = n, "block changes not sent to the fleet (link behind or down)");
+                }
             }
         }
     }

@@ -105,6 +105,8 @@ struct Inner {
     last_success: Option<Instant>,
     last_round_trip: Duration,
     consecutive_failures: u32,
+    /// The outage was logged (once per outage, also one at startup).
+    warned: bool,
 }
 
 /// Shared by the sync task, the event task and the admin.
@@ -143,8 +145,9 @@ impl FleetStatus {
             inner.redis_now_ms = now_ms;
         }
         if !self.fleet.is_global() {
-            tracing::info!(target: "breakwater::cluster", "fleet sync restored: global mode");
+            tracing::info!(target: "breakwater::cluster", "fleet sync working: global mode");
         }
+        inner.warned = false;
         inner.last_success = Some(Instant::now());
         inner.last_round_trip = round_trip;
         inner.consecutive_failures = 0;
@@ -161,7 +164,8 @@ impl FleetStatus {
         let mut inner = self.inner.lock();
         inner.consecutive_failures += 1;
         let degrade = inner.consecutive_failures >= DEGRADE_AFTER || inner.last_success.is_none();
-        if degrade && self.fleet.is_global() {
+        if degrade && !inner.warned {
+            inner.warned = true;
             tracing::warn!(
                 target: "breakwater::cluster",
                 %error,

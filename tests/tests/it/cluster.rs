@@ -243,6 +243,37 @@ async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
                 >= 1.0
         );
     }
+    // The load stopped: the fleet total falls, and 2 s (hot_ttl) later the
+    // key cools on every instance, announced once for the fleet.
+    let stopped = Instant::now();
+    for gw in &gws {
+        eventually(
+            Duration::from_secs(6),
+            "the key cools on every instance",
+            || async {
+                let v = gw.admin_json("/hotkeys").await;
+                let hot = v["rules"].as_array()?.iter().any(|r| {
+                    r["hot"]
+                        .as_array()
+                        .is_some_and(|keys| keys.iter().any(|k| k["key"] == "7"))
+                });
+                (!hot).then_some(())
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "cooled everywhere {:?} after the load stopped",
+        stopped.elapsed()
+    );
+    for gw in &gws {
+        let cooled = metric(
+            gw,
+            "breakwater_cluster_events_total{direction=\"in\",event=\"cooled\"}",
+        )
+        .await;
+        assert!(cooled >= 1.0, "cooled events heard: {cooled}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
