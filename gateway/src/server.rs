@@ -9,7 +9,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, AdminServer};
-use crate::cluster::events::FleetEvents;
+use crate::cluster::relay::FleetEvents;
 use crate::cluster::sync::FleetSync;
 use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
 use crate::housekeeping::Housekeeping;
