@@ -244,6 +244,8 @@ mod tests {
         assert_eq!(cl.shards, 16);
         assert!(matches!(cl.target, RedisTarget::Cluster(ref n) if n.len() == 2));
         assert!(cl.instance_id.ends_with(&std::process::id().to_string()));
+        let seeded = parse("redis: redis://h:1\nhash_seed: 0x5eed").unwrap();
+        assert_eq!(seeded.hash_seed, 0x5eed);
     }
 
     #[test]
