@@ -130,7 +130,11 @@ pub fn parse_reply(v: &Value, expected: usize) -> Result<CallReply, LinkError> {
             .chunks(2)
             .filter_map(|p| Some((parse_hash(&text(p.first()?)?)?, text(p.get(1)?)?)))
             .collect();
-        sections.push(SectionReply { totals, hot });
+        sections.push(SectionReply {
+            totals,
+            hot,
+            store_now_ms: now_ms,
+        });
     }
     Ok(CallReply {
         peers,

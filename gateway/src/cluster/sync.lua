@@ -11,9 +11,11 @@
 --          section is { totals, hot pairs (hash, key text) }.
 --
 -- Counts live in one hash per (policy, bucket): field = key hash, value =
--- count; a bucket expires a window after it closes. A key's fleet total is
--- the sliding estimate: the last `buckets` buckets in full plus the one
--- before, weighted by the part of it still inside the window.
+-- count; a bucket expires a window after it closes. A counter's fleet total
+-- is the last `buckets` buckets plus the one before, all in full: never
+-- less than the true count in the window, whatever the shape of the
+-- traffic (limits must not be exceeded). A hot-key total weighs the oldest
+-- bucket by the part of it still inside the window (a sliding estimate).
 -- Time is Redis's own clock, so instances' clocks never split a bucket.
 
 local base = KEYS[1]
@@ -62,7 +64,7 @@ for _ = 1, nsec do
   for k = 1, n do totals[k] = 0 end
   for b = 0, buckets do
     local weight = 1
-    if b == buckets then weight = 1 - frac end
+    if b == buckets and kind == 'h' then weight = 1 - frac end
     local bkey = prefix .. (cur - b)
     local from = 1
     while from <= n do

@@ -41,9 +41,16 @@ struct Entry {
     /// When `fleet` was read (policy clock); 0 = never.
     fleet_at: AtomicU64,
     /// The part of the fleet's headroom this instance may use until the
-    /// next reply, in millionths: its own share of the key's recent
-    /// admissions, at least 1/N. 0 = not computed yet (then 1/N).
+    /// next reply, in millionths (see [`GlobalCounter::apply`]). 0 = not
+    /// computed yet (then 1/N).
     share_ppm: AtomicU32,
+    /// What this instance flushed, bucketed by the store's clock exactly as
+    /// the store counts it: its own part of the fleet total.
+    own: SlidingWindow<{ FLEET_BUCKETS as usize + 1 }>,
+    /// Rounds the budget: a fraction `f` of a request is one more request
+    /// with probability `f` (drawn once per sync), so the instances' budgets
+    /// add up to the headroom on average instead of each rounding up.
+    dice_ppm: AtomicU32,
     /// The last request for the key, admitted or not: a key refused
     /// everywhere still needs its fleet total refreshed.
     seen_at: AtomicU64,
@@ -52,6 +59,8 @@ struct Entry {
 #[derive(Debug, Clone, Copy)]
 struct Cx {
     spec: WindowSpec,
+    /// The store's buckets (whole milliseconds, as the sync script cuts them).
+    fleet_spec: WindowSpec,
     window_nanos: u64,
 }
 
@@ -74,11 +83,19 @@ pub struct GlobalCounter {
     /// Rotates where a capped batch starts, so that no key is left out of
     /// every batch when more than `max_items` keys are active.
     rounds: AtomicU64,
+    /// The store's clock at the first reply, less a millisecond: `own`
+    /// windows count from here (their epochs must start small).
+    store_base_ms: AtomicU64,
 }
 
 impl GlobalCounter {
     pub fn new(policy: String, window: Duration, max_keys: usize, fleet: Arc<Fleet>) -> Self {
         let spec = WindowSpec::new(window, LOCAL_BUCKETS);
+        let width_ms = (window.as_millis() as u64 / u64::from(FLEET_BUCKETS)).max(1);
+        let fleet_spec = WindowSpec::new(
+            Duration::from_millis(width_ms * u64::from(FLEET_BUCKETS)),
+            FLEET_BUCKETS,
+        );
         Self {
             policy,
             fleet,
@@ -87,10 +104,12 @@ impl GlobalCounter {
                 max_keys,
                 Cx {
                     spec,
+                    fleet_spec,
                     window_nanos: window.as_nanos() as u64,
                 },
             ),
             rounds: AtomicU64::new(0),
+            store_base_ms: AtomicU64::new(0),
         }
     }
 
@@ -127,7 +146,9 @@ impl GlobalCounter {
                     0 => PPM / u64::from(self.fleet.expected_instances()),
                     ppm => u64::from(ppm),
                 };
-                let budget = (limit.saturating_sub(fleet) * share).div_ceil(PPM);
+                let scaled = limit.saturating_sub(fleet).saturating_mul(share);
+                let dice = u64::from(e.dice_ppm.load(Ordering::Relaxed));
+                let budget = scaled / PPM + u64::from(scaled % PPM > dice);
                 if local + 1 > budget {
                     return GlobalAdmit::Refuse {
                         retry_after: self
@@ -247,18 +268,57 @@ impl GlobalCounter {
     }
 
     /// Stores the fleet totals: from now on decisions count from them.
+    ///
+    /// Each key's share of the headroom becomes this instance's part of the
+    /// fleet total — both summed over the same store buckets, so the shares
+    /// of all instances add up to 1 — with two guards: a share at most
+    /// doubles per sync (an instance whose view lacks the others' latest
+    /// flushes would otherwise see itself as the whole fleet, as at the
+    /// onset of a burst), and it never falls below `1/(2N)`, so an instance
+    /// whose traffic grows is not starved while the others' shares shrink.
     pub fn apply(&self, section: &Section, reply: &SectionReply, now: u64) {
         let cx = *self.entries.context();
-        let floor = PPM / u64::from(self.fleet.expected_instances());
+        let n = u64::from(self.fleet.expected_instances());
+        let (start, floor) = (PPM / n, PPM / (2 * n));
+        let base = match self.store_base_ms.load(Ordering::Relaxed) {
+            0 => {
+                let base = reply.store_now_ms.saturating_sub(1).max(1);
+                match self.store_base_ms.compare_exchange(
+                    0,
+                    base,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => base,
+                    Err(set) => set,
+                }
+            }
+            base => base,
+        };
+        let tick = cx.fleet_spec.tick(
+            reply
+                .store_now_ms
+                .saturating_sub(base)
+                .saturating_mul(1_000_000),
+        );
         for (item, total) in section.items.iter().zip(&reply.totals) {
             self.entries.peek(item.hash, |e| {
-                let own = e.local.estimate(&cx.spec, now);
-                let share = if *total == 0 {
-                    floor
-                } else {
-                    ((own / *total as f64 * PPM as f64) as u64).clamp(floor, PPM)
+                if item.delta > 0 {
+                    e.own.add_at(tick, item.delta);
+                }
+                let own = e.own.total_at(tick);
+                let raw = match *total {
+                    0 => start,
+                    t => (own.saturating_mul(PPM) / t).min(PPM),
                 };
-                e.share_ppm.store(share.max(1) as u32, Ordering::Relaxed);
+                let prev = match u64::from(e.share_ppm.load(Ordering::Relaxed)) {
+                    0 => start,
+                    p => p,
+                };
+                let share = raw.min(prev * 2).clamp(floor.max(1), PPM);
+                e.share_ppm.store(share as u32, Ordering::Relaxed);
+                e.dice_ppm
+                    .store(fastrand::u32(..PPM as u32), Ordering::Relaxed);
                 e.fleet.store(*total, Ordering::Relaxed);
                 e.fleet_at.store(now.max(1), Ordering::Relaxed);
                 e.inflight.fetch_sub(
@@ -305,10 +365,12 @@ mod tests {
             .count() as u32
     }
 
-    fn reply(totals: &[u64]) -> SectionReply {
+    /// The store's answer at policy time `now` (its clock runs alongside).
+    fn reply(totals: &[u64], now: u64) -> SectionReply {
         SectionReply {
             totals: totals.to_vec(),
             hot: vec![],
+            store_now_ms: 1_700_000_000_000 + now / MS,
         }
     }
 
@@ -325,13 +387,15 @@ mod tests {
         // While the sync is under way, the sent delta still counts.
         assert_eq!(c.used(7, now), Some(30));
         assert_eq!(admitted(&c, 7, now, 5, 100), 5);
-        // The fleet saw 30 from us and 50 from the others.
-        c.apply(&section, &reply(&[80]), now + MS);
+        // The fleet saw 30 from us and 50 from the others: 20 are left, and
+        // this instance may spend half of them (its share, 30 of 80, is
+        // under the floor of 1/(2N) with N = 1 seen).
+        c.apply(&section, &reply(&[80], now), now + MS);
         assert_eq!(c.used(7, now + MS), Some(85));
-        assert_eq!(admitted(&c, 7, now + MS, 30, 100), 15);
+        assert_eq!(admitted(&c, 7, now + MS, 30, 100), 5);
         // The next collect carries only the new admissions.
         let next = c.collect(now + 2 * MS, 100);
-        assert_eq!(next.items[0].delta, 20);
+        assert_eq!(next.items[0].delta, 10);
     }
 
     #[test]
@@ -340,16 +404,33 @@ mod tests {
         c.fleet().set_peers_seen(4);
         // A key never synced: a quarter of the limit until the first reply.
         assert_eq!(admitted(&c, 3, MS, 100, 100), 25);
-        // The fleet admitted 100 in the window, 25 of them here: a quarter of
-        // whatever headroom opens.
+        // The fleet counted 60 in the window, 25 of them this instance's: of
+        // the 40 left it may spend 25/60, 16.7: 16 or 17 (rounded at random,
+        // so that the instances' budgets add up to the headroom on average).
         let s = c.collect(MS, 10);
-        c.apply(&s, &reply(&[60]), 2 * MS);
-        // 40 of headroom, share 25/60 → 17.
-        assert_eq!(admitted(&c, 3, 2 * MS, 100, 100), 17);
-        // All of the key's traffic came here: the whole headroom.
+        c.apply(&s, &reply(&[60], MS), 2 * MS);
+        let a2 = admitted(&c, 3, 2 * MS, 100, 100);
+        assert!((16..=17).contains(&a2), "{a2}");
+        // Now all of the key's recent traffic was here, but a share at most
+        // doubles per sync: 5/6 of what is left.
+        let total = 25 + u64::from(a2);
         let s = c.collect(3 * MS, 10);
-        c.apply(&s, &reply(&[42]), 3 * MS);
-        assert_eq!(admitted(&c, 3, 3 * MS, 100, 100), 58);
+        c.apply(&s, &reply(&[total], 3 * MS), 3 * MS);
+        let a3 = u64::from(admitted(&c, 3, 3 * MS, 100, 100));
+        let expected = (100 - total) as f64 * 5.0 / 6.0;
+        assert!((a3 as f64 - expected).abs() < 1.0, "{a3} vs {expected}");
+        // One sync later, the whole headroom.
+        let total = total + a3;
+        let s = c.collect(4 * MS, 10);
+        c.apply(&s, &reply(&[total], 4 * MS), 4 * MS);
+        assert_eq!(u64::from(admitted(&c, 3, 4 * MS, 100, 100)), 100 - total);
+        // A share never falls below 1/(2N): the others took everything.
+        let s = c.collect(5 * MS, 10);
+        c.apply(&s, &reply(&[5000], 5 * MS), 5 * MS);
+        let s = c.collect(6 * MS, 10);
+        c.apply(&s, &reply(&[20], 1_500 * MS), 6 * MS);
+        // 80 left; own 0 in the store's window by now → floor 1/8 → 10.
+        assert_eq!(admitted(&c, 3, 6 * MS, 100, 100), 10);
     }
 
     #[test]
@@ -357,7 +438,7 @@ mod tests {
         let c = counter(None);
         assert_eq!(admitted(&c, 1, MS, 1, 10), 1);
         let s = c.collect(MS, 10);
-        c.apply(&s, &reply(&[10]), MS);
+        c.apply(&s, &reply(&[10], MS), MS);
         assert_eq!(admitted(&c, 1, 2 * MS, 1, 10), 0);
         // No sync for more than a window: the stale total is forgotten.
         assert_eq!(admitted(&c, 1, 1_200 * MS, 1, 10), 1);

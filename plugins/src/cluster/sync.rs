@@ -58,6 +58,9 @@ pub struct SectionReply {
     pub totals: Vec<u64>,
     /// For hot sections: every key hot fleet-wide now, `(hash, text)`.
     pub hot: Vec<(u64, String)>,
+    /// The store's clock when it answered (unix ms): the bucket the
+    /// section's deltas were counted in.
+    pub store_now_ms: u64,
 }
 
 /// A policy whose state is shared with the fleet.

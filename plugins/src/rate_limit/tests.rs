@@ -271,6 +271,7 @@ fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
         &SectionReply {
             totals,
             hot: vec![],
+            store_now_ms: 1_700_000_000_000,
         },
         now,
     );
