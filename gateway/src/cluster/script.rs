@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use breakwater_plugins::cluster::{Section, SectionKind, SectionReply};
+use breakwater_plugins::cluster::{LeaseAsk, Section, SectionKind, SectionReply};
 use redis::{Script, Value};
 
 use super::link::LinkError;
@@ -47,7 +47,19 @@ pub fn invocation<'s>(head: &CallHeader<'_>, sections: &[Section]) -> redis::Scr
             .arg(hold)
             .arg(ttl);
         for item in &s.items {
-            inv.arg(hash_hex(item.hash)).arg(item.delta).arg(&item.name);
+            let lease = item.lease.unwrap_or(LeaseAsk {
+                want: 0,
+                limit: 0,
+                give_back: 0,
+                from_bucket: 0,
+            });
+            inv.arg(hash_hex(item.hash))
+                .arg(item.delta)
+                .arg(&item.name)
+                .arg(lease.give_back)
+                .arg(lease.from_bucket)
+                .arg(lease.want)
+                .arg(lease.limit);
         }
     }
     inv
@@ -130,10 +142,22 @@ pub fn parse_reply(v: &Value, expected: usize) -> Result<CallReply, LinkError> {
             .chunks(2)
             .filter_map(|p| Some((parse_hash(&text(p.first()?)?)?, text(p.get(1)?)?)))
             .collect();
+        let grants = parts
+            .get(2)
+            .and_then(array)
+            .unwrap_or(&[])
+            .iter()
+            .map(|g| int(g).ok_or_else(|| bad("grant")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !grants.is_empty() && grants.len() != totals.len() {
+            return Err(bad("grants"));
+        }
+        let bucket = parts.get(3).and_then(int).unwrap_or(0);
         sections.push(SectionReply {
             totals,
             hot,
-            store_now_ms: now_ms,
+            grants,
+            bucket,
         });
     }
     Ok(CallReply {
@@ -173,6 +197,8 @@ mod tests {
             Value::Array(vec![
                 Value::Array(vec![Value::Int(3), Value::Int(0)]),
                 Value::Array(vec![]),
+                Value::Array(vec![Value::Int(5), Value::Int(0)]),
+                Value::Int(17_000_000_001),
             ]),
             Value::Array(vec![
                 Value::Array(vec![Value::Int(9)]),
@@ -186,6 +212,8 @@ mod tests {
         );
         assert_eq!(r.now_ms, 1_700_000_000_123);
         assert_eq!(r.sections[0].totals, vec![3, 0]);
+        assert_eq!(r.sections[0].grants, vec![5, 0]);
+        assert_eq!(r.sections[0].bucket, 17_000_000_001);
         assert_eq!(r.sections[1].hot, vec![(42, "goods:123".into())]);
         assert!(parse_reply(&v, 3).is_err());
         assert!(parse_reply(&Value::Int(1), 0).is_err());

@@ -6,9 +6,10 @@
 --          section count, then per section:
 --            kind ("c" counter | "h" hot), policy name, window ms, buckets,
 --            item count, threshold, hold line, hot ttl ms,
---            then per item: hash (16 hex), delta, key text.
+--            then per item: hash (16 hex), delta, key text, and for
+--            counters the lease: give back, its bucket, want, limit.
 -- Returns  { peers (id, last-seen ms pairs), now ms, sections... } where a
---          section is { totals, hot pairs (hash, key text) }.
+--          section is { totals, hot pairs (hash, key text), grants, bucket }.
 --
 -- Counts live in one hash per (policy, bucket): field = key hash, value =
 -- count; a bucket expires a window after it closes. A counter's fleet total
@@ -16,6 +17,10 @@
 -- less than the true count in the window, whatever the shape of the
 -- traffic (limits must not be exceeded). A hot-key total weighs the oldest
 -- bucket by the part of it still inside the window (a sliding estimate).
+-- Leases: a counter item hands back the unspent part of its last lease (to
+-- the bucket it was granted in, if still in the window), adds what it
+-- admitted without a lease, and is granted min(want, limit - total) — all
+-- inside this one atomic call, so no headroom is granted twice.
 -- Time is Redis's own clock, so instances' clocks never split a bucket.
 
 local base = KEYS[1]
@@ -45,17 +50,24 @@ for _ = 1, nsec do
   local cur = math.floor(now / width)
   local frac = (now % width) / width
   local prefix = base .. ':' .. kind .. ':' .. name .. ':'
-  local fields, names = {}, {}
+  local fields, names, wants, limits = {}, {}, {}, {}
   local curkey = prefix .. cur
   local wrote = false
   for k = 1, n do
     local h, d = ARGV[i], tonumber(ARGV[i + 1])
     fields[k], names[k] = h, ARGV[i + 2]
+    local give, from = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    wants[k], limits[k] = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
     if d > 0 then
       redis.call('HINCRBY', curkey, h, d)
       wrote = true
     end
-    i = i + 3
+    if give > 0 and from >= cur - buckets then
+      local gkey = prefix .. from
+      local held = tonumber(redis.call('HGET', gkey, h) or '0')
+      redis.call('HINCRBY', gkey, h, -math.min(give, held))
+    end
+    i = i + 7
   end
   if wrote then
     redis.call('PEXPIRE', curkey, window + 2 * width)
@@ -75,6 +87,22 @@ for _ = 1, nsec do
         if v then totals[k] = totals[k] + tonumber(v) * weight end
       end
       from = to + 1
+    end
+  end
+  local grants = {}
+  if kind == 'c' then
+    local granted = false
+    for k = 1, n do
+      local g = math.max(0, math.min(wants[k], limits[k] - totals[k]))
+      grants[k] = g
+      if g > 0 then
+        redis.call('HINCRBY', curkey, fields[k], g)
+        totals[k] = totals[k] + g
+        granted = true
+      end
+    end
+    if granted then
+      redis.call('PEXPIRE', curkey, window + 2 * width)
     end
   end
   local ints = {}
@@ -114,6 +142,6 @@ for _ = 1, nsec do
       hot[#hot + 1] = redis.call('HGET', nk, h) or ''
     end
   end
-  out[#out + 1] = { ints, hot }
+  out[#out + 1] = { ints, hot, grants, cur }
 end
 return out

@@ -183,6 +183,7 @@ mod tests {
                     hash,
                     delta: 1,
                     name: String::new(),
+                    lease: None,
                 })
                 .collect(),
         }

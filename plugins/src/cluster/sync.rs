@@ -15,16 +15,32 @@ pub enum SectionKind {
     },
 }
 
-/// One key's delta since the last sync.
+/// One key's part of a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncItem {
     /// The key's fleet-wide hash ([`super::Fleet::hasher`]).
     pub hash: u64,
-    /// Counted here since the last sync (may be 0: the key's fleet total is
-    /// still wanted).
+    /// Counted here since the last sync, added to the store as is: a hot
+    /// key's events, or a limit's admissions made without a lease. May be 0
+    /// (the key's fleet total is still wanted).
     pub delta: u32,
     /// The key's text, for hot-key events; empty for counters.
     pub name: String,
+    /// Limits only: the lease this instance asks for.
+    pub lease: Option<LeaseAsk>,
+}
+
+/// A request for the right to admit `want` more requests of a key until the
+/// next sync. The store grants at most what the key's limit leaves in the
+/// window, atomically, so no two instances are granted the same headroom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAsk {
+    pub want: u32,
+    pub limit: u64,
+    /// Unspent requests of the previous lease, handed back...
+    pub give_back: u32,
+    /// ...to the store bucket they were granted in.
+    pub from_bucket: u64,
 }
 
 /// One policy's part of a sync.
@@ -58,9 +74,10 @@ pub struct SectionReply {
     pub totals: Vec<u64>,
     /// For hot sections: every key hot fleet-wide now, `(hash, text)`.
     pub hot: Vec<(u64, String)>,
-    /// The store's clock when it answered (unix ms): the bucket the
-    /// section's deltas were counted in.
-    pub store_now_ms: u64,
+    /// For counter sections: the lease granted to each item.
+    pub grants: Vec<u64>,
+    /// The store bucket this answer's grants were counted in.
+    pub bucket: u64,
 }
 
 /// A policy whose state is shared with the fleet.

@@ -337,7 +337,12 @@ impl GlobalSync for HotKeyRule {
                 .detector
                 .take_pending(cfg.max_tracked)
                 .into_iter()
-                .map(|(hash, delta, name)| SyncItem { hash, delta, name })
+                .map(|(hash, delta, name)| SyncItem {
+                    hash,
+                    delta,
+                    name,
+                    lease: None,
+                })
                 .collect(),
         }
     }

@@ -339,7 +339,8 @@ fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
     let verdict = SectionReply {
         totals: vec![120],
         hot: vec![(hash, "198.51.100.7".into())],
-        store_now_ms: 1_700_000_000_000,
+        grants: vec![],
+        bucket: 0,
     };
     g.apply(&s, &verdict, now);
     assert!(r.detector().is_hot(hash));

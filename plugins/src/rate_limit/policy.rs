@@ -277,9 +277,12 @@ impl RateLimit {
 
     fn check_global(counter: &GlobalCounter, hash: u64, now: u64, limit: u64) -> Check {
         match counter.admit(hash, now, limit) {
-            GlobalAdmit::Admit { used } => Check::Admit {
-                notable: used == 0 || used * 2 >= limit,
-            },
+            GlobalAdmit::Admit => {
+                let fleet = counter.fleet_count(hash).unwrap_or(0);
+                Check::Admit {
+                    notable: fleet == 0 || fleet * 2 >= limit,
+                }
+            }
             GlobalAdmit::Refuse { retry_after } => Check::Refuse { retry_after },
         }
     }
@@ -288,7 +291,7 @@ impl RateLimit {
         match &self.engine {
             Engine::Gcra { entries, .. } => entries.peek(hash, |_| ()).is_some(),
             Engine::Window { entries } => entries.peek(hash, |_| ()).is_some(),
-            Engine::Global { counter } => counter.used(hash, 0).is_some(),
+            Engine::Global { counter } => counter.tracks(hash),
         }
     }
 

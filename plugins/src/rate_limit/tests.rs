@@ -253,37 +253,37 @@ fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
     // Degraded until the first sync: this instance's half of each limit.
     assert_eq!(env.admitted(&p, &alice, 20), 5);
     assert_eq!(env.admitted(&p, &vip, 50), 20);
-    // In global mode the fleet's totals count: the fleet admitted 2 of
-    // alice's 10 in the window, one of them here; this instance may spend
-    // its half of the 8 left until the next sync.
+    // In global mode a new key has half its limit as an allowance, then
+    // admits what the fleet's store leases it.
     fleet.set_global(true);
     env.clock.advance(Duration::from_secs(2));
     let now = env.clock.now_nanos();
-    assert_eq!(env.admitted(&p, &alice, 1), 1);
+    assert_eq!(env.admitted(&p, &alice, 8), 5);
+    assert_eq!(env.admitted(&p, &vip, 30), 20, "the override's half");
     let s = g.collect(now, 100);
-    let totals: Vec<u64> = s
+    assert_eq!(s.items.len(), 2);
+    let limits: Vec<u64> = s.items.iter().map(|i| i.lease.unwrap().limit).collect();
+    assert!(limits.contains(&10) && limits.contains(&40), "{limits:?}");
+    // The store leases 3 more to alice and nothing to the VIP.
+    let grants: Vec<u64> = s
         .items
         .iter()
-        .map(|i| if i.delta == 1 { 2 } else { 0 })
+        .map(|i| if i.lease.unwrap().limit == 10 { 3 } else { 0 })
         .collect();
     g.apply(
         &s,
         &SectionReply {
-            totals,
+            totals: vec![8, 40],
             hot: vec![],
-            store_now_ms: 1_700_000_000_000,
+            grants,
+            bucket: 7,
         },
         now,
     );
-    assert_eq!(env.admitted(&p, &alice, 20), 4);
+    assert_eq!(env.admitted(&p, &alice, 20), 3);
     let (d, _) = env.decide(&p, &alice);
     assert!(matches!(d, Decision::Reject(ref r) if r.kind == "rate_limited"));
-    // The VIP's override applies fleet-wide too.
-    assert_eq!(
-        env.admitted(&p, &vip, 50),
-        20,
-        "a new key starts at 1/N of its limit"
-    );
+    assert_eq!(env.admitted(&p, &vip, 5), 0);
     // A local limit has nothing to sync.
     assert!(limit("{ key: ip, limit: 10, window: 1s }", &env)
         .global()
