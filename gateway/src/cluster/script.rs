@@ -31,7 +31,8 @@ pub fn invocation<'s>(head: &CallHeader<'_>, sections: &[Section]) -> redis::Scr
         .arg(sections.len());
     for s in sections {
         let (kind, threshold, hold, ttl) = match s.kind {
-            SectionKind::Counter => ("c", 0, 0, 0),
+            // The threshold slot carries a counter's N.
+            SectionKind::Counter { instances } => ("c", u64::from(instances), 0, 0),
             SectionKind::Hot {
                 threshold,
                 hold_at,

@@ -5,7 +5,7 @@
 -- ARGV     instance id, heartbeat ("1" on shard 0), peer ttl (ms), channel,
 --          section count, then per section:
 --            kind ("c" counter | "h" hot), policy name, window ms, buckets,
---            item count, threshold, hold line, hot ttl ms,
+--            item count, threshold (a counter's N), hold line, hot ttl ms,
 --            then per item: hash (16 hex), delta, key text, and for
 --            counters the lease: give back, its bucket, want, limit.
 -- Returns  { peers (id, last-seen ms pairs), now ms, sections... } where a
@@ -20,7 +20,9 @@
 -- Leases: a counter item hands back the unspent part of its last lease (to
 -- the bucket it was granted in, if still in the window), adds what it
 -- admitted without a lease, and is granted min(want, limit - total) — all
--- inside this one atomic call, so no headroom is granted twice.
+-- inside this one atomic call, so no headroom is granted twice. A young key
+-- (counts in its last two buckets only) is granted at most 1/N of what is
+-- left per ask: instances that just met it may not have reported yet.
 -- Time is Redis's own clock, so instances' clocks never split a bucket.
 
 local base = KEYS[1]
@@ -72,8 +74,8 @@ for _ = 1, nsec do
   if wrote then
     redis.call('PEXPIRE', curkey, window + 2 * width)
   end
-  local totals = {}
-  for k = 1, n do totals[k] = 0 end
+  local totals, oldest = {}, {}
+  for k = 1, n do totals[k], oldest[k] = 0, 0 end
   for b = 0, buckets do
     local weight = 1
     if b == buckets and kind == 'h' then weight = 1 - frac end
@@ -84,7 +86,11 @@ for _ = 1, nsec do
       local vals = redis.call('HMGET', bkey, unpack(fields, from, to))
       for k = from, to do
         local v = vals[k - from + 1]
-        if v then totals[k] = totals[k] + tonumber(v) * weight end
+        local x = tonumber(v or '0')
+        if x ~= 0 then
+          totals[k] = totals[k] + x * weight
+          oldest[k] = b
+        end
       end
       from = to + 1
     end
@@ -93,7 +99,9 @@ for _ = 1, nsec do
   if kind == 'c' then
     local granted = false
     for k = 1, n do
-      local g = math.max(0, math.min(wants[k], limits[k] - totals[k]))
+      local room = limits[k] - totals[k]
+      if oldest[k] <= 1 then room = math.ceil(room / math.max(1, threshold)) end
+      local g = math.max(0, math.min(wants[k], room))
       grants[k] = g
       if g > 0 then
         redis.call('HINCRBY', curkey, fields[k], g)

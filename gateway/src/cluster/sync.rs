@@ -198,7 +198,7 @@ mod tests {
         };
         let calls = split_by_shard(
             vec![
-                section(SectionKind::Counter, &[4, 5, 9]),
+                section(SectionKind::Counter { instances: 3 }, &[4, 5, 9]),
                 section(hot, &[2]),
             ],
             4,

@@ -125,6 +125,7 @@ impl GlobalCounter {
         let cx = *self.entries.context();
         self.entries.with(hash, now, Entry::default, |e| {
             e.seen_at.store(now, Ordering::Relaxed);
+            e.limit.store(limit, Ordering::Relaxed);
             let tick = cx.spec.tick(now);
             if !self.fleet.is_global() {
                 let used = e.local.estimate_scaled_at(tick);
@@ -136,7 +137,6 @@ impl GlobalCounter {
                 e.local.add_at(tick, 1);
                 return GlobalAdmit::Admit;
             }
-            e.limit.store(limit, Ordering::Relaxed);
             e.demand.fetch_add(1, Ordering::Relaxed);
             let leased = e
                 .lease
@@ -145,7 +145,7 @@ impl GlobalCounter {
             if !leased {
                 let leased_at = e.leased_at.load(Ordering::Relaxed);
                 let new = leased_at == 0 || now.saturating_sub(leased_at) > cx.window_nanos;
-                let allowance = self.fleet.local_share(limit).min(u64::from(u32::MAX)) as u32;
+                let allowance = self.allowance(limit);
                 let allowed = new
                     && e.allowance_used
                         .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
@@ -162,6 +162,18 @@ impl GlobalCounter {
             e.local.add_at(tick, 1);
             GlobalAdmit::Admit
         })
+    }
+
+    /// What a key new here may admit before its first lease: half of this
+    /// instance's share of the limit, so that the allowances of all
+    /// instances that meet a key at once stay within half the limit. They
+    /// are reported only at each instance's next sync, possibly after a
+    /// lease was granted on a total that lacks them: the store therefore
+    /// grants a young key (counts in its last two buckets only) at most
+    /// `1/N` of what is left, per ask.
+    fn allowance(&self, limit: u64) -> u32 {
+        let n = u64::from(self.fleet.expected_instances());
+        limit.div_ceil(2 * n).clamp(1, u64::from(u32::MAX)) as u32
     }
 
     /// The fleet-wide count at the last sync (admin and tests).
@@ -185,16 +197,22 @@ impl GlobalCounter {
     }
 
     /// One item per key with something to say: demand to lease for, lease
-    /// to hand back, or admissions to report. Keys with unleased admissions
-    /// or demand come first; past `max_items`, each round starts further
-    /// along, so every key is sent within `active keys / max_items` rounds.
-    pub fn collect(&self, _now: u64, max_items: usize) -> Section {
+    /// to hand back, admissions to report, or a key seen within the window
+    /// (it keeps a lease, so its next request needs no wait). Keys with
+    /// unleased admissions or demand come first; past `max_items`, each
+    /// round starts further along, so every key is sent within
+    /// `active keys / max_items` rounds.
+    pub fn collect(&self, now: u64, max_items: usize) -> Section {
+        let cx = *self.entries.context();
+        let n = u64::from(self.fleet.expected_instances());
         let mut urgent = Vec::new();
         let mut idle = Vec::new();
         self.entries.for_each(|hash, e| {
             if e.unleased.load(Ordering::Relaxed) > 0 || e.demand.load(Ordering::Relaxed) > 0 {
                 urgent.push(hash);
-            } else if e.lease.load(Ordering::Relaxed) > 0 {
+            } else if e.lease.load(Ordering::Relaxed) > 0
+                || now.saturating_sub(e.seen_at.load(Ordering::Relaxed)) <= cx.window_nanos
+            {
                 idle.push(hash);
             }
         });
@@ -209,11 +227,19 @@ impl GlobalCounter {
         urgent.truncate(max_items);
         let items = urgent
             .into_iter()
-            .filter_map(|hash| self.entries.peek(hash, |e| ask(hash, e)))
+            .filter_map(|hash| {
+                self.entries.peek(hash, |e| {
+                    let recent =
+                        now.saturating_sub(e.seen_at.load(Ordering::Relaxed)) <= cx.window_nanos;
+                    ask(hash, e, n, recent)
+                })
+            })
             .collect();
         Section {
             policy: self.policy.clone(),
-            kind: SectionKind::Counter,
+            kind: SectionKind::Counter {
+                instances: n as u32,
+            },
             window_ms: self.window.as_millis() as u64,
             buckets: FLEET_BUCKETS,
             items,
@@ -256,21 +282,26 @@ impl GlobalCounter {
 }
 
 /// What one key asks of the store: report unleased admissions, hand back
-/// the unspent lease (it keeps being spendable until the reply), and ask
-/// for one interval's demand and half as much again (demand grows; what is
-/// not spent goes back next time).
-fn ask(hash: u64, e: &Entry) -> SyncItem {
+/// the unspent lease (it stays spendable until the reply), and ask for a
+/// new one — for a key seen within the window, the larger of
+///
+/// - its demand: the last interval's requests and half as much again, at
+///   most `2·limit/N` (so that one instance cannot take all the headroom
+///   that frees up while the others want it too), and
+/// - its fair part of the room: `(limit − total)/(2N)`, so that a key far
+///   from its limit never waits for a lease, however its requests arrive.
+fn ask(hash: u64, e: &Entry, n: u64, recent: bool) -> SyncItem {
     let delta = e.unleased.swap(0, Ordering::Relaxed);
     let demand = u64::from(e.demand.swap(0, Ordering::Relaxed));
     let limit = e.limit.load(Ordering::Relaxed).max(1);
     let give_back = e.lease.load(Ordering::Acquire).min(u64::from(u32::MAX)) as u32;
     e.giving_back.store(give_back, Ordering::Relaxed);
-    let want = if demand == 0 {
-        0
+    let want = if recent || demand > 0 {
+        let for_demand = (demand + demand / 2 + 1).min((2 * limit).div_ceil(n));
+        let room = limit.saturating_sub(e.fleet.load(Ordering::Relaxed)) / (2 * n);
+        for_demand.max(room).min(limit).min(u64::from(u32::MAX)) as u32
     } else {
-        (demand + demand / 2 + 1)
-            .min(limit)
-            .min(u64::from(u32::MAX)) as u32
+        0
     };
     SyncItem {
         hash,
@@ -326,18 +357,19 @@ mod tests {
     fn a_new_key_spends_its_allowance_then_its_leases() {
         let c = counter(Some(4));
         let now = 10 * MS;
-        // New here: a quarter of the limit without a lease.
-        assert_eq!(admitted(&c, 7, now, 40, 100), 25);
+        // New here: half of its quarter of the limit without a lease.
+        assert_eq!(admitted(&c, 7, now, 40, 100), 13);
         let s = c.collect(now, 100);
-        assert_eq!(s.kind, SectionKind::Counter);
+        assert_eq!(s.kind, SectionKind::Counter { instances: 4 });
         assert_eq!((s.window_ms, s.buckets), (1000, FLEET_BUCKETS));
         assert_eq!(s.items.len(), 1);
-        // 25 admitted without a lease, 40 asked for: 61 wanted.
-        assert_eq!(s.items[0].delta, 25);
+        // 13 admitted without a lease; 40 asked for, and half again, but at
+        // most 2·limit/N = 50.
+        assert_eq!(s.items[0].delta, 13);
         assert_eq!(
             lease(&s, 0),
             LeaseAsk {
-                want: 61,
+                want: 50,
                 limit: 100,
                 give_back: 0,
                 from_bucket: 0
@@ -351,7 +383,7 @@ mod tests {
         assert_eq!(admitted(&c, 7, now + MS, 5, 100), 0);
         let s = c.collect(now + 2 * MS, 100);
         assert_eq!(s.items[0].delta, 0);
-        assert_eq!(lease(&s, 0).want, 83, "55 seen, and half again");
+        assert_eq!(lease(&s, 0).want, 50, "55 seen, capped at 2·limit/N");
         assert_eq!(lease(&s, 0).give_back, 0);
         assert_eq!(lease(&s, 0).from_bucket, 17);
     }
@@ -383,15 +415,33 @@ mod tests {
     #[test]
     fn a_key_without_a_lease_for_a_window_is_new_again() {
         let c = counter(Some(2));
-        assert_eq!(admitted(&c, 1, MS, 10, 10), 5);
+        assert_eq!(admitted(&c, 1, MS, 40, 100), 25);
         let s = c.collect(MS, 10);
-        c.apply(&s, &reply(&[10], &[0], 1), MS);
-        assert_eq!(
-            admitted(&c, 1, 2 * MS, 10, 10),
-            0,
-            "the fleet is at the limit"
-        );
-        assert_eq!(admitted(&c, 1, 1_200 * MS, 10, 10), 5);
+        c.apply(&s, &reply(&[100], &[0], 1), MS);
+        assert_eq!(admitted(&c, 1, 2 * MS, 10, 100), 0, "at the limit");
+        assert_eq!(admitted(&c, 1, 1_200 * MS, 40, 100), 25);
+    }
+
+    #[test]
+    fn a_key_far_from_its_limit_asks_for_its_part_of_the_room() {
+        let c = counter(Some(2));
+        c.admit(4, MS, 1000);
+        let s = c.collect(MS, 10);
+        // One request seen: demand alone would ask for 2.
+        assert_eq!(lease(&s, 0).want, 250, "(1000 − 0) / (2·2)");
+        c.apply(&s, &reply(&[400], &[250], 1), MS);
+        // Quiet since, but seen within the window: it keeps a lease.
+        let s = c.collect(2 * MS, 10);
+        assert_eq!(lease(&s, 0).give_back, 250);
+        assert_eq!(lease(&s, 0).want, 150, "(1000 − 400) / 4");
+        // Near the limit the room is small: (1000 − 990) / 4.
+        c.apply(&s, &reply(&[990], &[0], 2), 2 * MS);
+        let s = c.collect(3 * MS, 10);
+        assert_eq!(lease(&s, 0).want, 2);
+        // Idle for a window: it hands back and asks for nothing.
+        c.apply(&s, &reply(&[990], &[7], 3), 3 * MS);
+        let s = c.collect(2_000 * MS, 10);
+        assert_eq!((lease(&s, 0).give_back, lease(&s, 0).want), (7, 0));
     }
 
     #[test]
@@ -421,10 +471,11 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         // Degraded admissions are not reported later as one burst.
-        assert!(c.collect(MS, 10).items.is_empty());
+        let s = c.collect(MS, 10);
+        assert_eq!(s.items[0].delta, 0);
         // Back in global mode, the key starts with its allowance.
         c.fleet().set_global(true);
-        assert_eq!(admitted(&c, 9, 2 * MS, 40, 100), 25);
+        assert_eq!(admitted(&c, 9, 2 * MS, 40, 100), 13);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 /// What a section counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionKind {
-    /// Admitted requests per key (a global rate limit).
-    Counter,
+    /// Admitted requests per key (a global rate limit), leased to
+    /// instances; `instances` is the N a young key's grants are divided by.
+    Counter { instances: u32 },
     /// Events per candidate key of a hot-key rule. The store marks a key hot
     /// when its fleet total reaches `threshold`, keeps it hot while the total
     /// holds `hold_at` and for `hot_ttl_ms` after, and announces both changes.
@@ -59,7 +60,7 @@ impl Section {
     pub fn empty(policy: &str) -> Self {
         Self {
             policy: policy.to_string(),
-            kind: SectionKind::Counter,
+            kind: SectionKind::Counter { instances: 1 },
             window_ms: 1000,
             buckets: 1,
             items: Vec::new(),

@@ -253,13 +253,13 @@ fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
     // Degraded until the first sync: this instance's half of each limit.
     assert_eq!(env.admitted(&p, &alice, 20), 5);
     assert_eq!(env.admitted(&p, &vip, 50), 20);
-    // In global mode a new key has half its limit as an allowance, then
-    // admits what the fleet's store leases it.
+    // In global mode a new key has half of its half of the limit as an
+    // allowance, then admits what the fleet's store leases it.
     fleet.set_global(true);
     env.clock.advance(Duration::from_secs(2));
     let now = env.clock.now_nanos();
-    assert_eq!(env.admitted(&p, &alice, 8), 5);
-    assert_eq!(env.admitted(&p, &vip, 30), 20, "the override's half");
+    assert_eq!(env.admitted(&p, &alice, 8), 3);
+    assert_eq!(env.admitted(&p, &vip, 30), 10, "the override's");
     let s = g.collect(now, 100);
     assert_eq!(s.items.len(), 2);
     let limits: Vec<u64> = s.items.iter().map(|i| i.lease.unwrap().limit).collect();

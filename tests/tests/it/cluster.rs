@@ -535,3 +535,41 @@ async fn a_stalled_redis_adds_no_latency_to_requests() {
         wait_mode(gw, "global").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_far_below_a_global_limit_are_never_refused() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    // 60 users, each sending bursts of 8 concurrent requests (a page load)
+    // to one instance or another, every 50 ms for 2 s: ~32/s per user against a
+    // limit of 100/s. Leases sized to the room, not just to the last
+    // interval's demand, let every burst through.
+    let c = client();
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut sent = 0;
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        round += 1;
+        let mut batch = Vec::new();
+        for u in 0..60 {
+            let gw = &gws[(u * 7 + round) % gws.len()];
+            for _ in 0..8 {
+                let req = c.get(gw.url("/api")).header("x-user-id", format!("u{u}"));
+                batch.push(tokio::spawn(
+                    async move { req.send().await.unwrap().status() },
+                ));
+            }
+        }
+        for t in batch {
+            sent += 1;
+            if t.await.unwrap() == 429 {
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("bursty users under the limit: {refused} of {sent} refused");
+    assert_eq!(refused, 0, "{refused} of {sent} refused");
+}
