@@ -138,12 +138,14 @@ impl GlobalCounter {
                 return GlobalAdmit::Admit;
             }
             e.demand.fetch_add(1, Ordering::Relaxed);
-            let leased = e
-                .lease
-                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1))
-                .is_ok();
+            let leased_at = e.leased_at.load(Ordering::Relaxed);
+            // The store forgets a grant a window after it was made: a lease
+            // is spendable only well before that.
+            let leased = now.saturating_sub(leased_at) <= self.lease_ttl()
+                && e.lease
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1))
+                    .is_ok();
             if !leased {
-                let leased_at = e.leased_at.load(Ordering::Relaxed);
                 let new = leased_at == 0 || now.saturating_sub(leased_at) > cx.window_nanos;
                 let allowance = self.allowance(limit);
                 let allowed = new
@@ -162,6 +164,30 @@ impl GlobalCounter {
             e.local.add_at(tick, 1);
             GlobalAdmit::Admit
         })
+    }
+
+    /// How long a lease may be spent: the store counts a grant for at least
+    /// a window, and the lease must be renewed (up to a sync later) before
+    /// that: `W − I`, at least `W/2`.
+    fn lease_ttl(&self) -> u64 {
+        let w = self.window.as_nanos() as u64;
+        let i = self.fleet.settings().sync_interval.as_nanos() as u64;
+        w.saturating_sub(i).max(w / 2)
+    }
+
+    /// Whether a key has to take part in the next sync. Keys whose lease
+    /// covers their demand and is not about to expire sit it out, so a key
+    /// far from its limit costs the store a call about once per lease
+    /// (`W − 2I`) rather than every interval.
+    fn needs_sync(&self, e: &Entry, now: u64, window_nanos: u64) -> bool {
+        let interval = self.fleet.settings().sync_interval.as_nanos() as u64;
+        let lease = e.lease.load(Ordering::Relaxed);
+        let demand = u64::from(e.demand.load(Ordering::Relaxed));
+        let seen = now.saturating_sub(e.seen_at.load(Ordering::Relaxed)) <= window_nanos;
+        let age = now.saturating_sub(e.leased_at.load(Ordering::Relaxed));
+        e.unleased.load(Ordering::Relaxed) > 0
+            || (lease > 0 && !seen)
+            || (seen && (age + interval > self.lease_ttl() || lease < (2 * demand).max(1)))
     }
 
     /// What a key new here may admit before its first lease: half of this
@@ -196,9 +222,9 @@ impl GlobalCounter {
         crate::window::hottest(&self.entries, top, &cx.spec, now, |e| &e.local)
     }
 
-    /// One item per key with something to say: demand to lease for, lease
-    /// to hand back, admissions to report, or a key seen within the window
-    /// (it keeps a lease, so its next request needs no wait). Keys with
+    /// One item per key with something to say (see `needs_sync`): demand
+    /// its lease does not cover, a lease about to expire or no longer
+    /// needed, admissions to report. Keys with
     /// unleased admissions or demand come first; past `max_items`, each
     /// round starts further along, so every key is sent within
     /// `active keys / max_items` rounds.
@@ -208,11 +234,12 @@ impl GlobalCounter {
         let mut urgent = Vec::new();
         let mut idle = Vec::new();
         self.entries.for_each(|hash, e| {
+            if !self.needs_sync(e, now, cx.window_nanos) {
+                return;
+            }
             if e.unleased.load(Ordering::Relaxed) > 0 || e.demand.load(Ordering::Relaxed) > 0 {
                 urgent.push(hash);
-            } else if e.lease.load(Ordering::Relaxed) > 0
-                || now.saturating_sub(e.seen_at.load(Ordering::Relaxed)) <= cx.window_nanos
-            {
+            } else {
                 idle.push(hash);
             }
         });
@@ -394,10 +421,11 @@ mod tests {
         c.admit(3, MS, 100);
         let s = c.collect(MS, 10);
         c.apply(&s, &reply(&[1], &[20], 5), MS);
-        assert_eq!(admitted(&c, 3, MS, 5, 100), 5);
-        // 15 left: handed back, but still spendable until the reply.
+        assert_eq!(admitted(&c, 3, MS, 8, 100), 8);
+        // 12 left, less than twice the demand: handed back (but still
+        // spendable until the reply) and renewed.
         let s = c.collect(2 * MS, 10);
-        assert_eq!(lease(&s, 0).give_back, 15);
+        assert_eq!(lease(&s, 0).give_back, 12);
         assert_eq!(lease(&s, 0).from_bucket, 5);
         assert_eq!(admitted(&c, 3, 2 * MS, 4, 100), 4);
         c.apply(&s, &reply(&[10], &[8], 6), 3 * MS);
@@ -410,6 +438,18 @@ mod tests {
         c.abandon(&s);
         let s = c.collect(5 * MS, 10);
         assert_eq!(s.items[0].delta, 4);
+    }
+
+    #[test]
+    fn a_lease_expires_before_the_store_forgets_it() {
+        let c = counter(Some(1));
+        c.admit(2, MS, 100);
+        let s = c.collect(MS, 10);
+        c.apply(&s, &reply(&[1], &[50], 1), MS);
+        assert_eq!(admitted(&c, 2, 500 * MS, 10, 100), 10);
+        // W − I after the grant the lease is void (the store may forget the
+        // grant a window after it); the key is not new, so: refused.
+        assert_eq!(admitted(&c, 2, 950 * MS, 10, 100), 0);
     }
 
     #[test]
@@ -430,18 +470,23 @@ mod tests {
         // One request seen: demand alone would ask for 2.
         assert_eq!(lease(&s, 0).want, 250, "(1000 − 0) / (2·2)");
         c.apply(&s, &reply(&[400], &[250], 1), MS);
-        // Quiet since, but seen within the window: it keeps a lease.
-        let s = c.collect(2 * MS, 10);
-        assert_eq!(lease(&s, 0).give_back, 250);
+        // Its lease covers it: it sits out the syncs...
+        assert_eq!(admitted(&c, 4, 2 * MS, 3, 1000), 3);
+        assert!(c.collect(2 * MS, 10).items.is_empty());
+        // ...until the lease is about to expire (W − I − I after it came).
+        let s = c.collect(850 * MS, 10);
+        assert_eq!(lease(&s, 0).give_back, 247);
         assert_eq!(lease(&s, 0).want, 150, "(1000 − 400) / 4");
         // Near the limit the room is small: (1000 − 990) / 4.
-        c.apply(&s, &reply(&[990], &[0], 2), 2 * MS);
-        let s = c.collect(3 * MS, 10);
+        c.apply(&s, &reply(&[990], &[0], 2), 850 * MS);
+        let s = c.collect(860 * MS, 10);
         assert_eq!(lease(&s, 0).want, 2);
         // Idle for a window: it hands back and asks for nothing.
-        c.apply(&s, &reply(&[990], &[7], 3), 3 * MS);
+        c.apply(&s, &reply(&[990], &[7], 3), 860 * MS);
         let s = c.collect(2_000 * MS, 10);
         assert_eq!((lease(&s, 0).give_back, lease(&s, 0).want), (7, 0));
+        c.apply(&s, &reply(&[0], &[0], 20), 2_000 * MS);
+        assert!(c.collect(2_100 * MS, 10).items.is_empty());
     }
 
     #[test]

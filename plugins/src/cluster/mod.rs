@@ -10,23 +10,31 @@
 //! # The fleet-wide limit: leases
 //!
 //! The store hands out the right to admit. Every sync, for each key it saw
-//! requests for, an instance
+//! within the window, an instance
 //!
 //! - hands back the unspent part of its last lease (to the bucket it was
 //!   granted in),
 //! - reports what it admitted without a lease, which the store adds as is,
-//! - asks for a new lease sized for its demand: the last interval's
-//!   requests and half as much again, at most the limit.
+//! - asks for a new lease: the larger of its demand (the last interval's
+//!   requests and half again, at most `2·limit/N`, so one instance cannot
+//!   take all the headroom that frees up while others want it too) and its
+//!   part of the room, `(limit − total)/(2N)`, so a key far from its limit
+//!   always holds lease, however its requests bunch up.
 //!
 //! The script grants `min(want, limit − total)`, where `total` counts the
 //! last B + 1 = 11 buckets in full (never less than what the window holds),
 //! and adds the grant to the current bucket — inside one atomic call, so
 //! two instances are never granted the same headroom, whatever their
 //! phases. A request is admitted while the instance holds lease for its
-//! key: one atomic decrement, never a Redis call. A key new to an instance
-//! (no lease within a window) may use `⌈limit / N⌉` before its first lease
-//! arrives, so a user's first request is not refused while the lease is on
-//! its way; those admissions are reported at the next sync.
+//! key: one atomic decrement, never a Redis call.
+//!
+//! A key new to an instance (no lease within a window) may admit
+//! `⌈limit / 2N⌉` before its first lease arrives, so a user's first burst
+//! is not refused while the lease is on its way; those admissions are
+//! reported at the next sync. Because another instance may be granted a
+//! lease before they are reported, the store leases a *young* key (counts
+//! in its last two buckets only) at most `1/N` of the room per ask: the
+//! grants then approach the limit geometrically while the reports come in.
 //!
 //! # Error bound
 //!
@@ -34,8 +42,9 @@
 //! window the fleet admits at most
 //!
 //! ```text
-//! limit · (1 + (I + d) / W)  +  ⌈limit / N⌉ per instance that meets the key
-//!                               for the first time while the fleet is at it
+//! limit · (1 + (I + d) / W)  +  ⌈limit / 2N⌉ per instance that meets the
+//!                               key for the first time while the fleet
+//!                               already holds it at its limit
 //! ```
 //!
 //! - A lease is counted from the moment it is granted, for between W and
@@ -46,16 +55,17 @@
 //! - Lease handed back and spent during the round trip is reported one
 //!   sync later: meanwhile the store may grant it again (at most `r·d`, `r`
 //!   the instance's rate).
-//! - The allowance: when every instance meets a key at once (a burst) the
-//!   allowances add up to the limit and no lease is granted until they
-//!   slide out; only an instance that meets a key the fleet already holds
-//!   at its limit adds to it.
+//! - Allowances: when every instance meets a key at once (a burst) they add
+//!   up to half the limit and the young-key rule leaves room for them;
+//!   only an instance meeting a key the fleet already holds at its limit
+//!   adds its allowance on top.
 //!
 //! For N = 3, I = 100 ms, W = 1 s, d ≈ 1 ms and a limit of 100 that is 111
-//! for a known key. Measured worst 1 s windows: 100–101 for paced load
-//! (`tests/tests/it/cluster.rs`) and the figures of `load/results/cluster.md`
-//! under full load. Counting whole buckets costs up to a bucket of
-//! admissions when traffic is steady (about 1% measured).
+//! for a known key. Measured worst 1 s windows: 100–102 for paced load
+//! (`tests/tests/it/cluster.rs`); under full load see `load/results/cluster.md`.
+//! Counting whole buckets costs up to a bucket of admissions when traffic is
+//! steady (about 1% measured). The price of leases: a key's lease counts
+//! against its limit until handed back, one sync later.
 //!
 //! A failed sync keeps the lease it tried to hand back and its report for
 //! the next one (if the script ran but its answer was lost, the store has
