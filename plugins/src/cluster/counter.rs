@@ -178,7 +178,7 @@ impl GlobalCounter {
     /// Whether a key has to take part in the next sync. Keys whose lease
     /// covers their demand and is not about to expire sit it out, so a key
     /// far from its limit costs the store a call about once per lease
-    /// (`W − 2I`) rather than every interval.
+    /// (`W − 3I`) rather than every interval.
     fn needs_sync(&self, e: &Entry, now: u64, window_nanos: u64) -> bool {
         let interval = self.fleet.settings().sync_interval.as_nanos() as u64;
         let lease = e.lease.load(Ordering::Relaxed);
@@ -187,7 +187,7 @@ impl GlobalCounter {
         let age = now.saturating_sub(e.leased_at.load(Ordering::Relaxed));
         e.unleased.load(Ordering::Relaxed) > 0
             || (lease > 0 && !seen)
-            || (seen && (age + interval > self.lease_ttl() || lease < (2 * demand).max(1)))
+            || (seen && (age + 2 * interval > self.lease_ttl() || lease < (2 * demand).max(1)))
     }
 
     /// What a key new here may admit before its first lease: half of this
@@ -473,12 +473,14 @@ mod tests {
         // Its lease covers it: it sits out the syncs...
         assert_eq!(admitted(&c, 4, 2 * MS, 3, 1000), 3);
         assert!(c.collect(2 * MS, 10).items.is_empty());
-        // ...until the lease is about to expire (W − I − I after it came).
-        let s = c.collect(850 * MS, 10);
+        // ...until the lease is about to expire (W − 3I after it came, so
+        // the new one is in before the old one is void).
+        assert!(c.collect(650 * MS, 10).items.is_empty());
+        let s = c.collect(750 * MS, 10);
         assert_eq!(lease(&s, 0).give_back, 247);
         assert_eq!(lease(&s, 0).want, 150, "(1000 − 400) / 4");
         // Near the limit the room is small: (1000 − 990) / 4.
-        c.apply(&s, &reply(&[990], &[0], 2), 850 * MS);
+        c.apply(&s, &reply(&[990], &[0], 2), 750 * MS);
         let s = c.collect(860 * MS, 10);
         assert_eq!(lease(&s, 0).want, 2);
         // Idle for a window: it hands back and asks for nothing.

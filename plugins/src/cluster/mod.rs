@@ -21,6 +21,12 @@
 //!   part of the room, `(limit − total)/(2N)`, so a key far from its limit
 //!   always holds lease, however its requests bunch up.
 //!
+//! A lease may be spent for `W − I` after its grant (the store counts a
+//! grant for at least W); a key whose lease covers twice its demand and is
+//! not about to expire (renewal starts `2I` before) sits the sync out, so a
+//! key far from its limit costs the store about one lease per `W − 3I`, not
+//! one call per interval.
+//!
 //! The script grants `min(want, limit − total)`, where `total` counts the
 //! last B + 1 = 11 buckets in full (never less than what the window holds),
 //! and adds the grant to the current bucket — inside one atomic call, so
