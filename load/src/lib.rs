@@ -1,5 +1,6 @@
 //! Breakwater's load lab and the bundled demo upstream.
 
+pub mod cluster_bench;
 pub mod demo;
 pub mod lab;
 pub mod procs;

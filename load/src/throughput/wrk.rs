@@ -25,8 +25,9 @@ pub struct WrkLoad {
     pub script: Option<std::path::PathBuf>,
 }
 
-/// Runs wrk against `url` and parses its report.
-pub fn run(load: &WrkLoad, url: &str) -> std::io::Result<WrkReport> {
+/// The wrk command line for `load` against `url`, for callers that run
+/// several wrk processes at once (the cluster bench).
+pub fn command(load: &WrkLoad, url: &str) -> Command {
     let mut cmd = Command::new("wrk");
     cmd.arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
@@ -35,7 +36,13 @@ pub fn run(load: &WrkLoad, url: &str) -> std::io::Result<WrkReport> {
     if let Some(script) = &load.script {
         cmd.arg("-s").arg(script);
     }
-    let out = cmd.arg(url).output().map_err(|e| {
+    cmd.arg(url);
+    cmd
+}
+
+/// Runs wrk against `url` and parses its report.
+pub fn run(load: &WrkLoad, url: &str) -> std::io::Result<WrkReport> {
+    let out = command(load, url).output().map_err(|e| {
         std::io::Error::other(format!("cannot run wrk ({e}); apt-get install -y wrk"))
     })?;
     if !out.status.success() {
