@@ -247,13 +247,22 @@ impl HotKeyDetector {
         let key = name()
             .map(truncate_name)
             .unwrap_or_else(|| self.names.name(hash));
+        let count = tick.unscale(scaled).round() as u64;
+        Observation {
+            hot: true,
+            became_hot: self.insert_hot(hash, key, count, now),
+        }
+    }
+
+    /// Makes `hash` hot unless it already is; the event when it was not.
+    fn insert_hot(&self, hash: u64, key: String, count: u64, now: u64) -> Option<HotEvent> {
         let mut event = None;
         self.hot.entry(hash).or_insert_with(|| {
             event = Some(HotEvent {
                 change: HotChange::Hot,
                 hash,
                 key: key.clone(),
-                count: tick.unscale(scaled).round() as u64,
+                count,
                 since_nanos: now,
                 at_nanos: now,
             });
@@ -263,10 +272,7 @@ impl HotKeyDetector {
                 last_held: AtomicU64::new(now),
             }
         });
-        Observation {
-            hot: true,
-            became_hot: event,
-        }
+        event
     }
 
     /// Whether `hash` is hot now (no counting).
@@ -355,24 +361,7 @@ impl HotKeyDetector {
             entry.last_held.store(now, Ordering::Relaxed);
             return None;
         }
-        let mut event = None;
-        self.hot.entry(hash).or_insert_with(|| {
-            let key = truncate_name(key.to_string());
-            event = Some(HotEvent {
-                change: HotChange::Hot,
-                hash,
-                key: key.clone(),
-                count,
-                since_nanos: now,
-                at_nanos: now,
-            });
-            HotEntry {
-                key,
-                since: now,
-                last_held: AtomicU64::new(now),
-            }
-        });
-        event
+        self.insert_hot(hash, truncate_name(key.to_string()), count, now)
     }
 
     /// The fleet says `hash` cooled. Returns the event when it was hot here.

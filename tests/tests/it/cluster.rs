@@ -125,6 +125,18 @@ fn bound() -> usize {
     (LIMIT as f64 * (1.0 + 0.15)).ceil() as usize
 }
 
+/// The status of one `/api` request from `user`.
+async fn status_for(gw: &Gateway, user: &str) -> u16 {
+    client()
+        .get(gw.url("/api"))
+        .header("x-user-id", user)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// The most admissions inside any 1 s window.
 fn max_per_window(times: &[Duration]) -> usize {
     worst_window(times).0
@@ -317,20 +329,8 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
             (55_000..=60_000).contains(&left),
             "ttl kept: {left} ms left"
         );
-        let r = c
-            .get(gw.url("/api"))
-            .header("x-user-id", "mallory")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403);
-        let r = c
-            .get(gw.url("/api"))
-            .header("x-user-id", "bob")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(status_for(gw, "mallory").await, 403);
+        assert_eq!(status_for(gw, "bob").await, 200);
     }
     // An instance that starts later picks the live block up from Redis.
     let late = gateway(&fleet_config(&up, &url, "gw-late", ""))
@@ -339,15 +339,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
     eventually(
         Duration::from_secs(5),
         "a new instance loads the fleet's blocks",
-        || async {
-            let r = c
-                .get(late.url("/api"))
-                .header("x-user-id", "mallory")
-                .send()
-                .await
-                .unwrap();
-            (r.status() == 403).then_some(())
-        },
+        || async { (status_for(&late, "mallory").await == 403).then_some(()) },
     )
     .await;
     // The fleet link is set up once: a reload that changes it is refused and
@@ -371,15 +363,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
         eventually(
             Duration::from_secs(3),
             "the unblock reaches the peer",
-            || async {
-                let r = c
-                    .get(gw.url("/api"))
-                    .header("x-user-id", "mallory")
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status() == 200).then_some(())
-            },
+            || async { (status_for(gw, "mallory").await == 200).then_some(()) },
         )
         .await;
     }
