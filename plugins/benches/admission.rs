@@ -6,6 +6,10 @@
 //!   obvious first implementation;
 //! - `governor`: plain `governor` keyed GCRA (an uncapped `DashMap`).
 //!
+//! `breakwater-global-leased` is a `scope: global` limit in cluster mode
+//! whose keys hold leases, as between two syncs: what a fleet-wide decision
+//! costs on the request path (no Redis call).
+//!
 //! Keys are client IPs, visited in a shuffled order so the larger key sets
 //! really miss the CPU caches. Limits are set high enough that every decision
 //! admits: this measures the admission path (a refusal also builds headers). Run: `cargo bench -p breakwater-plugins --bench admission`.
@@ -18,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::cluster::{Fleet, FleetSettings, SectionReply};
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use breakwater_plugins::{
     Clock, MonotonicClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView,
@@ -51,9 +56,10 @@ fn keys(ips: &[IpAddr]) -> Vec<RequestKeys> {
         .collect()
 }
 
-fn policy(algorithm: &str, clock: Arc<dyn Clock>) -> Box<dyn Policy> {
+fn policy(algorithm: &str, clock: Arc<dyn Clock>, fleet: Option<Arc<Fleet>>) -> Box<dyn Policy> {
+    let scope = if fleet.is_some() { "global" } else { "local" };
     let cfg: RateLimitConfig = serde_yaml::from_str(&format!(
-        "{{ key: ip, limit: 1000000000, window: 1s, algorithm: {algorithm}, max_keys: 2000000 }}"
+        "{{ key: ip, limit: 1000000000, window: 1s, algorithm: {algorithm}, max_keys: 2000000, scope: {scope} }}"
     ))
     .unwrap();
     let env = PolicyEnv {
@@ -61,11 +67,41 @@ fn policy(algorithm: &str, clock: Arc<dyn Clock>) -> Box<dyn Policy> {
         clock: clock.clone(),
         blocks: Arc::new(BlockList::new(10, clock)),
         hot_events: Default::default(),
-        fleet: None,
+        fleet,
         cluster: "bench",
         cluster_endpoints: &[],
     };
     Box::new(cfg.compile("bench".into(), "bench", &env).unwrap())
+}
+
+/// A `scope: global` limit whose every key holds a lease (as after a sync):
+/// the steady-state decision, one atomic decrement.
+fn leased_global(ips: &[IpAddr], clock: &MonotonicClock) -> Breakwater {
+    let fleet = Arc::new(Fleet::new(FleetSettings {
+        sync_interval: Duration::from_millis(100),
+        hash_seed: 1,
+        expected_instances: Some(1),
+    }));
+    fleet.set_global(true);
+    let bw = Breakwater {
+        policy: policy("sliding_window", Arc::new(clock.clone()), Some(fleet)),
+        keys: keys(ips),
+        headers: HeaderMap::new(),
+        clock: clock.clone(),
+    };
+    for i in 0..ips.len() {
+        bw.admit(i);
+    }
+    let sync = bw.policy.global().expect("a global limit");
+    let section = sync.collect(clock.now_nanos(), usize::MAX);
+    let reply = SectionReply {
+        totals: vec![0; section.items.len()],
+        hot: vec![],
+        grants: vec![u64::from(u32::MAX); section.items.len()],
+        bucket: 0,
+    };
+    sync.apply(&section, &reply, clock.now_nanos());
+    bw
 }
 
 /// Something that makes one admission decision for a key index.
@@ -139,7 +175,7 @@ fn contenders(n: usize) -> Vec<(&'static str, Box<dyn Admit>)> {
     let clock = MonotonicClock::new();
     let bw = |algorithm| {
         Box::new(Breakwater {
-            policy: policy(algorithm, Arc::new(clock.clone())),
+            policy: policy(algorithm, Arc::new(clock.clone()), None),
             keys: keys(&ips),
             headers: HeaderMap::new(),
             clock: clock.clone(),
@@ -148,6 +184,10 @@ fn contenders(n: usize) -> Vec<(&'static str, Box<dyn Admit>)> {
     vec![
         ("breakwater-gcra", bw("gcra")),
         ("breakwater-sliding", bw("sliding_window")),
+        (
+            "breakwater-global-leased",
+            Box::new(leased_global(&ips, &clock)),
+        ),
         (
             "naive-mutex-hashmap",
             Box::new(Naive {
