@@ -185,20 +185,6 @@ impl<const SLOTS: usize> SlidingWindow<SLOTS> {
         full * u128::from(bucket_nanos) + oldest * u128::from(bucket_nanos - into_bucket)
     }
 
-    /// Every event of the last `B + 1` sub-buckets, the oldest one in full:
-    /// never less than the count in `(now - W, now]`, more by at most the
-    /// oldest sub-bucket's events. For limits that must not be exceeded
-    /// whatever the traffic's shape (interpolation assumes the oldest
-    /// bucket's events were spread evenly; a burst breaks that).
-    pub fn total_at(&self, tick: Tick) -> u64 {
-        self.slots
-            .iter()
-            .map(|slot| unpack(slot.load(Ordering::Acquire)))
-            .filter(|(e, _)| u64::from((tick.epoch as u32).wrapping_sub(*e)) <= Self::BUCKETS)
-            .map(|(_, c)| c)
-            .sum()
-    }
-
     fn estimate_scaled(&self, spec: &WindowSpec, now: u64) -> u128 {
         self.estimate_scaled_at(spec.tick(now))
     }
