@@ -1,11 +1,13 @@
 //! Per-key state of a global limit: leases granted by the fleet's store.
 //!
 //! An instance admits a request for a key while it holds lease left for it.
-//! Every sync it hands back what it did not spend, reports what it admitted
-//! without a lease, and asks for about one interval's worth of its recent
-//! demand; the store's script grants at most what the key's limit leaves in
-//! the window — atomically, so two instances are never granted the same
-//! headroom (see the module doc of [`super`] for the bound).
+//! When a key needs it, a sync hands back what was not spent, reports what
+//! was admitted without a lease, and asks for a new lease sized for the
+//! key's demand or its part of the room under the limit; the store's script
+//! grants at most what the key's limit leaves in the window — atomically,
+//! so two instances are never granted the same headroom (see the module doc
+//! of [`super`] for the bound). An evicted key's lease is forgotten (the
+//! store lets it expire) and its unreported admissions with it.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,8 +120,8 @@ impl GlobalCounter {
     /// Decides one request for `hash` against `limit` per window; atomics
     /// only. In global mode a request spends one unit of lease. A key new
     /// here (no lease within a window) may use an allowance of
-    /// `limit / N` before its first lease, reported at the next sync — so
-    /// a user's first request is not refused for want of a lease. Degraded,
+    /// `limit / 2N` before its first lease, reported at the next sync — so
+    /// a user's first requests are not refused for want of a lease. Degraded,
     /// the instance's own window is held to its share of the limit.
     pub fn admit(&self, hash: u64, now: u64, limit: u64) -> GlobalAdmit {
         let cx = *self.entries.context();
