@@ -2,6 +2,7 @@
 
 pub mod cluster_bench;
 pub mod demo;
+pub mod gateway_yaml;
 pub mod lab;
 pub mod procs;
 pub mod sim;

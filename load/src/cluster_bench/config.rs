@@ -63,29 +63,18 @@ pub fn gateway_yaml(spec: &GatewaySpec<'_>) -> String {
         Mode::Local => "",
         Mode::Global => ", scope: global",
     };
-    let mut out = format!(
-        r#"server:
-  threads: 1
-  pid_file: {dir}/bw.pid
-  upgrade_sock: {dir}/bw.sock
-  watch_config: false
-  grace_period_secs: 1
-  graceful_shutdown_timeout_secs: 1
-listeners:
-  - address: {listen}
-admin:
-  address: {admin}
-logging:
-  level: warn
-  access_log: false
-keys:
-  user: {{ header: x-user-id }}
+    let mut out = crate::gateway_yaml::bench_preamble(
+        1,
+        spec.dir,
+        &spec.listen.to_string(),
+        &spec.admin.to_string(),
+    );
+    out.push_str(
+        r#"keys:
+  user: { header: x-user-id }
   custom:
-    goods_id: {{ path_capture: id }}
+    goods_id: { path_capture: id }
 "#,
-        dir = spec.dir.display(),
-        listen = spec.listen,
-        admin = spec.admin,
     );
     if spec.mode == Mode::Global {
         let _ = write!(

@@ -209,22 +209,14 @@ fn gateway_config(
     } else {
         ""
     };
+    let preamble = crate::gateway_yaml::bench_preamble(
+        workers,
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{admin}"),
+    );
     format!(
-        r#"server:
-  threads: {workers}
-  pid_file: {dir}/bw.pid
-  upgrade_sock: {dir}/bw.sock
-  watch_config: false
-  grace_period_secs: 1
-  graceful_shutdown_timeout_secs: 1
-listeners:
-  - address: 127.0.0.1:{port}
-admin:
-  address: 127.0.0.1:{admin}
-logging:
-  level: warn
-  access_log: false
-keys:
+        r#"{preamble}keys:
   user: {{ header: x-user-id }}
 clusters:
   up:
@@ -232,8 +224,7 @@ clusters:
 routes:
   - id: goods
     cluster: up
-{policies}"#,
-        dir = dir.display()
+{policies}"#
     )
 }
 
