@@ -77,7 +77,7 @@ impl AdminApp {
             // A degraded fleet link still serves (with local limits): the
             // instance stays in rotation and says so.
             match &self.state.cluster {
-                Some(c) if c.mode() == "degraded" => json_response(
+                Some(c) if !c.fleet.is_global() => json_response(
                     StatusCode::OK,
                     &json!({ "status": "degraded", "cluster": "degraded" }),
                 ),

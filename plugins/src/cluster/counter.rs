@@ -28,11 +28,10 @@ const LOCAL_BUCKETS: u32 = 4;
 /// What [`GlobalCounter::admit`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GlobalAdmit {
-    Admit,
+    /// Admitted; `fleet` is the key's fleet-wide count at the last sync.
+    Admit { fleet: u64 },
     /// Refused; retry after about this long.
-    Refuse {
-        retry_after: Duration,
-    },
+    Refuse { retry_after: Duration },
 }
 
 #[derive(Debug, Default)]
@@ -137,7 +136,9 @@ impl GlobalCounter {
                     };
                 }
                 e.local.add_at(tick, 1);
-                return GlobalAdmit::Admit;
+                return GlobalAdmit::Admit {
+                    fleet: e.fleet.load(Ordering::Relaxed),
+                };
             }
             e.demand.fetch_add(1, Ordering::Relaxed);
             let leased_at = e.leased_at.load(Ordering::Relaxed);
@@ -164,7 +165,9 @@ impl GlobalCounter {
                 e.unleased.fetch_add(1, Ordering::Relaxed);
             }
             e.local.add_at(tick, 1);
-            GlobalAdmit::Admit
+            GlobalAdmit::Admit {
+                fleet: e.fleet.load(Ordering::Relaxed),
+            }
         })
     }
 
@@ -204,7 +207,7 @@ impl GlobalCounter {
         limit.div_ceil(2 * n).clamp(1, u64::from(u32::MAX)) as u32
     }
 
-    /// The fleet-wide count at the last sync (admin and tests).
+    /// The fleet-wide count at the last sync.
     pub fn fleet_count(&self, hash: u64) -> Option<u64> {
         self.entries.peek(hash, |e| e.fleet.load(Ordering::Relaxed))
     }
@@ -364,7 +367,7 @@ mod tests {
 
     fn admitted(c: &GlobalCounter, hash: u64, now: u64, n: u32, limit: u64) -> u32 {
         (0..n)
-            .filter(|_| matches!(c.admit(hash, now, limit), GlobalAdmit::Admit))
+            .filter(|_| matches!(c.admit(hash, now, limit), GlobalAdmit::Admit { .. }))
             .count() as u32
     }
 

@@ -277,12 +277,9 @@ impl RateLimit {
 
     fn check_global(counter: &GlobalCounter, hash: u64, now: u64, limit: u64) -> Check {
         match counter.admit(hash, now, limit) {
-            GlobalAdmit::Admit => {
-                let fleet = counter.fleet_count(hash).unwrap_or(0);
-                Check::Admit {
-                    notable: fleet == 0 || fleet * 2 >= limit,
-                }
-            }
+            GlobalAdmit::Admit { fleet } => Check::Admit {
+                notable: fleet == 0 || fleet * 2 >= limit,
+            },
             GlobalAdmit::Refuse { retry_after } => Check::Refuse { retry_after },
         }
     }

@@ -125,6 +125,17 @@ fn bound() -> usize {
     (LIMIT as f64 * (1.0 + 0.15)).ceil() as usize
 }
 
+/// Whether any hot-key rule of `gw` lists `key` as hot (`None` when the
+/// admin's answer has no rules).
+async fn is_hot(gw: &Gateway, key: &str) -> Option<bool> {
+    let v = gw.admin_json("/hotkeys").await;
+    Some(v["rules"].as_array()?.iter().any(|r| {
+        r["hot"]
+            .as_array()
+            .is_some_and(|keys| keys.iter().any(|k| k["key"] == key))
+    }))
+}
+
 /// The status of one `/api` request from `user`.
 async fn status_for(gw: &Gateway, user: &str) -> u16 {
     client()
@@ -232,15 +243,7 @@ async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
         let at = eventually(
             Duration::from_secs(4),
             "the key is hot on every instance",
-            || async {
-                let v = gw.admin_json("/hotkeys").await;
-                let hot = v["rules"].as_array()?.iter().any(|r| {
-                    r["hot"]
-                        .as_array()
-                        .is_some_and(|keys| keys.iter().any(|k| k["key"] == "7"))
-                });
-                hot.then(|| start.elapsed())
-            },
+            || async { is_hot(gw, "7").await?.then(|| start.elapsed()) },
         )
         .await;
         detected.push(at);
@@ -270,15 +273,7 @@ async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
         eventually(
             Duration::from_secs(6),
             "the key cools on every instance",
-            || async {
-                let v = gw.admin_json("/hotkeys").await;
-                let hot = v["rules"].as_array()?.iter().any(|r| {
-                    r["hot"]
-                        .as_array()
-                        .is_some_and(|keys| keys.iter().any(|k| k["key"] == "7"))
-                });
-                (!hot).then_some(())
-            },
+            || async { (!is_hot(gw, "7").await?).then_some(()) },
         )
         .await;
     }
