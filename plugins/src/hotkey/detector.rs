@@ -142,6 +142,9 @@ pub struct HotKeyDetector {
     /// Admissions refused because the candidate table was full of
     /// established keys.
     refused: AtomicU64,
+    /// Whether candidates' events are kept for fleet syncs (`scope:
+    /// global`); a local rule skips that atomic on every event.
+    fleet_deltas: bool,
 }
 
 const MINUTE: u64 = 60_000_000_000;
@@ -162,8 +165,15 @@ impl HotKeyDetector {
             hot: DashMap::new(),
             names: KeyNames::new(NAMES),
             refused: AtomicU64::new(0),
+            fleet_deltas: false,
             cfg,
         }
+    }
+
+    /// Keeps candidates' events for [`Self::take_pending`] (global rules).
+    pub fn with_fleet_deltas(mut self) -> Self {
+        self.fleet_deltas = true;
+        self
     }
 
     pub fn config(&self) -> &DetectorConfig {
@@ -177,7 +187,9 @@ impl HotKeyDetector {
         let tick = spec.tick(now);
         let count = self.candidates.peek(hash, |c| {
             c.window.add_at(tick, 1);
-            c.pending.fetch_add(1, Ordering::Relaxed);
+            if self.fleet_deltas {
+                c.pending.fetch_add(1, Ordering::Relaxed);
+            }
             bump_minute(&c.minutes, now);
             c.window.estimate_scaled_at(tick)
         });
@@ -207,8 +219,10 @@ impl HotKeyDetector {
                         c.window.add_at(tick, 1);
                         // The events that got the key admitted count
                         // fleet-wide too (the sketch saw them first).
-                        c.pending
-                            .fetch_add(estimate.min(self.admit_at), Ordering::Relaxed);
+                        if self.fleet_deltas {
+                            c.pending
+                                .fetch_add(estimate.min(self.admit_at), Ordering::Relaxed);
+                        }
                         bump_minute(&c.minutes, now);
                         c.window.estimate_scaled_at(tick)
                     },

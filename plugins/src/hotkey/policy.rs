@@ -85,7 +85,11 @@ impl HotKeyRule {
         Self {
             name,
             key,
-            detector: HotKeyDetector::new(detector),
+            detector: if fleet.is_some() {
+                HotKeyDetector::new(detector).with_fleet_deltas()
+            } else {
+                HotKeyDetector::new(detector)
+            },
             actions,
             limiter,
             block,
