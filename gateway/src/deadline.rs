@@ -10,9 +10,10 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// A `HeaderName`, not a `&str`: a `&str` lookup parses the name on every call.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Parses a `grpc-timeout` value: `100m`, `2S`, `1H`.
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
@@ -47,7 +48,7 @@ pub fn format_grpc_timeout(d: Duration) -> String {
 }
 
 /// The caller's deadline: the smaller of `grpc-timeout` and `header` (ms).
-pub fn caller_deadline(headers: &HeaderMap, header: Option<&str>) -> Option<Duration> {
+pub fn caller_deadline(headers: &HeaderMap, header: Option<&HeaderName>) -> Option<Duration> {
     let grpc = headers
         .get(GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
@@ -79,7 +80,7 @@ pub fn forward(
     let mut out = Vec::new();
     if grpc || headers.contains_key(GRPC_TIMEOUT) {
         if let Ok(v) = HeaderValue::from_str(&format_grpc_timeout(remaining)) {
-            out.push((http::HeaderName::from_static(GRPC_TIMEOUT), v));
+            out.push((GRPC_TIMEOUT, v));
         }
     }
     if let Some(h) = header {
@@ -112,7 +113,7 @@ mod tests {
         h.insert("grpc-timeout", HeaderValue::from_static("5S"));
         h.insert("x-timeout-ms", HeaderValue::from_static("1500"));
         assert_eq!(
-            caller_deadline(&h, Some("x-timeout-ms")),
+            caller_deadline(&h, Some(&HeaderName::from_static("x-timeout-ms"))),
             Some(Duration::from_millis(1500))
         );
         assert_eq!(caller_deadline(&h, None), Some(Duration::from_secs(5)));

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
+pub mod forwarded;
 pub mod housekeeping;
 pub mod key_extract;
 pub mod limits;

@@ -23,6 +23,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access_log;
 use crate::attempts::Attempts;
 use crate::deadline;
+use crate::forwarded::{self, FORWARDED_FOR};
 use crate::key_extract::RequestParts;
 use crate::request_id;
 use crate::responses::{render, GatewayResponse, Refusal};
@@ -30,8 +31,7 @@ use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::state::GatewayState;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub use crate::request_id::REQUEST_ID;
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The Breakwater proxy service.
@@ -310,10 +310,7 @@ impl ProxyHttp for Gateway {
             .extract(&parts, matched.route, &matched.captures);
         let route = matched.route;
         ctx.route = Some(matched.index);
-        let caller = deadline::caller_deadline(
-            &req.headers,
-            route.deadline_header.as_ref().map(|h| h.as_str()),
-        );
+        let caller = deadline::caller_deadline(&req.headers, route.deadline_header.as_ref());
         let budget = deadline::earliest(caller, route.timeouts.total);
         ctx.deadline = budget.map(|b| ctx.started + b);
 
@@ -484,18 +481,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(peer) = ctx.peer_ip {
-            // Append the socket peer, as nginx's $proxy_add_x_forwarded_for does.
-            let prior: Vec<&str> = upstream
-                .headers
-                .get_all(&FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            let value = if prior.is_empty() {
-                peer.to_string()
-            } else {
-                format!("{}, {peer}", prior.join(", "))
-            };
+            let value = forwarded::with_peer(&upstream.headers, peer);
             upstream.insert_header(FORWARDED_FOR, value)?;
         }
         if !upstream.headers.contains_key(&FORWARDED_PROTO) {
