@@ -82,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bare_pingora: args.bare_pingora_bin,
             workers: args.workers.max(1),
             work_dir: work_dir.clone(),
+            wrapper: Vec::new(),
         },
         upstream_bin: Some(args.upstream_bin),
         upstream_threads: args.upstream_threads.max(1),

@@ -59,6 +59,10 @@ pub struct Binaries {
     pub bare_pingora: PathBuf,
     pub workers: usize,
     pub work_dir: PathBuf,
+    /// A command every contender runs under (`valgrind --tool=callgrind …`),
+    /// or empty. Under one, nginx runs as a single process
+    /// (`master_process off`), so the one process measured does all the work.
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 /// A started contender: the process whose tree is charged, and its address.
@@ -87,7 +91,11 @@ pub async fn start(
                 return Ok(None);
             };
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, nginx_config(upstream, port, bins.workers, &dir))?;
+            let single = !bins.wrapper.is_empty();
+            std::fs::write(
+                &conf,
+                nginx_config(upstream, port, bins.workers, single, &dir),
+            )?;
             let mut cmd = Command::new(bin);
             cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
             cmd
@@ -126,6 +134,7 @@ pub async fn start(
             cmd
         }
     };
+    let cmd = wrapped(cmd, &bins.wrapper);
     let process = Spawned::start(cmd, &dir.join("out.log"))?;
     wait_listening(addr, &dir).await?;
     Ok(Some(Running {
@@ -135,9 +144,28 @@ pub async fn start(
     }))
 }
 
-fn nginx_config(upstream: SocketAddr, port: u16, workers: usize, dir: &Path) -> String {
+/// `cmd` run under `wrapper` (its program and arguments appended), or `cmd`
+/// itself when there is no wrapper.
+fn wrapped(cmd: Command, wrapper: &[std::ffi::OsString]) -> Command {
+    let Some((program, args)) = wrapper.split_first() else {
+        return cmd;
+    };
+    let mut outer = Command::new(program);
+    outer.args(args).arg(cmd.get_program()).args(cmd.get_args());
+    outer
+}
+
+fn nginx_config(
+    upstream: SocketAddr,
+    port: u16,
+    workers: usize,
+    single_process: bool,
+    dir: &Path,
+) -> String {
+    let master = if single_process { "off" } else { "on" };
     format!(
         r#"daemon off;
+master_process {master};
 worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;

@@ -9,6 +9,7 @@
 //! machine's cores, so req/s and latency are those of this whole system; CPU
 //! per request is the figure that transfers to another machine.
 
+pub mod callgrind;
 mod contenders;
 mod report;
 pub mod wrk;
@@ -52,23 +53,7 @@ pub struct Sample {
 pub async fn run(cfg: &BenchConfig) -> std::io::Result<(Vec<Sample>, Vec<Contender>)> {
     std::fs::create_dir_all(&cfg.bins.work_dir)?;
     // Whichever upstream runs, it stops when `_upstream` drops at the end.
-    let (upstream, upstream_pid, _upstream) = match &cfg.upstream_bin {
-        Some(bin) => {
-            let upstream: SocketAddr = ([127, 0, 0, 1], crate::procs::free_port()?).into();
-            let mut cmd = Command::new(bin);
-            cmd.arg("--listen")
-                .arg(upstream.to_string())
-                .arg("--threads")
-                .arg(cfg.upstream_threads.to_string());
-            let p = Spawned::start(cmd, &cfg.bins.work_dir.join("upstream.log"))?;
-            wait_listening(upstream, &cfg.bins.work_dir).await?;
-            (upstream, Some(p.pid()), (Some(p), None))
-        }
-        None => {
-            let (addr, stop) = in_process_upstream()?;
-            (addr, None, (None, Some(stop)))
-        }
-    };
+    let (upstream, upstream_pid, _upstream) = start_upstream(cfg).await?;
     let mut running = Vec::new();
     let mut skipped = Vec::new();
     for &c in &cfg.contenders {
@@ -129,6 +114,35 @@ pub async fn run(cfg: &BenchConfig) -> std::io::Result<(Vec<Sample>, Vec<Contend
         }
     }
     Ok((samples, skipped))
+}
+
+/// Keeps the bench's upstream running: its process, or the in-process
+/// server's stop signal.
+pub(crate) type UpstreamGuard = (Option<Spawned>, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Starts the upstream every contender proxies to: `cfg.upstream_bin` in its
+/// own process (its pid returned, so `direct` can be charged), or a thread
+/// of this process.
+pub(crate) async fn start_upstream(
+    cfg: &BenchConfig,
+) -> std::io::Result<(SocketAddr, Option<u32>, UpstreamGuard)> {
+    match &cfg.upstream_bin {
+        Some(bin) => {
+            let upstream: SocketAddr = ([127, 0, 0, 1], crate::procs::free_port()?).into();
+            let mut cmd = Command::new(bin);
+            cmd.arg("--listen")
+                .arg(upstream.to_string())
+                .arg("--threads")
+                .arg(cfg.upstream_threads.to_string());
+            let p = Spawned::start(cmd, &cfg.bins.work_dir.join("upstream.log"))?;
+            wait_listening(upstream, &cfg.bins.work_dir).await?;
+            Ok((upstream, Some(p.pid()), (Some(p), None)))
+        }
+        None => {
+            let (addr, stop) = in_process_upstream()?;
+            Ok((addr, None, (None, Some(stop))))
+        }
+    }
 }
 
 /// The demo upstream on a thread of this process, for smoke runs that have

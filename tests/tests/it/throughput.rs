@@ -29,6 +29,7 @@ async fn the_bench_runs_end_to_end() {
             bare_pingora: "unused".into(),
             workers: 1,
             work_dir: dir.path().join("work"),
+            wrapper: Vec::new(),
         },
         upstream_bin: None,
         upstream_threads: 1,
@@ -51,4 +52,46 @@ async fn the_bench_runs_end_to_end() {
     assert!(std::fs::read_to_string(svg)
         .unwrap()
         .contains("breakwater-chain"));
+}
+
+/// Smoke run of the instruction counter: Breakwater with its chain under
+/// callgrind for a second. Checks that valgrind starts it, that the counts
+/// are read from the dump and that the table is written; asserts no figures.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_instruction_count_runs_end_to_end() {
+    assert!(
+        throughput::callgrind::available(),
+        "valgrind is missing: .ci/setup installs it (apt-get install -y valgrind)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BenchConfig {
+        contenders: vec![Contender::Direct, Contender::BreakwaterChain],
+        rounds: 1,
+        warmup: Duration::ZERO,
+        load: wrk::WrkLoad {
+            threads: 1,
+            connections: 2,
+            duration: Duration::from_secs(1),
+            script: None,
+        },
+        bins: Binaries {
+            gateway: BIN.into(),
+            bare_pingora: "unused".into(),
+            workers: 1,
+            work_dir: dir.path().join("work"),
+            wrapper: Vec::new(),
+        },
+        upstream_bin: None,
+        upstream_threads: 1,
+    };
+    let (samples, skipped) = throughput::callgrind::run(&cfg)
+        .await
+        .expect("the count runs");
+    assert!(skipped.is_empty());
+    assert_eq!(samples.len(), 1, "direct is not a proxy: not counted");
+    let s = &samples[0];
+    assert!(s.requests > 0, "wrk got answers");
+    assert!(s.instructions > 0, "the dump's total was read");
+    let table = throughput::callgrind::table(&samples, &skipped, &cfg);
+    assert!(table.contains("| breakwater-chain |"), "{table}");
 }
