@@ -30,3 +30,4 @@ pub mod snapshot;
 pub mod state;
 pub mod upstream;
 pub mod watch;
+pub mod workers;

@@ -16,6 +16,7 @@ use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
 use crate::watch::ReloadTriggers;
+use crate::workers::ProxyWorker;
 use pingora::listeners::tls::TlsSettings;
 
 /// Process-level switches from the command line.
@@ -92,15 +93,27 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&source.server));
     server.bootstrap();
 
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        Gateway {
-            state: state.clone(),
-        },
-        "breakwater proxy",
-    );
-    for (i, l) in source.listeners.iter().enumerate() {
-        add_listener(&mut proxy, l).map_err(|e| format!("listeners[{i}]: {e}"))?;
+    // One event loop per worker (no work stealing): one single-thread proxy
+    // service per worker on shared sockets, so a connection is served by
+    // the loop that accepted it (see `workers`).
+    let workers = if source.server.work_stealing {
+        1
+    } else {
+        source.server.threads.max(1)
+    };
+    let mut proxies = Vec::new();
+    for _ in 0..workers {
+        let mut proxy = http_proxy_service_with_name(
+            &server.configuration,
+            Gateway {
+                state: state.clone(),
+            },
+            "breakwater proxy",
+        );
+        for (i, l) in source.listeners.iter().enumerate() {
+            add_listener(&mut proxy, l).map_err(|e| format!("listeners[{i}]: {e}"))?;
+        }
+        proxies.push(proxy);
     }
 
     let mut admin = Service::new(
@@ -135,7 +148,13 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
     });
     let triggers = background_service("breakwater reload", ReloadTriggers { state });
 
-    server.add_service(proxy);
+    for (w, proxy) in proxies.into_iter().enumerate() {
+        if workers == 1 {
+            server.add_service(proxy);
+        } else {
+            server.add_service(ProxyWorker::new(w, proxy));
+        }
+    }
     server.add_service(admin);
     server.add_service(triggers);
     server.add_service(housekeeping);

@@ -42,11 +42,13 @@ pub struct ServerFile {
     /// Worker threads for the proxy service.
     pub threads: usize,
     /// Let idle worker threads steal tasks from busy ones (one multi-thread
-    /// Tokio runtime). The default, `false`, runs one single-thread runtime
-    /// per worker, as nginx and Envoy run one event loop per worker, and new
-    /// connections are spread over them at random: it cost ~15% less CPU
-    /// per request in the throughput bench (`load/README.md`), but a
-    /// worker's connections cannot move to an idle one.
+    /// Tokio runtime). The default, `false`, runs one single-thread proxy
+    /// service per worker, all accepting on the same listening sockets, as
+    /// nginx and Envoy run one event loop per worker: a connection is served
+    /// by the loop that accepted it (`workers.rs`). It cost ~15% less CPU per
+    /// request than work stealing in the throughput bench, and per-worker
+    /// accepting saved the cross-thread wake-ups on top (`load/README.md`),
+    /// but a worker's connections cannot move to an idle one.
     pub work_stealing: bool,
     /// How long in-flight requests may drain after SIGTERM/SIGQUIT.
     pub grace_period_secs: u64,

@@ -1,4 +1,6 @@
-//! Process lifecycle: graceful drain on SIGTERM and SIGQUIT upgrades.
+//! Process lifecycle: graceful drain on SIGTERM and SIGQUIT upgrades, with one
+//! worker and with several (one single-thread service per worker on shared
+//! listening sockets, `gateway/src/workers.rs`).
 
 use std::time::Duration;
 
@@ -6,10 +8,28 @@ use breakwater_tests::{client, eventually, MockUpstream};
 
 use crate::{gateway, single_route};
 
+/// `body` with a `server` section running `threads` workers.
+fn with_workers(body: &str, threads: usize) -> String {
+    format!(
+        "server:\n  threads: {threads}\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n  pid_file: {{dir}}/bw.pid\n  upgrade_sock: {{dir}}/upgrade.sock\n{body}"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    sigterm_drains_then_exits(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_then_exits_with_two_workers() {
+    sigterm_drains_then_exits(2).await;
+}
+
+async fn sigterm_drains_then_exits(threads: usize) {
     let up = MockUpstream::start("a").await;
-    let mut gw = gateway(&single_route(&up)).start().await;
+    let mut gw = gateway(&with_workers(&single_route(&up), threads))
+        .start()
+        .await;
     let url = gw.url("/slow?ms=1500");
     let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
     eventually(
@@ -33,8 +53,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_upgrade_hands_over_listeners_without_failed_requests() {
+    upgrade_without_failed_requests(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_upgrade_with_two_workers_hands_over_the_shared_listener() {
+    upgrade_without_failed_requests(2).await;
+}
+
+async fn upgrade_without_failed_requests(threads: usize) {
     let up = MockUpstream::start("a").await;
-    let mut old = gateway(&single_route(&up)).start().await;
+    let mut old = gateway(&with_workers(&single_route(&up), threads))
+        .start()
+        .await;
     let c = client();
     assert_eq!(c.get(old.url("/x")).send().await.unwrap().status(), 200);
 
@@ -68,13 +99,127 @@ async fn graceful_upgrade_hands_over_listeners_without_failed_requests() {
     .unwrap();
     let (exit, old) = exit;
     assert!(exit.is_some(), "the old process exits after handing over");
-    // The new process serves on the same port.
+    // The new process serves on the same port, on every worker.
     let r = client().get(old.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    burst(&old.url("/x")).await;
+    assert_eq!(
+        listener_fds_watched(new.id(), old.port),
+        threads,
+        "each worker of the new process accepts on the listener it took over"
+    );
+    let busy = proxy_worker_ticks(new.id());
+    assert_eq!(busy.len(), threads, "one proxy thread per worker: {busy:?}");
+    assert!(
+        busy.iter().all(|&t| t > 0),
+        "every worker of the new process served connections: {busy:?}"
+    );
     assert!(
         new.try_wait().unwrap().is_none(),
         "the new process is still running"
     );
     let _ = new.kill();
     let _ = new.wait();
+}
+
+/// 32 connections at once, each making 40 requests; every answer is a 200.
+async fn burst(url: &str) {
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                // A client per task: a connection per task.
+                let c = client();
+                for _ in 0..40 {
+                    let r = c.get(&url).send().await.expect("answered");
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// CPU ticks (user + system) of each proxy worker thread of process `pid`
+/// (threads named after the proxy service, `breakwater prox…`).
+fn proxy_worker_ticks(pid: u32) -> Vec<u64> {
+    let mut ticks = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process runs") {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("breakwater prox") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks.push(field(14) + field(15));
+    }
+    ticks
+}
+
+/// How many descriptors of the socket listening on `port` the event loops
+/// of process `pid` watch. With one service per worker, each worker's loop
+/// watches its own descriptor of the shared socket (it accepts, then serves,
+/// its own connections); with Pingora's shared service there is one, watched
+/// by the loop that runs the accept task. (A loop may show under two epoll
+/// descriptors, so descriptors of the socket are counted, not loops.)
+fn listener_fds_watched(pid: u32, port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inode: u64 = tcp
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[3] == "0A" && f[1].ends_with(&format!(":{port:04X}")))
+        .and_then(|f| f[9].parse().ok())
+        .expect("the proxy's listening socket is in /proc/net/tcp");
+    let mut watched = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy() != "anon_inode:[eventpoll]" {
+            continue;
+        }
+        let fd = entry.file_name().to_string_lossy().to_string();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        // `tfd: 8 events: 19 data: 1 pos:0 ino:8c5942 sdev:9` (ino in hex).
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ino = words
+                .iter()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            if ino == Some(inode) {
+                watched.insert(words.get(1).map(|t| t.to_string()));
+            }
+        }
+    }
+    watched.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_worker_accepts_connections_on_the_shared_listener() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&with_workers(&single_route(&up), 2)).start().await;
+    burst(&gw.url("/x")).await;
+    assert_eq!(
+        listener_fds_watched(gw.pid() as u32, gw.port),
+        2,
+        "each worker's event loop accepts on the listening socket"
+    );
+    let busy = proxy_worker_ticks(gw.pid() as u32);
+    assert_eq!(busy.len(), 2, "one proxy thread per worker: {busy:?}");
+    assert!(
+        busy.iter().all(|&t| t > 0),
+        "both workers served connections: {busy:?}"
+    );
 }
