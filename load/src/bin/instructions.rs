@@ -4,22 +4,16 @@
 //!
 //! instructions --duration 10s --out-dir load/results
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use breakwater_load::throughput::{self, callgrind, wrk, BenchConfig, Binaries, Contender};
+use breakwater_load::throughput::{self, callgrind, wrk, BenchConfig, Binaries};
 use clap::Parser;
 
+/// Counts the user-space instructions per request of each proxy under callgrind.
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "target/release/breakwater")]
-    gateway_bin: PathBuf,
-    #[arg(long, default_value = "target/release/bare-pingora")]
-    bare_pingora_bin: PathBuf,
-    #[arg(long, default_value = "target/release/demo-upstream")]
-    upstream_bin: PathBuf,
-    #[arg(long, default_value = "load/results")]
-    out_dir: PathBuf,
+    #[command(flatten)]
+    paths: throughput::PathArgs,
     /// Contenders, counted in this order (`direct` is not a proxy: skipped).
     #[arg(
         long,
@@ -45,24 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !callgrind::available() {
         return Err("valgrind is not installed: apt-get install -y valgrind".into());
     }
-    let contenders = args
-        .contenders
-        .iter()
-        .map(|n| {
-            Contender::parse(n).ok_or_else(|| {
-                let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown contender {n:?} (known: {})", known.join(", "))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let work_dir =
-        std::env::temp_dir().join(format!("breakwater-instructions-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)?;
-    std::fs::create_dir_all(&args.out_dir)?;
-    let script = (!args.no_mix).then(|| work_dir.join("mix.lua"));
-    if let Some(s) = &script {
-        wrk::write_mix_script(s)?;
-    }
+    let contenders = throughput::parse_contenders(&args.contenders)?;
+    let (work_dir, script) =
+        throughput::work_dir_and_script("breakwater-instructions", args.no_mix)?;
+    std::fs::create_dir_all(&args.paths.out_dir)?;
     let cfg = BenchConfig {
         contenders,
         rounds: 1,
@@ -74,13 +54,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             script,
         },
         bins: Binaries {
-            gateway: args.gateway_bin,
-            bare_pingora: args.bare_pingora_bin,
+            gateway: args.paths.gateway_bin,
+            bare_pingora: args.paths.bare_pingora_bin,
             workers: 1,
             work_dir: work_dir.clone(),
             wrapper: Vec::new(),
         },
-        upstream_bin: Some(args.upstream_bin),
+        upstream_bin: Some(args.paths.upstream_bin),
         upstream_threads: 1,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -88,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let (samples, skipped) = rt.block_on(throughput::callgrind::run(&cfg))?;
     let table = callgrind::table(&samples, &skipped, &cfg);
-    std::fs::write(args.out_dir.join("instructions.md"), &table)?;
+    std::fs::write(args.paths.out_dir.join("instructions.md"), &table)?;
     println!("{table}");
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())

@@ -4,22 +4,16 @@
 //!
 //! throughput --rounds 3 --duration 10s --out-dir load/results
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use breakwater_load::throughput::{self, wrk, BenchConfig, Binaries, Contender};
+use breakwater_load::throughput::{self, wrk, BenchConfig, Binaries};
 use clap::Parser;
 
+/// Runs wrk against each contender in turn and charges the CPU to the requests.
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "target/release/breakwater")]
-    gateway_bin: PathBuf,
-    #[arg(long, default_value = "target/release/bare-pingora")]
-    bare_pingora_bin: PathBuf,
-    #[arg(long, default_value = "target/release/demo-upstream")]
-    upstream_bin: PathBuf,
-    #[arg(long, default_value = "load/results")]
-    out_dir: PathBuf,
+    #[command(flatten)]
+    paths: throughput::PathArgs,
     /// Contenders, in the order they take turns.
     #[arg(
         long,
@@ -49,24 +43,9 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let contenders = args
-        .contenders
-        .iter()
-        .map(|n| {
-            Contender::parse(n).ok_or_else(|| {
-                let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown contender {n:?} (known: {})", known.join(", "))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let work_dir =
-        std::env::temp_dir().join(format!("breakwater-throughput-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)?;
-    std::fs::create_dir_all(&args.out_dir)?;
-    let script = (!args.no_mix).then(|| work_dir.join("mix.lua"));
-    if let Some(s) = &script {
-        wrk::write_mix_script(s)?;
-    }
+    let contenders = throughput::parse_contenders(&args.contenders)?;
+    let (work_dir, script) = throughput::work_dir_and_script("breakwater-throughput", args.no_mix)?;
+    std::fs::create_dir_all(&args.paths.out_dir)?;
     let cfg = BenchConfig {
         contenders,
         rounds: args.rounds.max(1),
@@ -78,13 +57,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             script,
         },
         bins: Binaries {
-            gateway: args.gateway_bin,
-            bare_pingora: args.bare_pingora_bin,
+            gateway: args.paths.gateway_bin,
+            bare_pingora: args.paths.bare_pingora_bin,
             workers: args.workers.max(1),
             work_dir: work_dir.clone(),
             wrapper: Vec::new(),
         },
-        upstream_bin: Some(args.upstream_bin),
+        upstream_bin: Some(args.paths.upstream_bin),
         upstream_threads: args.upstream_threads.max(1),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -92,12 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let (samples, skipped) = rt.block_on(throughput::run(&cfg))?;
     std::fs::write(
-        args.out_dir.join("throughput.csv"),
+        args.paths.out_dir.join("throughput.csv"),
         throughput::csv(&samples),
     )?;
     let table = throughput::summary_table(&samples, &skipped, &cfg);
-    std::fs::write(args.out_dir.join("throughput.md"), &table)?;
-    throughput::chart(&samples, &cfg, &args.out_dir.join("throughput.svg"))?;
+    std::fs::write(args.paths.out_dir.join("throughput.md"), &table)?;
+    throughput::chart(&samples, &cfg, &args.paths.out_dir.join("throughput.svg"))?;
     println!("{table}");
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())

@@ -116,6 +116,49 @@ pub async fn run(cfg: &BenchConfig) -> std::io::Result<(Vec<Sample>, Vec<Contend
     Ok((samples, skipped))
 }
 
+/// The command-line options every throughput-bench runner shares: where
+/// the binaries are and where the results go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PathArgs {
+    #[arg(long, default_value = "target/release/breakwater")]
+    pub gateway_bin: PathBuf,
+    #[arg(long, default_value = "target/release/bare-pingora")]
+    pub bare_pingora_bin: PathBuf,
+    #[arg(long, default_value = "target/release/demo-upstream")]
+    pub upstream_bin: PathBuf,
+    #[arg(long, default_value = "load/results")]
+    pub out_dir: PathBuf,
+}
+
+/// Contenders by name, in the order given; an unknown name is an error
+/// listing the known ones.
+pub fn parse_contenders(names: &[String]) -> Result<Vec<Contender>, String> {
+    names
+        .iter()
+        .map(|n| {
+            Contender::parse(n).ok_or_else(|| {
+                let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
+                format!("unknown contender {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// A fresh work directory under the system's temp dir (`<name>-<pid>`), and
+/// the request-mix script written in it unless `no_mix` (plain `GET /goods/1`).
+pub fn work_dir_and_script(
+    name: &str,
+    no_mix: bool,
+) -> std::io::Result<(PathBuf, Option<PathBuf>)> {
+    let work_dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)?;
+    let script = (!no_mix).then(|| work_dir.join("mix.lua"));
+    if let Some(s) = &script {
+        wrk::write_mix_script(s)?;
+    }
+    Ok((work_dir, script))
+}
+
 /// Keeps the bench's upstream running: its process, or the in-process
 /// server's stop signal.
 pub(crate) type UpstreamGuard = (Option<Spawned>, Option<tokio::sync::oneshot::Sender<()>>);

@@ -9,31 +9,47 @@ use breakwater_load::throughput::{self, wrk, BenchConfig, Binaries, Contender};
 
 use crate::BIN;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_bench_runs_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mix.lua");
-    wrk::write_mix_script(&script).unwrap();
-    let cfg = BenchConfig {
-        contenders: vec![Contender::BreakwaterBare, Contender::BreakwaterChain],
+/// One round of one second, no warm-up, the test build of the gateway with
+/// one worker, the upstream in this process.
+fn smoke_config(
+    dir: &std::path::Path,
+    contenders: Vec<Contender>,
+    connections: usize,
+    script: Option<std::path::PathBuf>,
+) -> BenchConfig {
+    BenchConfig {
+        contenders,
         rounds: 1,
         warmup: Duration::ZERO,
         load: wrk::WrkLoad {
             threads: 1,
-            connections: 4,
+            connections,
             duration: Duration::from_secs(1),
-            script: Some(script),
+            script,
         },
         bins: Binaries {
             gateway: BIN.into(),
             bare_pingora: "unused".into(),
             workers: 1,
-            work_dir: dir.path().join("work"),
+            work_dir: dir.join("work"),
             wrapper: Vec::new(),
         },
         upstream_bin: None,
         upstream_threads: 1,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bench_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mix.lua");
+    wrk::write_mix_script(&script).unwrap();
+    let cfg = smoke_config(
+        dir.path(),
+        vec![Contender::BreakwaterBare, Contender::BreakwaterChain],
+        4,
+        Some(script),
+    );
     let (samples, skipped) = throughput::run(&cfg).await.expect("the bench runs");
     assert!(skipped.is_empty());
     assert_eq!(samples.len(), 2);
@@ -64,26 +80,12 @@ async fn the_instruction_count_runs_end_to_end() {
         "valgrind is missing: .ci/setup installs it (apt-get install -y valgrind)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = BenchConfig {
-        contenders: vec![Contender::Direct, Contender::BreakwaterChain],
-        rounds: 1,
-        warmup: Duration::ZERO,
-        load: wrk::WrkLoad {
-            threads: 1,
-            connections: 2,
-            duration: Duration::from_secs(1),
-            script: None,
-        },
-        bins: Binaries {
-            gateway: BIN.into(),
-            bare_pingora: "unused".into(),
-            workers: 1,
-            work_dir: dir.path().join("work"),
-            wrapper: Vec::new(),
-        },
-        upstream_bin: None,
-        upstream_threads: 1,
-    };
+    let cfg = smoke_config(
+        dir.path(),
+        vec![Contender::Direct, Contender::BreakwaterChain],
+        2,
+        None,
+    );
     let (samples, skipped) = throughput::callgrind::run(&cfg)
         .await
         .expect("the count runs");
