@@ -54,7 +54,10 @@ pub struct ServerFile {
     pub grace_period_secs: u64,
     /// How long services get to shut down after the grace period.
     pub graceful_shutdown_timeout_secs: u64,
-    /// Idle upstream connections kept for reuse, across all clusters.
+    /// Idle upstream connections kept for reuse, across all clusters, per
+    /// worker when `work_stealing` is off (each worker is its own proxy
+    /// service with its own pool, as each nginx worker keeps its own
+    /// keepalive cache).
     pub upstream_keepalive_pool_size: usize,
     pub pid_file: String,
     /// Unix socket used to hand listeners to a new process on `-u` upgrades.
