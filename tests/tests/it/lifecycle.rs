@@ -70,7 +70,7 @@ async fn upgrade_without_failed_requests(threads: usize) {
     assert_eq!(c.get(old.url("/x")).send().await.unwrap().status(), 200);
 
     // The new process waits on the upgrade socket for the old one's listeners.
-    let mut new = old.spawn_sibling(&["-u"]);
+    let mut new = KillOnDrop(old.spawn_sibling(&["-u"]));
     // Give the new process a moment to start listening on the upgrade socket;
     // the old one retries its connection to it, so this is not a race.
     let sock = old.dir.path().join("upgrade.sock");
@@ -104,22 +104,30 @@ async fn upgrade_without_failed_requests(threads: usize) {
     assert_eq!(r.status(), 200);
     burst(&old.url("/x")).await;
     assert_eq!(
-        listener_fds_watched(new.id(), old.port),
+        listener_fds_watched(new.0.id(), old.port),
         threads,
         "each worker of the new process accepts on the listener it took over"
     );
-    let busy = proxy_worker_ticks(new.id());
+    let busy = proxy_worker_ticks(new.0.id());
     assert_eq!(busy.len(), threads, "one proxy thread per worker: {busy:?}");
     assert!(
         busy.iter().all(|&t| t > 0),
         "every worker of the new process served connections: {busy:?}"
     );
     assert!(
-        new.try_wait().unwrap().is_none(),
+        new.0.try_wait().unwrap().is_none(),
         "the new process is still running"
     );
-    let _ = new.kill();
-    let _ = new.wait();
+}
+
+/// The upgraded process, stopped when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// 32 connections at once, each making 40 requests; every answer is a 200.
