@@ -281,9 +281,15 @@ impl GlobalCounter {
     /// Installs the granted leases. Whatever was spent of the handed-back
     /// lease while the sync was under way counts as admitted without one
     /// (reported next time), so nothing admitted goes uncounted.
+    ///
+    /// A key that asked for nothing (not seen here for a window: it handed
+    /// its lease back) returns to the state of a key never leased here, so
+    /// that when it comes back it has its first-contact allowance again
+    /// rather than neither a lease nor an allowance until the next sync.
     pub fn apply(&self, section: &Section, reply: &SectionReply, now: u64) {
         let items = section.items.iter().zip(&reply.totals).zip(&reply.grants);
         for ((item, total), grant) in items {
+            let idle = item.lease.is_some_and(|l| l.want == 0) && *grant == 0;
             self.entries.peek(item.hash, |e| {
                 // The lease only shrank since it was handed back: the
                 // difference was spent meanwhile.
@@ -293,7 +299,8 @@ impl GlobalCounter {
                 e.unleased
                     .fetch_add(spent_meanwhile as u32, Ordering::Relaxed);
                 e.lease_bucket.store(reply.bucket, Ordering::Relaxed);
-                e.leased_at.store(now.max(1), Ordering::Relaxed);
+                e.leased_at
+                    .store(if idle { 0 } else { now.max(1) }, Ordering::Relaxed);
                 e.allowance_used.store(0, Ordering::Relaxed);
                 e.fleet.store(*total, Ordering::Relaxed);
             });
@@ -443,6 +450,23 @@ mod tests {
         c.abandon(&s);
         let s = c.collect(5 * MS, 10);
         assert_eq!(s.items[0].delta, 4);
+    }
+
+    #[test]
+    fn a_key_back_after_handing_its_lease_back_has_its_allowance_again() {
+        let c = counter(Some(3));
+        // Met at 0: the allowance (100 / 6 = 17), then a lease.
+        assert_eq!(admitted(&c, 5, 0, 8, 100), 8);
+        let s = c.collect(MS, 10);
+        c.apply(&s, &reply(&[8], &[16], 1), MS);
+        // Not seen for a window: it hands the lease back and asks for nothing.
+        let s = c.collect(1100 * MS, 10);
+        assert_eq!((lease(&s, 0).give_back, lease(&s, 0).want), (16, 0));
+        c.apply(&s, &reply(&[8], &[0], 11), 1100 * MS);
+        // Back within a window of that sync: a burst fits in the allowance.
+        assert_eq!(admitted(&c, 5, 1500 * MS, 8, 100), 8);
+        let s = c.collect(1600 * MS, 10);
+        assert_eq!(s.items[0].delta, 8, "the allowance is reported");
     }
 
     #[test]

@@ -44,7 +44,8 @@
 //! A key new to an instance (no lease within a window) may admit
 //! `⌈limit / 2N⌉` before its first lease arrives, so a user's first burst
 //! is not refused while the lease is on its way; those admissions are
-//! reported at the next sync. Because another instance may be granted a
+//! reported at the next sync. A key that goes a window without a request
+//! here hands its lease back and is new again when it returns. Because another instance may be granted a
 //! lease before they are reported, the store leases a *young* key (counts
 //! in its last two buckets only) at most `1/N` of the room per ask: the
 //! grants then approach the limit geometrically while the reports come in.
@@ -56,8 +57,9 @@
 //!
 //! ```text
 //! limit · (1 + (I + d) / W)  +  ⌈limit / 2N⌉ per instance that meets the
-//!                               key for the first time while the fleet
-//!                               already holds it at its limit
+//!                               key anew (first, or after a window
+//!                               without it) while the fleet already
+//!                               holds it at its limit
 //! ```
 //!
 //! - A lease is counted from the moment it is granted, for between W and
