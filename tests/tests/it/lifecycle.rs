@@ -108,11 +108,10 @@ async fn upgrade_without_failed_requests(threads: usize) {
         threads,
         "each worker of the new process accepts on the listener it took over"
     );
-    let busy = proxy_worker_ticks(new.0.id());
-    assert_eq!(busy.len(), threads, "one proxy thread per worker: {busy:?}");
-    assert!(
-        busy.iter().all(|&t| t > 0),
-        "every worker of the new process served connections: {busy:?}"
+    assert_eq!(
+        proxy_worker_threads(new.0.id()),
+        threads,
+        "one proxy thread per worker"
     );
     assert!(
         new.0.try_wait().unwrap().is_none(),
@@ -150,29 +149,20 @@ async fn burst(url: &str) {
     }
 }
 
-/// CPU ticks (user + system) of each proxy worker thread of process `pid`
-/// (threads named after the proxy service, `breakwater prox…`).
-fn proxy_worker_ticks(pid: u32) -> Vec<u64> {
-    let mut ticks = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process runs") {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("breakwater prox") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |n: usize| {
-            fields
-                .get(n - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        ticks.push(field(14) + field(15));
-    }
-    ticks
+/// The proxy worker threads of process `pid` (named after the proxy
+/// service, `breakwater prox…`). Which worker accepts a given connection is
+/// up to the kernel and the loops' timing (one loop may drain a whole
+/// backlog), so the tests count threads and the listening descriptors each
+/// loop watches, not connections per worker.
+fn proxy_worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process runs")
+        .filter(|task| {
+            let comm = task.as_ref().map(|t| t.path().join("comm")).ok();
+            comm.and_then(|c| std::fs::read_to_string(c).ok())
+                .is_some_and(|c| c.starts_with("breakwater prox"))
+        })
+        .count()
 }
 
 /// How many descriptors of the socket listening on `port` the event loops
@@ -224,10 +214,9 @@ async fn every_worker_accepts_connections_on_the_shared_listener() {
         2,
         "each worker's event loop accepts on the listening socket"
     );
-    let busy = proxy_worker_ticks(gw.pid() as u32);
-    assert_eq!(busy.len(), 2, "one proxy thread per worker: {busy:?}");
-    assert!(
-        busy.iter().all(|&t| t > 0),
-        "both workers served connections: {busy:?}"
+    assert_eq!(
+        proxy_worker_threads(gw.pid() as u32),
+        2,
+        "one proxy thread per worker"
     );
 }
