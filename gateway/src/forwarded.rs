@@ -10,6 +10,20 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderValue};
 
 pub const FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+pub const FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
+/// Whether the request carries exactly one `X-Forwarded-Proto`, `http` or
+/// `https`: the only values kept from a trusted proxy.
+pub fn proto_is_valid(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(&FORWARDED_PROTO).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => {
+            v.as_bytes().eq_ignore_ascii_case(b"http")
+                || v.as_bytes().eq_ignore_ascii_case(b"https")
+        }
+        _ => false,
+    }
+}
 
 /// The value to send upstream: every prior `X-Forwarded-For` value (lines
 /// joined by `, `; ones that are not visible ASCII are dropped) then `peer`.

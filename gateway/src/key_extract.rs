@@ -78,8 +78,6 @@ pub struct RequestParts<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub peer: IpAddr,
-    /// A gRPC call: its endpoint key is `package.Service/Method`.
-    pub grpc: bool,
 }
 
 impl KeyExtractor {
@@ -89,12 +87,11 @@ impl KeyExtractor {
         route: &Route,
         captures: &Captures,
     ) -> RequestKeys {
+        // The endpoint is named by the config (the route), never by the
+        // request: a key taken from the path (a gRPC method, say) would let a
+        // client mint endpoint keys at will and slip past `key: endpoint`.
         let endpoint = &route.endpoint;
-        let endpoint = if req.grpc {
-            // Every gRPC call is a POST to /package.Service/Method: the
-            // method path says which endpoint it is, not the HTTP method.
-            Arc::from(req.path.trim_start_matches('/'))
-        } else if self.by_method {
+        let endpoint = if self.by_method {
             endpoint
                 .by_method
                 .get(req.method)
@@ -156,7 +153,9 @@ impl KeyExtractor {
         client
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of `trusted_proxies`: its forwarding headers
+    /// (`X-Forwarded-For`, `X-Forwarded-Proto`) are believed.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 }
@@ -302,7 +301,6 @@ mod tests {
             query: Some("x=1&user=al%69ce&empty="),
             headers: &headers,
             peer: ip("127.0.0.1"),
-            grpc: false,
         };
         let read = |s: KeySource, slot| read_source(&s, &req, slot, &captures);
         assert_eq!(

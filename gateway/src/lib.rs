@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_hotkeys;
+pub mod answer;
 pub mod attempts;
 pub mod chain;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod forwarded;
+pub mod framing;
 pub mod housekeeping;
 pub mod key_extract;
 pub mod limits;

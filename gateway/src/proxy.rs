@@ -11,19 +11,22 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use breakwater_plugins::abuse::blocked_rejection;
+use breakwater_plugins::keys::canonical_ip;
 use breakwater_plugins::{
     Decision, ErrorKind, Outcome, Permits, Rejection, RequestKeys, RequestView,
 };
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log;
+use crate::answer;
 use crate::attempts::Attempts;
 use crate::deadline;
-use crate::forwarded::{self, FORWARDED_FOR};
+use crate::forwarded::{self, FORWARDED_FOR, FORWARDED_PROTO};
+use crate::framing;
 use crate::key_extract::RequestParts;
 use crate::request_id;
 use crate::responses::{render, GatewayResponse, Refusal};
@@ -32,7 +35,6 @@ use crate::snapshot::Snapshot;
 use crate::state::GatewayState;
 
 pub use crate::request_id::REQUEST_ID;
-const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The Breakwater proxy service.
 pub struct Gateway {
@@ -150,22 +152,7 @@ fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
 }
 
 async fn write_local(session: &mut Session, resp: GatewayResponse, ctx: &RequestCtx) -> Result<()> {
-    let has_body = !resp.body.is_empty();
-    let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
-    for (name, value) in resp.headers {
-        header.append_header(name, value)?;
-    }
-    header.insert_header(http::header::CONTENT_LENGTH, resp.body.len())?;
-    if let Some(id) = &ctx.request_id {
-        header.insert_header(REQUEST_ID, id.clone())?;
-    }
-    session
-        .write_response_header(Box::new(header), !has_body)
-        .await?;
-    if has_body {
-        session.write_response_body(Some(resp.body), true).await?;
-    }
-    Ok(())
+    answer::write(session, resp, ctx.grpc, ctx.request_id.as_ref()).await
 }
 
 /// The gateway's answer for a policy's rejection.
@@ -272,6 +259,25 @@ impl ProxyHttp for Gateway {
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         ctx.peer_ip = Some(peer);
 
+        if framing::framed_twice(session) {
+            ctx.disposition = Disposition::Rejected;
+            ctx.snapshot = Some(snapshot);
+            let resp = render(
+                Refusal {
+                    status: 400,
+                    grpc_status: 3, // INVALID_ARGUMENT
+                    error: "bad_request",
+                    reason: "the request has both Content-Length and Transfer-Encoding",
+                    policy: None,
+                    cluster: None,
+                    route: None,
+                    extra_headers: vec![],
+                },
+                ctx.grpc,
+            );
+            write_local(session, resp, ctx).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let path = req.uri.path();
         let Some(matched) =
@@ -295,6 +301,7 @@ impl ProxyHttp for Gateway {
                 ctx.grpc,
             );
             write_local(session, resp, ctx).await?;
+            answer::drain_request_body(session).await;
             return Ok(true);
         };
         let parts = RequestParts {
@@ -303,7 +310,6 @@ impl ProxyHttp for Gateway {
             query: req.uri.query(),
             headers: &req.headers,
             peer,
-            grpc: ctx.grpc,
         };
         let keys = snapshot
             .keys
@@ -381,6 +387,7 @@ impl ProxyHttp for Gateway {
                 // Nothing goes upstream: permits are released, not failed.
                 ctx.permits.cancel();
                 write_local(session, resp, ctx).await?;
+                answer::drain_request_body(session).await;
                 Ok(true)
             }
         }
@@ -484,7 +491,13 @@ impl ProxyHttp for Gateway {
             let value = forwarded::with_peer(&upstream.headers, peer);
             upstream.insert_header(FORWARDED_FOR, value)?;
         }
-        if !upstream.headers.contains_key(&FORWARDED_PROTO) {
+        // The scheme the client used: ours, unless a trusted proxy in front
+        // of us says what it saw. A client cannot claim `https` itself.
+        let trusted = match (ctx.peer_ip, ctx.snapshot.as_deref()) {
+            (Some(peer), Some(s)) => s.keys.is_trusted(canonical_ip(peer)),
+            _ => false,
+        };
+        if !(trusted && forwarded::proto_is_valid(&upstream.headers)) {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             upstream.insert_header(FORWARDED_PROTO, if tls { "https" } else { "http" })?;
         }
@@ -579,6 +592,31 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Enforces the request's deadline while the response streams: each
+    /// read is already bounded by the time that was left when the attempt
+    /// began, and a chunk that arrives after the deadline ends the exchange.
+    /// So an upstream that trickles bytes is cut at its first chunk past the
+    /// deadline, at most one read timeout late.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        match ctx.deadline {
+            Some(deadline) if !end_of_stream && Instant::now() >= deadline => {
+                let mut e = Error::explain(
+                    ErrorType::ReadTimedout,
+                    "the request's deadline passed while the upstream was still sending",
+                );
+                e.esource = ErrorSource::Upstream;
+                Err(e)
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -623,6 +661,25 @@ impl ProxyHttp for Gateway {
             },
             _ => (500, 13, "internal", "internal error".to_string()),
         };
+        // The response has begun: no new status line can be sent. A gRPC
+        // call still learns why from its trailers; others see it cut short.
+        if session.response_written().is_some() {
+            if ctx.grpc && status > 0 && session.is_http2() {
+                let message = match &cluster {
+                    Some((c, _)) => format!("{reason} ({c})"),
+                    None => reason.clone(),
+                };
+                if let Err(write_err) =
+                    answer::write_grpc_trailers(session, grpc_status, &message).await
+                {
+                    tracing::debug!(%write_err, "could not write the gRPC trailers");
+                }
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
         // The upstream failed: a stale cached answer, if a policy left one,
         // is better than an error (stale-if-error).
         let upstream_failed = matches!(error, "upstream_timeout" | "upstream_unavailable")
@@ -660,6 +717,7 @@ impl ProxyHttp for Gateway {
             if let Err(write_err) = write_local(session, resp, ctx).await {
                 tracing::debug!(%write_err, "could not write the error response");
             }
+            answer::drain_request_body(session).await;
         }
         FailToProxy {
             error_code: status,

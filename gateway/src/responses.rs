@@ -135,7 +135,7 @@ fn retry_pushback_ms(error: &str, grpc_status: u8, headers: &[(HeaderName, Heade
 
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec): space and
 /// printable ASCII except `%` pass through.
-fn grpc_message(reason: &str, who: Option<&str>) -> String {
+pub fn grpc_message(reason: &str, who: Option<&str>) -> String {
     let text = match who {
         Some(w) => format!("{reason} ({w})"),
         None => reason.to_string(),

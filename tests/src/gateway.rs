@@ -65,9 +65,15 @@ fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
 }
 
 impl GatewayBuilder {
+    /// `bin` is the gateway binary; `BREAKWATER_TEST_BIN` in the environment
+    /// overrides it, to run tests against another build (e.g. to show that a
+    /// new test fails on the previous release).
     pub fn new(bin: &str, body: &str) -> Self {
+        let bin = std::env::var_os("BREAKWATER_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(bin));
         Self {
-            bin: PathBuf::from(bin),
+            bin,
             body: body.to_string(),
             args: Vec::new(),
             env: Vec::new(),

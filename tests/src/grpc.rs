@@ -2,8 +2,9 @@
 //!
 //! The service `test.Echo` is written by hand, the way tonic's generated
 //! code is, so the harness needs no `protoc`: `Unary` echoes, `ServerStream`
-//! sends `n` messages, `ClientStream` joins what it got, `Bidi` echoes each
-//! message. The upstream counts calls, records each call's `grpc-timeout`,
+//! sends `n` messages (and, for the text `stall`, then never ends: tonic
+//! does not enforce `grpc-timeout`), `ClientStream` joins what it got,
+//! `Bidi` echoes each message. The upstream counts calls, records each call's `grpc-timeout`,
 //! and can be told to fail every call with a gRPC status.
 
 // tonic's service traits fix the error type to `Status` (176 bytes).
@@ -140,12 +141,19 @@ impl ServerStreamingService<Msg> for ServerStreamSvc {
         Box::pin(async move {
             state.enter(&req)?;
             let m = req.into_inner();
+            // `stall`: after the n messages the stream never ends (an
+            // upstream that ignores the caller's deadline).
+            let stall = m.text == "stall";
             let out = futures::stream::iter((0..m.n).map(move |i| {
                 Ok(Msg {
                     text: m.text.clone(),
                     n: i,
                 })
             }));
+            if stall {
+                let out = out.chain(futures::stream::pending());
+                return Ok(Response::new(Box::pin(out) as MsgStream));
+            }
             Ok(Response::new(Box::pin(out) as MsgStream))
         })
     }

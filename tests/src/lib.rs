@@ -9,6 +9,7 @@
 
 pub mod gateway;
 pub mod grpc;
+pub mod grpc_core;
 pub mod redis;
 pub mod upstream;
 

@@ -5,6 +5,7 @@
 //! | `/slow?ms=N` | echo JSON after N ms |
 //! | `/status/N` | status N, empty body |
 //! | `/download?bytes=N` | N bytes, streamed in 64 KiB chunks (chunked encoding) |
+//! | `/trickle?every_ms=N&bytes=M` | M bytes, one every N ms (chunked encoding) |
 //! | anything else | echo JSON: method, path, query, headers, body length and FNV hash |
 //!
 //! Every answer carries `x-upstream: <name>` and `x-upstream-custom: yes`.
@@ -162,6 +163,20 @@ async fn handle(
             Ok::<_, Infallible>(Frame::data(Bytes::from(data)))
         });
         builder.body(StreamBody::new(stream::iter(chunks)).boxed())
+    } else if path == "/trickle" {
+        let every = Duration::from_millis(query_num(query, "every_ms"));
+        let bytes = query_num(query, "bytes");
+        let drip = stream::unfold(0u64, move |sent| async move {
+            if sent == bytes {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"."))),
+                sent + 1,
+            ))
+        });
+        builder.body(StreamBody::new(drip).boxed())
     } else {
         // `?cc=no-store` answers with that `Cache-Control`.
         let builder = match query_str(query, "cc") {

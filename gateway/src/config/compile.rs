@@ -479,7 +479,14 @@ fn compile_route(
     let timeouts = RouteTimeouts {
         connect: positive(r.timeouts.connect, "connect")?,
         response: positive(r.timeouts.response, "response")?,
-        total: positive(r.timeouts.total, "total")?,
+        // Every route has a total deadline unless it turns it off with `0s`
+        // (as Envoy's route timeout): without one, an upstream that trickles
+        // bytes holds the request and its slots for ever.
+        total: match r.timeouts.total {
+            None => Some(RouteTimeouts::DEFAULT_TOTAL),
+            Some(d) if d.as_duration().is_zero() => None,
+            Some(d) => Some(d.as_duration()),
+        },
     };
     let deadline_header = r
         .deadline_header
@@ -678,6 +685,31 @@ routes:
         assert_eq!(s.router.routes[0].matcher.methods, vec![Method::GET]);
         assert!(s.policies.contains_key("goods.deny"));
         assert_eq!(s.generation, 1);
+    }
+
+    #[test]
+    fn every_route_has_a_total_deadline_unless_it_turns_it_off() {
+        let m = Metrics::new();
+        let s = compile_text(BASE, None, &m).unwrap();
+        let total = |s: &Snapshot, i: usize| s.router.routes[i].timeouts.total;
+        assert_eq!(total(&s, 0), Some(RouteTimeouts::DEFAULT_TOTAL));
+        assert_eq!(RouteTimeouts::DEFAULT_TOTAL, Duration::from_secs(15));
+        let text = BASE
+            .replace(
+                "  - id: all\n    cluster: orders",
+                "  - id: all\n    cluster: orders\n    timeouts: { total: 0s }",
+            )
+            .replace(
+                "    cluster: orders\n    policies:",
+                "    cluster: orders\n    timeouts: { total: 2s }\n    policies:",
+            );
+        let s = compile_text(&text, None, &m).unwrap();
+        assert_eq!(total(&s, 0), Some(Duration::from_secs(2)));
+        assert_eq!(
+            total(&s, 1),
+            None,
+            "0s turns it off, for long-lived streams"
+        );
     }
 
     #[test]

@@ -285,7 +285,8 @@ pub struct TimeoutsFile {
     pub connect: Option<HumanDuration>,
     /// Waiting for the upstream's response (each read, first byte included).
     pub response: Option<HumanDuration>,
-    /// The whole request, from arrival to the last byte from upstream.
+    /// The whole request, from arrival to the last byte from upstream;
+    /// 15 s when unset, none with `0s` (long-lived streams).
     pub total: Option<HumanDuration>,
 }
 

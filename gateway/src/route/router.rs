@@ -38,12 +38,19 @@ pub struct Route {
     pub deadline_header: Option<http::HeaderName>,
 }
 
-/// Route overrides of the cluster's timeouts.
+/// Route overrides of the cluster's timeouts, and the route's deadline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouteTimeouts {
     pub connect: Option<std::time::Duration>,
     pub response: Option<std::time::Duration>,
+    /// The whole request, from arrival to the upstream's last byte; `None`
+    /// only when the config turns it off (`total: 0s`).
     pub total: Option<std::time::Duration>,
+}
+
+impl RouteTimeouts {
+    /// A route's `total` when its config names none (Envoy's route timeout).
+    pub const DEFAULT_TOTAL: std::time::Duration = std::time::Duration::from_secs(15);
 }
 
 impl std::fmt::Debug for Route {

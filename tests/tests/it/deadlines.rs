@@ -106,3 +106,36 @@ async fn the_upstream_timeout_is_the_smaller_of_caller_and_route() {
         started.elapsed()
     );
 }
+
+/// An upstream that sends its headers, then one byte just inside the read
+/// timeout, for ever: the route's total deadline still ends the request,
+/// and frees its concurrency slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_upstream_is_cut_at_the_deadline_and_frees_its_slot() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&format!(
+        "clusters:\n  orders:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 400\nroutes:\n  - id: api\n    cluster: orders\n    timeouts: {{ total: 1s }}\n    policies: [{{ concurrency_limit: {{ max: 1 }} }}]\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let c = client();
+    let started = Instant::now();
+    // 100 bytes, one every 250 ms: 25 s if nothing stops it.
+    let resp = c
+        .get(gw.url("/trickle?every_ms=250&bytes=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the headers came in time");
+    let body = resp.bytes().await;
+    assert!(body.is_err(), "the body was cut short: {body:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "cut near the 1 s deadline (at most one read timeout late), not after 25 s: {took:?}"
+    );
+    // The slot was released: the next request is admitted.
+    let resp = c.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -52,11 +52,11 @@ async fn unary_and_streaming_calls_pass_through() {
     let e = c.unary(Request::new(msg("x", 0))).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert_eq!(e.message(), "told to fail");
-    // The access log names the gRPC method as the endpoint.
+    // The access log has the method's path; the endpoint key is the route.
     assert!(gw
         .access_log()
         .iter()
-        .any(|l| l["endpoint"] == "test.Echo/ServerStream"));
+        .any(|l| l["path"] == "/test.Echo/ServerStream" && l["endpoint"] == "echo"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,5 +208,57 @@ async fn grpc_calls_are_retried_only_on_routes_that_call_them_idempotent() {
     let mut c = client(&gw).await;
     for _ in 0..6 {
         c.unary(Request::new(msg("x", 1))).await.unwrap();
+    }
+}
+
+/// The gateway's own gRPC answers, at the frame level: a trailers-only
+/// answer is one HEADERS frame with END_STREAM (gRPC over HTTP/2), never
+/// HEADERS then an empty DATA frame, which grpc-core clients reject.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailers_only_answers_are_one_headers_frame_with_end_stream() {
+    let up = GrpcUpstream::start().await;
+    let gw = grpc_gateway(
+        &up,
+        "    policies:\n      - rate_limit: { key: endpoint, limit: 1, window: 1m }\n",
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let mut call = |path: &str, timeout: Option<&str>| {
+        let mut req = http::Request::post(format!("http://127.0.0.1:{}{path}", gw.port))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(t) = timeout {
+            req = req.header("grpc-timeout", t);
+        }
+        let (resp, mut body) = h2.send_request(req.body(()).unwrap(), false).unwrap();
+        // One empty message, and the end of the request.
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        resp
+    };
+    // Passes: the upstream's own answer, with a body.
+    let ok = call("/test.Echo/Unary", None).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(!ok.body().is_end_stream(), "a real answer has a body");
+    // Each of the gateway's refusals: rate limited, no route, a deadline
+    // that already passed.
+    for (path, timeout, status) in [
+        ("/test.Echo/Unary", None, "8"),
+        ("/other.Svc/M", None, "12"),
+        ("/test.Echo/Unary", Some("0n"), "4"),
+    ] {
+        let resp = call(path, timeout).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["grpc-status"], status, "{path}");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        assert!(
+            resp.body().is_end_stream(),
+            "{path}: END_STREAM on the HEADERS frame, no DATA frame"
+        );
     }
 }

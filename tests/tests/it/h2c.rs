@@ -100,10 +100,11 @@ async fn grpc_refusals_are_trailers_only_with_pushback() {
         .unwrap();
     assert!(pushback > 0, "{pushback}");
     assert_eq!(up.count(), 2, "the refused call never reached the upstream");
-    // A gRPC call's endpoint key is its method path.
+    // A gRPC call's endpoint key is its route, named by the config.
     let log = gw.access_log();
     assert!(
-        log.iter().any(|l| l["endpoint"] == "shop.Goods/Get"),
+        log.iter()
+            .any(|l| l["endpoint"] == "all" && l["path"] == "/shop.Goods/Get"),
         "{log:?}"
     );
 }

@@ -102,3 +102,74 @@ async fn user_endpoint_and_custom_keys_are_extracted() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["decision"], "proxied");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cannot_mint_endpoint_keys_with_a_grpc_content_type() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&format!(
+        "clusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: goods\n    match: {{ path: {{ prefix: /goods/ }} }}\n    cluster: up\n    policies:\n      - rate_limit: {{ key: endpoint, limit: 2, window: 1m }}\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    // Each call names another "method": the endpoint is still the route.
+    for i in 0..4 {
+        let resp = c
+            .post(gw.url(&format!("/goods/{i}")))
+            .header("content-type", "application/grpc")
+            .body(vec![0u8; 5])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(
+            resp.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(statuses[0], None, "passed to the upstream");
+    assert_eq!(statuses[1], None, "passed to the upstream");
+    assert_eq!(statuses[2].as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
+    assert_eq!(statuses[3].as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
+    assert_eq!(up.count(), 2);
+    let line: Value = eventually(Duration::from_secs(5), "an access log line", || async {
+        gw.access_log().into_iter().next()
+    })
+    .await;
+    assert_eq!(line["endpoint"], "goods");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_proto_is_the_listeners_unless_a_trusted_proxy_says_otherwise() {
+    let up = MockUpstream::start("a").await;
+    let proto = |gw: &breakwater_tests::Gateway, sent: Option<&'static str>| {
+        let url = gw.url("/goods/1");
+        async move {
+            let mut req = client().get(url);
+            if let Some(p) = sent {
+                req = req.header("x-forwarded-proto", p);
+            }
+            let echo: Value = req.send().await.unwrap().json().await.unwrap();
+            echo["headers"]["x-forwarded-proto"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // The test client is not trusted: it cannot claim https.
+    let gw = gateway(&config(&up, "10.0.0.0/8", "192.0.2.1"))
+        .start()
+        .await;
+    assert_eq!(proto(&gw, Some("https")).await, "http");
+    assert_eq!(proto(&gw, None).await, "http");
+    drop(gw);
+    // A trusted proxy's word is kept, if it is http or https.
+    let gw = gateway(&config(&up, "127.0.0.1/32", "192.0.2.1"))
+        .start()
+        .await;
+    assert_eq!(proto(&gw, Some("https")).await, "https");
+    assert_eq!(proto(&gw, Some("gopher")).await, "http");
+    assert_eq!(proto(&gw, None).await, "http");
+}

@@ -10,6 +10,7 @@ mod deadlines;
 mod dedupe;
 mod deny;
 mod grpc;
+mod grpc_core;
 mod h2c;
 mod hotkeys;
 mod keys;

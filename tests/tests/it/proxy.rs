@@ -148,3 +148,53 @@ async fn slow_upstream_is_a_504_naming_the_cluster() {
     assert_eq!(v["error"], "upstream_timeout");
     assert_eq!(v["cluster"], "slowpoke");
 }
+
+/// Sends `raw` on a fresh connection and returns everything the gateway
+/// answers until it closes (requests say `Connection: close`).
+async fn raw_exchange(port: u16, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the gateway closed the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hop-by-hop headers (and the ones `Connection` names) never reach the
+/// upstream (Pingora strips them: a regression guard), and a request with
+/// both `Content-Length` and `Transfer-Encoding` (the request smuggling
+/// shape) is refused with 400, as nginx does, and its connection closed, so
+/// what follows its body is never read as a request.
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_are_stripped_and_smuggling_shapes_refused() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&single_route(&up)).start().await;
+    let answer = raw_exchange(
+        gw.port,
+        "GET /hop HTTP/1.1\r\nHost: x\r\nConnection: close, x-private\r\nx-private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nx-kept: yes\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let echo: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let h = &echo["headers"];
+    assert_eq!(h["x-kept"], "yes");
+    for hop in ["x-private", "keep-alive", "proxy-connection", "te"] {
+        assert!(h.get(hop).is_none(), "{hop} reached the upstream: {h}");
+    }
+    assert_ne!(h["connection"], "close, x-private");
+
+    let before = up.count();
+    let answer = raw_exchange(
+        gw.port,
+        "POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(up.count(), before, "neither request reached the upstream");
+    assert!(up.received().iter().all(|r| r.path != "/smuggled"));
+}

@@ -1,0 +1,295 @@
+//! gRPC through the gateway with grpc-core (Python `grpcio`) on both ends:
+//! every row of the README's refusal table in the four call shapes, upstream
+//! errors in trailers, failures after the response began, and refusals that
+//! must not wedge a connection. tonic accepted malformed trailers-only
+//! answers that grpc-core clients could not read, so these tests use a
+//! client (and an upstream) this project did not write.
+
+use std::time::Duration;
+
+use breakwater_tests::grpc_core::{
+    call_async, require_grpcio, CallResult, GrpcCall, PyGrpcUpstream, SHAPES,
+};
+use breakwater_tests::{client, eventually, Gateway};
+
+use crate::gateway;
+
+/// A route selected by `x-case: <id>` on `test.Echo`.
+fn route(id: &str, cluster: &str, extra: &str) -> String {
+    format!(
+        "  - id: {id}\n    match: {{ path: {{ prefix: /test.Echo/ }}, headers: [{{ name: x-case, value: {id} }}] }}\n    cluster: {cluster}\n{extra}"
+    )
+}
+
+async fn refusal_gateway(up: &PyGrpcUpstream) -> Gateway {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    let routes = [
+        route("ok", "echo", ""),
+        route(
+            "denied",
+            "echo",
+            "    policies: [{ deny: { users: [mallory] } }]\n",
+        ),
+        route(
+            "limited",
+            "echo",
+            "    policies: [{ rate_limit: { key: endpoint, limit: 1, window: 1m } }]\n",
+        ),
+        route(
+            "overloaded",
+            "echo",
+            "    policies: [{ concurrency_limit: { max: 1 } }]\n",
+        ),
+        route(
+            "open",
+            "guarded",
+            "    policies: [{ circuit_breaker: { consecutive_failures: 5 } }]\n",
+        ),
+        route("down", "down", ""),
+        route("slow", "sluggish", ""),
+    ]
+    .concat();
+    gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nkeys:\n  user: {{ header: x-user-id }}\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{up}\"] }}\n  guarded: {{ protocol: grpc, endpoints: [\"{up}\"] }}\n  sluggish: {{ protocol: grpc, endpoints: [\"{up}\"], read_timeout_ms: 300 }}\n  down: {{ protocol: grpc, endpoints: [\"{down}\"] }}\nroutes:\n{routes}",
+        up = up.addr
+    ))
+    .start()
+    .await
+}
+
+/// The four call shapes, each sending `text` under `x-case: case`.
+fn every_shape(case: &str, user: &str, text: &str) -> Vec<GrpcCall> {
+    SHAPES
+        .iter()
+        .map(|m| {
+            GrpcCall::new(m, text)
+                .n(2)
+                .messages(&[(text, 1), (text, 2)])
+                .metadata("x-case", case)
+                .metadata("x-user-id", user)
+        })
+        .collect()
+}
+
+fn check(results: &[CallResult], code: &str, details: &str) {
+    assert_eq!(results.len(), 4, "{results:?}");
+    for r in results {
+        assert_eq!(r.code, code, "{}: {r:?}", r.method);
+        assert!(
+            r.details.contains(details),
+            "{}: details {:?} should name {details:?}",
+            r.method,
+            r.details
+        );
+        assert!(r.messages.is_empty(), "{}: {r:?}", r.method);
+    }
+}
+
+fn pushback(r: &CallResult) -> i64 {
+    r.trailer("grpc-retry-pushback-ms")
+        .unwrap_or_else(|| panic!("{}: no grpc-retry-pushback-ms: {r:?}", r.method))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_row_is_a_status_grpc_core_clients_read() {
+    require_grpcio();
+    let up = PyGrpcUpstream::start();
+    let gw = refusal_gateway(&up).await;
+    let target = ([127, 0, 0, 1], gw.port).into();
+    // Refusals an operator makes: a block, and a breaker forced open.
+    let c = client();
+    let block = serde_json::json!({ "key": "user:eve", "ttl": "10m", "reason": "fraud" });
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = c
+        .post(gw.admin("/breakers/guarded.circuit_breaker/open"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    // The rate limit's one call passes; the refusals never reach upstream.
+    let first = call_async(
+        target,
+        vec![GrpcCall::new("Unary", "first").metadata("x-case", "limited")],
+    )
+    .await;
+    assert_eq!(first[0].code, "OK", "{first:?}");
+    let no_route = call_async(target, every_shape("nomatch", "alice", "x")).await;
+    check(&no_route, "UNIMPLEMENTED", "no route");
+    let denied = call_async(target, every_shape("denied", "mallory", "x")).await;
+    check(&denied, "PERMISSION_DENIED", "denied.deny");
+    for r in &denied {
+        assert_eq!(pushback(r), -1, "a retry cannot fix a denial");
+    }
+    let limited = call_async(target, every_shape("limited", "alice", "x")).await;
+    check(&limited, "RESOURCE_EXHAUSTED", "limited.rate_limit");
+    for r in &limited {
+        assert!(pushback(r) > 0, "{r:?}");
+        assert_eq!(r.trailer("x-breakwater-error"), Some("rate_limited"));
+    }
+    let blocked = call_async(target, every_shape("ok", "eve", "x")).await;
+    check(&blocked, "PERMISSION_DENIED", "");
+    for r in &blocked {
+        assert_eq!(r.trailer("x-breakwater-error"), Some("blocked"), "{r:?}");
+    }
+    let open = call_async(target, every_shape("open", "alice", "x")).await;
+    check(&open, "UNAVAILABLE", "guarded.circuit_breaker");
+    for r in &open {
+        assert_eq!(pushback(r), -1, "do not retry into an open breaker");
+    }
+    // A call that passes after them all: the refusals never reached the
+    // upstream, which has seen the first call and this one.
+    let ok = call_async(
+        target,
+        vec![GrpcCall::new("Unary", "sentinel").metadata("x-case", "ok")],
+    )
+    .await;
+    assert_eq!(ok[0].code, "OK", "{ok:?}");
+    eventually(
+        Duration::from_secs(5),
+        "the sentinel call upstream",
+        || async { (up.calls() >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(up.calls(), 2, "refusals reached the upstream");
+
+    // Failures of the upstream name its cluster.
+    let down = call_async(target, every_shape("down", "alice", "x")).await;
+    check(&down, "UNAVAILABLE", "(down)");
+    let slow = call_async(target, every_shape("slow", "alice", "sleep:2000")).await;
+    check(&slow, "DEADLINE_EXCEEDED", "(sluggish)");
+    // One slot: of two calls at once, one passes and one is refused.
+    for shape in ["Unary", "ServerStream"] {
+        let pair = call_async(
+            target,
+            vec![GrpcCall::new(shape, "sleep:1500")
+                .metadata("x-case", "overloaded")
+                .parallel(2)],
+        )
+        .await;
+        let mut codes: Vec<&str> = pair.iter().map(|r| r.code.as_str()).collect();
+        codes.sort();
+        assert_eq!(codes, ["OK", "UNAVAILABLE"], "{shape}: {pair:?}");
+        let refused = pair.iter().find(|r| r.code == "UNAVAILABLE").unwrap();
+        assert!(
+            refused.details.contains("overloaded.concurrency_limit"),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_statuses_in_trailers_reach_grpc_core_clients() {
+    require_grpcio();
+    let up = PyGrpcUpstream::start();
+    let gw = refusal_gateway(&up).await;
+    let target = ([127, 0, 0, 1], gw.port).into();
+    let results = call_async(
+        target,
+        vec![
+            GrpcCall::new("Unary", "hello")
+                .n(7)
+                .metadata("x-case", "ok"),
+            GrpcCall::new("ServerStream", "s")
+                .n(50)
+                .metadata("x-case", "ok"),
+            GrpcCall::new("Unary", "fail:NOT_FOUND:0").metadata("x-case", "ok"),
+            GrpcCall::new("ServerStream", "fail:ABORTED:3").metadata("x-case", "ok"),
+            GrpcCall::new("ClientStream", "")
+                .messages(&[("a", 1), ("b", 2), ("fail:OUT_OF_RANGE:0", 3)])
+                .metadata("x-case", "ok"),
+            GrpcCall::new("Bidi", "")
+                .messages(&[("a", 1), ("fail:DATA_LOSS:0", 2)])
+                .metadata("x-case", "ok"),
+        ],
+    )
+    .await;
+    assert_eq!(results[0].code, "OK");
+    assert_eq!(results[0].messages, [("hello".to_string(), 7)]);
+    assert_eq!(results[1].code, "OK");
+    assert_eq!(results[1].messages.len(), 50);
+    assert_eq!(results[2].code, "NOT_FOUND", "{:?}", results[2]);
+    assert_eq!(results[2].details, "failed as told");
+    // Streams that the upstream ends with an error status after messages.
+    assert_eq!(results[3].code, "ABORTED", "{:?}", results[3]);
+    assert_eq!(results[3].details, "failed after 3 messages");
+    assert_eq!(results[3].messages.len(), 3);
+    assert_eq!(results[4].code, "OUT_OF_RANGE", "{:?}", results[4]);
+    assert_eq!(results[4].details, "failed after 2 messages");
+    assert_eq!(results[5].code, "DATA_LOSS", "{:?}", results[5]);
+    assert_eq!(results[5].messages, [("A".to_string(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_past_its_deadline_ends_with_deadline_exceeded_trailers() {
+    require_grpcio();
+    // tonic's upstream ignores the forwarded grpc-timeout, so the gateway's
+    // own deadline is what ends the call (grpcio's server would end it
+    // itself, the forwarded deadline at work).
+    let up = breakwater_tests::grpc::GrpcUpstream::start().await;
+    let gw = gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    timeouts: {{ total: 1s }}\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let target = ([127, 0, 0, 1], gw.port).into();
+    // Two messages, then the upstream stalls past the route's 1 s: the
+    // client gets both, then the gateway's status in trailers (not a reset).
+    let r = call_async(target, vec![GrpcCall::new("ServerStream", "stall").n(2)]).await;
+    assert_eq!(r[0].code, "DEADLINE_EXCEEDED", "{:?}", r[0]);
+    assert_eq!(r[0].messages.len(), 2, "{:?}", r[0]);
+    assert!(r[0].details.contains("(echo)"), "the gateway's: {:?}", r[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_with_unread_bodies_do_not_wedge_the_connection() {
+    require_grpcio();
+    let up = PyGrpcUpstream::start();
+    let gw = gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    policies: [{{ rate_limit: {{ key: endpoint, limit: 40, window: 1m, algorithm: sliding_window }} }}]\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let target = ([127, 0, 0, 1], gw.port).into();
+    // One channel, 20 calls at a time, bodies of 2 KiB to 40 KiB: 40 pass,
+    // the rest are refused before their bodies are read.
+    let big = "x".repeat(2048);
+    let mut calls = Vec::new();
+    for round in 0..10 {
+        calls.push(GrpcCall::new("Unary", &big).parallel(20));
+        let parts: Vec<(&str, u32)> = (0..=round).map(|i| (big.as_str(), i)).collect();
+        calls.push(
+            GrpcCall::new("ClientStream", "")
+                .messages(&parts)
+                .parallel(20),
+        );
+    }
+    let results = call_async(target, calls).await;
+    assert_eq!(results.len(), 400);
+    let ok = results.iter().filter(|r| r.code == "OK").count();
+    let refused = results
+        .iter()
+        .filter(|r| r.code == "RESOURCE_EXHAUSTED")
+        .count();
+    assert_eq!(ok, 40, "{:?}", results.iter().find(|r| r.code != "OK"));
+    assert_eq!(
+        ok + refused,
+        400,
+        "every call ended with its status: {:?}",
+        results
+            .iter()
+            .find(|r| r.code != "OK" && r.code != "RESOURCE_EXHAUSTED")
+    );
+}
