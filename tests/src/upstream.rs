@@ -7,6 +7,9 @@
 //! | `/download?bytes=N` | N bytes, streamed in 64 KiB chunks (chunked encoding) |
 //! | anything else | echo JSON: method, path, query, headers, body length and FNV hash |
 //!
+//! On the echo, `?cc=V` answers with `Cache-Control: V` and `?vary=V` with
+//! `Vary: V`.
+//!
 //! Every answer carries `x-upstream: <name>` and `x-upstream-custom: yes`.
 
 use std::convert::Infallible;
@@ -163,9 +166,14 @@ async fn handle(
         });
         builder.body(StreamBody::new(stream::iter(chunks)).boxed())
     } else {
-        // `?cc=no-store` answers with that `Cache-Control`.
+        // `?cc=no-store` answers with that `Cache-Control`, `?vary=cookie`
+        // with that `Vary`.
         let builder = match query_str(query, "cc") {
             Some(cc) => builder.header("cache-control", cc),
+            None => builder,
+        };
+        let builder = match query_str(query, "vary") {
+            Some(vary) => builder.header("vary", vary),
             None => builder,
         };
         builder
