@@ -8,6 +8,9 @@
 //! | `/trickle?every_ms=N&bytes=M` | M bytes, one every N ms (chunked encoding) |
 //! | anything else | echo JSON: method, path, query, headers, body length and FNV hash |
 //!
+//! On the echo, `?cc=V` answers with `Cache-Control: V` and `?vary=V` with
+//! `Vary: V`.
+//!
 //! Every answer carries `x-upstream: <name>` and `x-upstream-custom: yes`.
 
 use std::convert::Infallible;
@@ -178,9 +181,14 @@ async fn handle(
         });
         builder.body(StreamBody::new(drip).boxed())
     } else {
-        // `?cc=no-store` answers with that `Cache-Control`.
+        // `?cc=no-store` answers with that `Cache-Control`, `?vary=cookie`
+        // with that `Vary`.
         let builder = match query_str(query, "cc") {
             Some(cc) => builder.header("cache-control", cc),
+            None => builder,
+        };
+        let builder = match query_str(query, "vary") {
+            Some(vary) => builder.header("vary", vary),
             None => builder,
         };
         builder

@@ -1,32 +1,52 @@
-//! The hot-data local cache: GET and HEAD answers for hot keys (or for every
-//! key with `always: true`), served from memory.
+//! The hot-data local cache: GET answers for hot keys (or for every key with
+//! `always: true`), served from memory to GET and HEAD.
 //!
-//! - **Bounded**: a moka cache weighed in bytes (body, headers and a fixed
-//!   overhead per entry), evicting by its TinyLFU policy past `max_bytes`.
+//! - **Key**: what makes two requests the same resource (RFC 9111 §4.1): the
+//!   rule (so the route), the rule's key value, the method class (GET), the
+//!   path, the normalized query, the configured `vary` request headers, and
+//!   the upstream's own `Vary` as a secondary key. [`super::cache_key`] has
+//!   the exact rule, [`super::cache_query`] the query normalization.
+//! - **GET fills, HEAD only reads**: a HEAD is answered from a stored GET
+//!   answer (without its body). A HEAD miss goes upstream on its own: it
+//!   never stores, never leads a fill that GETs would wait for, never waits
+//!   for one (`Cache-Status: breakwater; fwd=miss; detail=head`).
+//! - **Bounded**: a moka cache weighed in bytes (body, headers, key text and
+//!   a fixed overhead per entry, variant index entries included), evicting by
+//!   its TinyLFU policy past `max_bytes`.
 //! - **Fresh, then stale**: an entry is fresh for `ttl` (or the upstream's
 //!   `max-age`, if shorter), then kept `stale_ttl` longer for stale-if-error:
 //!   served only when the upstream fails (no answer, or a 5xx) or a later
 //!   policy (an open breaker) refuses the refill.
-//! - **What is stored**: configured statuses (200 by default); never a
-//!   response with `Cache-Control: no-store`, `private` or `no-cache`, with
-//!   `max-age=0`, or with `Set-Cookie`; never a request with `Authorization`
-//!   unless `authorized: true`; bodies up to `max_body`.
-//! - **Key**: the rule (so the route), the rule's key value, and the values
-//!   of the `vary` headers. GET and HEAD share entries.
-//! - **Single flight**: concurrent misses on one cache key make one upstream
-//!   request; the others wait for it (up to `wait`) and get a copy. If that
-//!   response is not cacheable, they go upstream themselves.
+//! - **What is stored**: configured statuses (200 by default; never 206 or
+//!   304, which answer one request's `Range` or condition); never a response
+//!   with `Cache-Control: no-store`, `private` or `no-cache`, with
+//!   `max-age=0`, with `Set-Cookie` or with `Vary: *`; never a request with
+//!   `Authorization` unless `authorized: true`; bodies up to `max_body`.
+//! - **Single flight**: concurrent GET misses on one key (the variant key,
+//!   when a stored answer told which headers the resource varies on) make
+//!   one upstream request; the others wait for it (up to `wait`) and get a
+//!   copy, if every header the answer's `Vary` names was part of the key
+//!   they waited on (the configured `vary` and the names known from a
+//!   stored answer); otherwise they go upstream themselves. If the answer
+//!   cannot be stored or the fill fails, they get the stale copy if one is
+//!   kept, else go upstream.
 //! - Every answer that involved the cache carries `Cache-Status` (RFC 9211).
+//!
+//! Limits: `If-None-Match` and other conditions are not evaluated (a stored
+//! 200 answers them in full, as a cache may); `Vary` values are compared byte
+//! for byte, without the per-header normalization RFC 9111 allows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
+pub use super::cache_entry::CachedResponse;
+use super::cache_entry::{cache_status, Entry, Expiry, VariantIndex};
+use super::cache_key::{CacheKeys, Vary};
 use crate::duration::HumanDuration;
 use crate::flight::{Accept, Flights, Role};
 use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutcome};
@@ -39,7 +59,7 @@ use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutc
 ///   stale_ttl: 30s           # then served on upstream errors / an open breaker
 ///   max_bytes: 67108864      # the rule's cache, in bytes
 ///   max_body: 1048576        # largest body stored
-///   statuses: [200]
+///   statuses: [200]          # never 206 or 304 (one request's Range or condition)
 ///   vary: [accept-encoding]  # request headers that are part of the key
 ///   authorized: false        # true: also cache requests with Authorization
 ///   always: false            # true: cache every key, hot or not
@@ -87,79 +107,15 @@ fn default_wait() -> HumanDuration {
     Duration::from_secs(5).into()
 }
 
-/// Bytes charged per entry besides its body and headers (the entry, the
-/// moka node, the key).
-const ENTRY_OVERHEAD: u32 = 160;
 /// Keys being filled at once per rule, at most.
 const MAX_FILLS: usize = 10_000;
 
-/// One stored answer.
-#[derive(Debug)]
-pub struct CachedResponse {
-    /// The rule's key value, for invalidation by key.
-    pub key: Box<str>,
-    pub status: u16,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-    /// Policy clock, nanoseconds.
-    pub stored_at: u64,
-    pub fresh_until: u64,
-    pub stale_until: u64,
-}
-
-impl CachedResponse {
-    fn weight(&self) -> u32 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 16)
-            .sum();
-        (self.body.len() + headers + self.key.len())
-            .try_into()
-            .unwrap_or(u32::MAX)
-            .saturating_add(ENTRY_OVERHEAD)
-    }
-
-    /// The answer for a client, with `Age` and `Cache-Status`.
-    fn answer(&self, now: u64, head: bool, status: String) -> LocalResponse {
-        let mut headers = self.headers.clone();
-        let age = now.saturating_sub(self.stored_at) / 1_000_000_000;
-        headers.push((http::header::AGE, HeaderValue::from(age)));
-        headers.push((cache_status(), header_value(status)));
-        LocalResponse {
-            status: self.status,
-            headers,
-            body: if head {
-                Bytes::new()
-            } else {
-                self.body.clone()
-            },
-        }
-    }
-}
-
-fn cache_status() -> HeaderName {
-    HeaderName::from_static("cache-status")
-}
-
-fn header_value(s: String) -> HeaderValue {
-    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("breakwater"))
-}
-
-struct Expiry;
-
-impl moka::Expiry<u64, Arc<CachedResponse>> for Expiry {
-    fn expire_after_create(
-        &self,
-        _key: &u64,
-        value: &Arc<CachedResponse>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_nanos(
-            value.stale_until.saturating_sub(value.stored_at),
-        ))
-    }
-}
+/// Why waiters do not get a fill that is fine but may not be theirs: it
+/// varies on a header they were not matched on, or on anything. They go
+/// upstream, never to a stale copy (that is for errors).
+const VARIES_UNMATCHED: &str =
+    "the response varies on request headers the waiters were not matched on";
+const VARIES_ON_ANYTHING: &str = "the response varies on anything (Vary: *)";
 
 /// Counts for metrics and the admin.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -175,17 +131,23 @@ pub struct CacheCounts {
 }
 
 pub struct ResponseCache {
-    entries: Cache<u64, Arc<CachedResponse>>,
+    store: Arc<Store>,
     flights: Flights,
+    authorized: bool,
+    always: bool,
+    wait: Duration,
+    counts: Arc<Counters>,
+}
+
+/// The entries and what storing into them takes: shared with the fills in
+/// flight, which store the leader's answer when it completes.
+struct Store {
+    entries: Cache<u64, Entry>,
+    keys: CacheKeys,
     ttl: u64,
     stale_ttl: u64,
     max_body: usize,
     statuses: Vec<u16>,
-    vary: Vec<HeaderName>,
-    authorized: bool,
-    always: bool,
-    wait: Duration,
-    hasher: foldhash::quality::RandomState,
     counts: Arc<Counters>,
 }
 
@@ -197,6 +159,16 @@ struct Counters {
     collapsed: AtomicU64,
     bypass: AtomicU64,
     stored: AtomicU64,
+}
+
+/// What a lookup found for one request.
+struct Lookup {
+    /// The key its answer is (or would be) stored under, and fills are
+    /// shared on: the primary key, or the variant key a stored index selects.
+    key: u64,
+    /// The index found under the primary key, if any.
+    index: Option<Arc<VariantIndex>>,
+    answer: Option<Arc<CachedResponse>>,
 }
 
 impl CacheConfig {
@@ -232,6 +204,12 @@ impl CacheConfig {
                 "list HTTP statuses between 200 and 599",
             ));
         }
+        if let Some(s) = self.statuses.iter().find(|s| matches!(s, 206 | 304)) {
+            return Err(ConfigError::new(
+                format!("{path}.statuses"),
+                format!("{s} answers one request's Range or condition, not the resource: it cannot be stored"),
+            ));
+        }
         let vary = self
             .vary
             .iter()
@@ -252,24 +230,27 @@ impl CacheConfig {
                 "must be between 1ms and 60s",
             ));
         }
+        let counts = Arc::new(Counters::default());
         Ok(ResponseCache {
-            entries: Cache::builder()
-                .max_capacity(self.max_bytes)
-                .weigher(|_k: &u64, v: &Arc<CachedResponse>| v.weight())
-                .expire_after(Expiry)
-                .support_invalidation_closures()
-                .build(),
+            store: Arc::new(Store {
+                entries: Cache::builder()
+                    .max_capacity(self.max_bytes)
+                    .weigher(|_k: &u64, v: &Entry| v.weight())
+                    .expire_after(Expiry)
+                    .support_invalidation_closures()
+                    .build(),
+                keys: CacheKeys::new(vary),
+                ttl: ttl.as_nanos() as u64,
+                stale_ttl: self.stale_ttl.as_duration().as_nanos() as u64,
+                max_body: self.max_body,
+                statuses: self.statuses.clone(),
+                counts: counts.clone(),
+            }),
             flights: Flights::new(MAX_FILLS, self.max_body),
-            ttl: ttl.as_nanos() as u64,
-            stale_ttl: self.stale_ttl.as_duration().as_nanos() as u64,
-            max_body: self.max_body,
-            statuses: self.statuses.clone(),
-            vary,
             authorized: self.authorized,
             always: self.always,
             wait,
-            hasher: Default::default(),
-            counts: Default::default(),
+            counts,
         })
     }
 }
@@ -330,9 +311,10 @@ impl ResponseCache {
             );
             return Decision::Continue;
         }
-        let ckey = self.cache_key(req, key_hash);
+        let primary = self.store.keys.primary(req, key_hash);
+        let found = self.lookup(primary, req.headers);
         let now = req.now_nanos;
-        let stale = match self.entries.get(&ckey) {
+        let stale = match found.answer {
             Some(e) if now < e.fresh_until => {
                 self.counts.hit.fetch_add(1, Ordering::Relaxed);
                 let ttl = (e.fresh_until - now).div_ceil(1_000_000_000);
@@ -345,27 +327,26 @@ impl ResponseCache {
             Some(e) if now < e.stale_until => Some(e),
             _ => None,
         };
-        let role = self
-            .flights
-            .begin(ckey, || Some(self.store_hook(ckey, now, key_text())));
+        if head {
+            // Only GET answers are stored: a HEAD's (no body) would answer
+            // GETs empty. So a HEAD neither fills nor leads a fill.
+            self.forward(permits, &stale, now, true);
+            return Decision::Continue;
+        }
+        let role = self.flights.begin(found.key, || {
+            let matched_on = found.index.as_ref().map(|ix| ix.names.clone());
+            Some(self.store.clone().fill(
+                primary,
+                matched_on.unwrap_or_default(),
+                req.headers.clone(),
+                now,
+                key_text(),
+            ))
+        });
         match role {
             Role::Lead(tap) => {
-                self.counts.miss.fetch_add(1, Ordering::Relaxed);
                 permits.tap(tap);
-                let fwd = if stale.is_some() { "stale" } else { "miss" };
-                permits.add_response_header(
-                    cache_status(),
-                    header_value(format!("breakwater; fwd={fwd}")),
-                );
-                if let Some(e) = &stale {
-                    let counts = self.counts.clone();
-                    permits.set_fallback(
-                        e.answer(now, head, "breakwater; hit; detail=stale-if-error".into()),
-                        move || {
-                            counts.stale.fetch_add(1, Ordering::Relaxed);
-                        },
-                    );
-                }
+                self.forward(permits, &stale, now, false);
                 Decision::Continue
             }
             Role::Join(joiner) => {
@@ -375,21 +356,19 @@ impl ResponseCache {
                         Ok(resp) => {
                             counts.collapsed.fetch_add(1, Ordering::Relaxed);
                             let mut resp = (*resp).clone();
-                            if head {
-                                resp.body = Bytes::new();
-                            }
                             resp.headers.push((
                                 cache_status(),
                                 HeaderValue::from_static("breakwater; fwd=miss; collapsed"),
                             ));
                             WaitOutcome::Respond(resp)
                         }
+                        Err(VARIES_UNMATCHED | VARIES_ON_ANYTHING) => WaitOutcome::Admit(None),
                         Err(_) => match stale {
                             Some(e) => {
                                 counts.stale.fetch_add(1, Ordering::Relaxed);
                                 WaitOutcome::Respond(e.answer(
                                     now,
-                                    head,
+                                    false,
                                     "breakwater; hit; detail=stale-if-error".into(),
                                 ))
                             }
@@ -402,62 +381,81 @@ impl ResponseCache {
         }
     }
 
-    fn cache_key(&self, req: &RequestView<'_>, key_hash: u64) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = self.hasher.build_hasher();
-        key_hash.hash(&mut h);
-        for name in &self.vary {
-            for v in req.headers.get_all(name) {
-                v.as_bytes().hash(&mut h);
+    /// Finds the answer for `headers`' variant of the resource `primary`:
+    /// one read, two when the resource varies.
+    fn lookup(&self, primary: u64, headers: &http::HeaderMap) -> Lookup {
+        let entries = &self.store.entries;
+        match entries.get(&primary) {
+            None => Lookup {
+                key: primary,
+                index: None,
+                answer: None,
+            },
+            Some(Entry::Answer(answer)) => Lookup {
+                key: primary,
+                index: None,
+                answer: Some(answer),
+            },
+            Some(Entry::Variants(index)) => {
+                let key = self.store.keys.variant(primary, &index.names, headers);
+                let answer = match entries.get(&key) {
+                    Some(Entry::Answer(answer)) => Some(answer),
+                    _ => None,
+                };
+                Lookup {
+                    key,
+                    index: Some(index),
+                    answer,
+                }
             }
-            0xFFu8.hash(&mut h);
         }
-        h.finish()
     }
 
-    /// Stores the leader's response if it may be stored.
-    fn store_hook(&self, ckey: u64, now: u64, key: String) -> Accept {
-        let entries = self.entries.clone();
-        let statuses = self.statuses.clone();
-        let (ttl, stale_ttl, max_body) = (self.ttl, self.stale_ttl, self.max_body);
-        let counts = self.counts.clone();
-        Box::new(move |resp: &Arc<LocalResponse>| {
-            if !statuses.contains(&resp.status) || resp.body.len() > max_body {
-                return Err("the response is not cacheable");
-            }
-            let Some(max_age) = upstream_permission(&resp.headers) else {
-                return Err("the upstream forbids storing the response");
-            };
-            let fresh = max_age.map_or(ttl, |d| (d.as_nanos() as u64).min(ttl));
-            entries.insert(
-                ckey,
-                Arc::new(CachedResponse {
-                    key: key.into_boxed_str(),
-                    status: resp.status,
-                    headers: resp.headers.clone(),
-                    body: resp.body.clone(),
-                    stored_at: now,
-                    fresh_until: now + fresh,
-                    stale_until: now + fresh + stale_ttl,
-                }),
+    /// A miss goes upstream: says so, with a stale copy as the fallback.
+    fn forward(
+        &self,
+        permits: &mut Permits,
+        stale: &Option<Arc<CachedResponse>>,
+        now: u64,
+        head: bool,
+    ) {
+        self.counts.miss.fetch_add(1, Ordering::Relaxed);
+        let status = match (stale.is_some(), head) {
+            (false, false) => "breakwater; fwd=miss",
+            (true, false) => "breakwater; fwd=stale",
+            (false, true) => "breakwater; fwd=miss; detail=head",
+            (true, true) => "breakwater; fwd=stale; detail=head",
+        };
+        permits.add_response_header(cache_status(), HeaderValue::from_static(status));
+        if let Some(e) = stale {
+            let counts = self.counts.clone();
+            permits.set_fallback(
+                e.answer(now, head, "breakwater; hit; detail=stale-if-error".into()),
+                move || {
+                    counts.stale.fetch_add(1, Ordering::Relaxed);
+                },
             );
-            counts.stored.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })
+        }
     }
 
-    /// Drops every entry of the rule's key `key` (all `vary` variants).
+    /// Drops every entry of the rule's key `key`: every path, query and
+    /// variant, and the variant indexes.
     pub fn invalidate_key(&self, key: &str) {
         let key: Box<str> = key.into();
-        let _ = self.entries.invalidate_entries_if(move |_, v| v.key == key);
+        let _ = self
+            .store
+            .entries
+            .invalidate_entries_if(move |_, v| v.key() == &*key);
     }
 
     pub fn purge(&self) {
-        self.entries.invalidate_all();
+        self.store.entries.invalidate_all();
     }
 
+    /// `entries` and `bytes` count variant index entries too.
     pub fn counts(&self) -> CacheCounts {
-        self.entries.run_pending_tasks();
+        let entries = &self.store.entries;
+        entries.run_pending_tasks();
         CacheCounts {
             hit: self.counts.hit.load(Ordering::Relaxed),
             miss: self.counts.miss.load(Ordering::Relaxed),
@@ -465,8 +463,76 @@ impl ResponseCache {
             collapsed: self.counts.collapsed.load(Ordering::Relaxed),
             bypass: self.counts.bypass.load(Ordering::Relaxed),
             stored: self.counts.stored.load(Ordering::Relaxed),
-            entries: self.entries.entry_count(),
-            bytes: self.entries.weighted_size(),
+            entries: entries.entry_count(),
+            bytes: entries.weighted_size(),
         }
+    }
+}
+
+impl Store {
+    /// The fill's `accept` hook: stores the leader's answer if it may be
+    /// stored, and lets the waiters have it if they were matched on every
+    /// header it varies on. `matched_on` are the names from the index the
+    /// fill's key was built with; `headers` the leader's request headers,
+    /// which select the answer's variant.
+    fn fill(
+        self: Arc<Self>,
+        primary: u64,
+        matched_on: Box<[HeaderName]>,
+        headers: http::HeaderMap,
+        now: u64,
+        key: String,
+    ) -> Accept {
+        Box::new(move |resp: &Arc<LocalResponse>| {
+            if !self.statuses.contains(&resp.status) || resp.body.len() > self.max_body {
+                return Err("the response is not cacheable");
+            }
+            let Some(max_age) = upstream_permission(&resp.headers) else {
+                return Err("the upstream forbids storing the response");
+            };
+            let Vary::On(names) = Vary::of(&resp.headers) else {
+                return Err(VARIES_ON_ANYTHING);
+            };
+            let fresh = max_age.map_or(self.ttl, |d| (d.as_nanos() as u64).min(self.ttl));
+            let answer = Arc::new(CachedResponse {
+                key: key.as_str().into(),
+                status: resp.status,
+                headers: resp.headers.clone(),
+                body: resp.body.clone(),
+                stored_at: now,
+                fresh_until: now + fresh,
+                stale_until: now + fresh + self.stale_ttl,
+            });
+            let shared = names
+                .iter()
+                .all(|n| matched_on.contains(n) || self.keys.configured_vary().contains(n));
+            if names.is_empty() {
+                self.entries.insert(primary, Entry::Answer(answer));
+            } else {
+                let variant = self.keys.variant(primary, &names, &headers);
+                let stale_until = match self.entries.get(&primary) {
+                    Some(Entry::Variants(ix)) if ix.names == names => {
+                        ix.stale_until.max(answer.stale_until)
+                    }
+                    _ => answer.stale_until,
+                };
+                self.entries.insert(variant, Entry::Answer(answer));
+                self.entries.insert(
+                    primary,
+                    Entry::Variants(Arc::new(VariantIndex {
+                        key: key.as_str().into(),
+                        names,
+                        stored_at: now,
+                        stale_until,
+                    })),
+                );
+            }
+            self.counts.stored.fetch_add(1, Ordering::Relaxed);
+            if shared {
+                Ok(())
+            } else {
+                Err(VARIES_UNMATCHED)
+            }
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! The hot-key cache on a fake clock: hits, freshness and staleness, single
-//! flight, what may be stored, vary, invalidation.
+//! flight, what may be stored, vary, invalidation, and what makes two
+//! requests the same resource (method, path, query, the upstream's `Vary`).
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
 use crate::testing::{keys, Env};
-use crate::{Clock, Decision, LocalResponse, Permits, Policy, RequestKeys, WaitOutcome};
+use crate::{
+    Clock, Decision, LocalResponse, Permits, Policy, RequestKeys, RequestView, WaitOutcome,
+};
 
 fn rule(env: &Env, extra: &str) -> HotKeyRule {
     let yaml = format!(
@@ -250,4 +253,386 @@ fn only_hot_keys_are_cached_without_always_and_cooling_drops_them() {
     assert!(r.hot_keys().is_empty());
     r.cache().unwrap().counts();
     assert_eq!(r.cache().unwrap().counts().entries, 0);
+}
+
+/// Runs `method target` (a path with an optional `?query`) for alice, with
+/// `headers`, through the rule: tests of what makes two requests the same.
+fn send(
+    env: &Env,
+    r: &HotKeyRule,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (Decision, Permits) {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let keys = user("alice");
+    let view = RequestView {
+        method: &method,
+        path,
+        query,
+        headers: &h,
+        keys: &keys,
+        grpc: false,
+        now_nanos: env.clock.now_nanos(),
+    };
+    let mut permits = Permits::default();
+    let d = r.on_request(&view, &mut permits);
+    (d, permits)
+}
+
+/// `target` is answered from the cache; returns the answer.
+fn hit(
+    env: &Env,
+    r: &HotKeyRule,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> LocalResponse {
+    match send(env, r, method.clone(), target, headers).0 {
+        Decision::Respond(resp) => resp,
+        other => panic!("{method} {target} {headers:?}: expected a hit, got {other:?}"),
+    }
+}
+
+/// `target` goes upstream (a miss): returns its permits, to answer it.
+fn miss(
+    env: &Env,
+    r: &HotKeyRule,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Permits {
+    match send(env, r, method.clone(), target, headers) {
+        (Decision::Continue, p) => p,
+        (other, _) => panic!("{method} {target} {headers:?}: expected a miss, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_head_miss_never_fills_the_cache_and_a_get_then_gets_the_body() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    // The HEAD goes upstream on its own: no fill, no flight for GETs to join.
+    let mut head = miss(&env, &r, Method::HEAD, "/goods/1", &[]);
+    assert_eq!(status_header(&head), "breakwater; fwd=miss; detail=head");
+    assert!(!head.has_taps(), "a HEAD answer is never stored");
+    // A GET meanwhile leads its own fill rather than waiting for the HEAD.
+    let mut get = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    assert_eq!(status_header(&get), "breakwater; fwd=miss");
+    answer(&mut head, 200, &[("content-type", "text/html")], b"");
+    answer(
+        &mut get,
+        200,
+        &[("content-type", "text/html")],
+        b"<h1>goods</h1>",
+    );
+    // The GET answer serves both: GET with its body, HEAD without.
+    let full = hit(&env, &r, Method::GET, "/goods/1", &[]);
+    assert_eq!(&full.body[..], b"<h1>goods</h1>");
+    let head = hit(&env, &r, Method::HEAD, "/goods/1", &[]);
+    assert!(head.body.is_empty());
+    assert_eq!(header(&head, "content-type"), Some("text/html"));
+    assert_eq!(r.cache().unwrap().counts().stored, 1);
+}
+
+#[test]
+fn a_head_alone_never_stores_an_empty_answer_for_a_get() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let mut head = miss(&env, &r, Method::HEAD, "/goods/1", &[]);
+    answer(&mut head, 200, &[("content-type", "text/html")], b"");
+    drop(head);
+    let mut get = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    answer(&mut get, 200, &[], b"<h1>goods</h1>");
+    assert_eq!(
+        &hit(&env, &r, Method::GET, "/goods/1", &[]).body[..],
+        b"<h1>goods</h1>"
+    );
+}
+
+#[test]
+fn the_path_and_query_are_part_of_the_key() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let mut evil = miss(&env, &r, Method::GET, "/goods/2?x=evil", &[]);
+    answer(&mut evil, 200, &[], b"evil");
+    let mut bare = miss(&env, &r, Method::GET, "/goods/2", &[]);
+    answer(&mut bare, 200, &[], b"plain");
+    let mut other = miss(&env, &r, Method::GET, "/goods/3", &[]);
+    answer(&mut other, 200, &[], b"three");
+    assert_eq!(
+        &hit(&env, &r, Method::GET, "/goods/2", &[]).body[..],
+        b"plain"
+    );
+    assert_eq!(
+        &hit(&env, &r, Method::GET, "/goods/2?x=evil", &[]).body[..],
+        b"evil"
+    );
+    assert_eq!(
+        &hit(&env, &r, Method::GET, "/goods/3", &[]).body[..],
+        b"three"
+    );
+}
+
+#[test]
+fn query_strings_that_normalize_equal_share_an_entry_and_others_do_not() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let mut p = miss(&env, &r, Method::GET, "/s?b=2&a=1&a=0&q=%2f", &[]);
+    answer(&mut p, 200, &[], b"stored");
+    // Parameters sorted by name (repeated names keep their order), empty
+    // pieces dropped, unreserved characters decoded, hex in upper case.
+    for same in [
+        "/s?a=1&a=0&b=2&q=%2F",
+        "/s?&a=1&&a=%30&q=%2f&b=%32&",
+        "/s?%61=1&a=0&q=%2F&b=2",
+    ] {
+        assert_eq!(
+            &hit(&env, &r, Method::GET, same, &[]).body[..],
+            b"stored",
+            "{same}"
+        );
+    }
+    for different in [
+        "/s?a=0&a=1&b=2&q=%2F", // repeated names in another order
+        "/s?a=1&a=0&b=3&q=%2F", // another value
+        "/s?a=1&a=0&b=2&q=/",   // `/` is reserved: %2F is not decoded
+        "/s?a=1&a=0&b=2&q=%2F&c",
+        "/s?a=1&a=0&b=2&q=%2F&c=",
+        "/s?A=1&a=0&b=2&q=%2F", // names are case-sensitive
+        "/s",
+    ] {
+        let p = miss(&env, &r, Method::GET, different, &[]);
+        assert_eq!(status_header(&p), "breakwater; fwd=miss", "{different}");
+        drop(p);
+    }
+}
+
+#[test]
+fn the_upstreams_vary_keeps_variants_apart_and_serves_each_its_own() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let varies = [("vary", "Accept-Language"), ("content-type", "text/plain")];
+    let mut en = miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "en")],
+    );
+    answer(&mut en, 200, &varies, b"hello");
+    // Another value of a header the upstream varies on is another variant.
+    let mut de = miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "de")],
+    );
+    answer(&mut de, 200, &varies, b"hallo");
+    let mut none = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    answer(&mut none, 200, &varies, b"hi");
+    for (lang, body) in [
+        (Some("en"), &b"hello"[..]),
+        (Some("de"), b"hallo"),
+        (None, b"hi"),
+    ] {
+        let headers: Vec<_> = lang.map(|l| ("accept-language", l)).into_iter().collect();
+        assert_eq!(
+            &hit(&env, &r, Method::GET, "/goods/1", &headers).body[..],
+            body,
+            "{lang:?}"
+        );
+    }
+    let head = hit(
+        &env,
+        &r,
+        Method::HEAD,
+        "/goods/1",
+        &[("accept-language", "de")],
+    );
+    assert!(head.body.is_empty());
+    // A value never seen is a miss.
+    drop(miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "fr")],
+    ));
+    // Invalidation drops the key's every variant.
+    r.cache().unwrap().invalidate_key("alice");
+    r.cache().unwrap().counts();
+    for lang in ["en", "de"] {
+        drop(miss(
+            &env,
+            &r,
+            Method::GET,
+            "/goods/1",
+            &[("accept-language", lang)],
+        ));
+    }
+    assert_eq!(r.cache().unwrap().counts().entries, 0);
+}
+
+#[tokio::test]
+async fn an_answer_with_vary_star_is_never_stored_or_shared() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let mut leader = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    let Decision::Wait(w) = send(&env, &r, Method::GET, "/goods/1", &[]).0 else {
+        panic!("expected to wait for the fill")
+    };
+    answer(&mut leader, 200, &[("vary", "accept-encoding, *")], b"x");
+    assert!(matches!(w.await, WaitOutcome::Admit(None)));
+    drop(miss(&env, &r, Method::GET, "/goods/1", &[]));
+    assert_eq!(r.cache().unwrap().counts().stored, 0);
+}
+
+#[tokio::test]
+async fn a_waiter_shares_the_fill_only_if_it_matches_on_every_varied_header() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let en = [("accept-language", "en")];
+    // Nothing known of the resource yet: the waiter was matched on no
+    // header, so an answer that varies goes to the leader only.
+    let mut leader = miss(&env, &r, Method::GET, "/goods/1", &en);
+    let Decision::Wait(de) = send(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "de")],
+    )
+    .0
+    else {
+        panic!("expected to wait for the fill")
+    };
+    answer(&mut leader, 200, &[("vary", "accept-language")], b"hello");
+    assert!(
+        matches!(de.await, WaitOutcome::Admit(None)),
+        "de got en's answer"
+    );
+    // Now the stored answer says what the resource varies on: requests with
+    // another value fill on their own, the same value waits and shares.
+    env.clock.advance(Duration::from_secs(6));
+    let mut en_fill = miss(&env, &r, Method::GET, "/goods/1", &en);
+    assert_eq!(status_header(&en_fill), "breakwater; fwd=stale");
+    let mut de_fill = miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "de")],
+    );
+    let Decision::Wait(en_waiter) = send(&env, &r, Method::GET, "/goods/1", &en).0 else {
+        panic!("the same variant waits for its fill")
+    };
+    answer(&mut de_fill, 200, &[("vary", "accept-language")], b"hallo");
+    answer(
+        &mut en_fill,
+        200,
+        &[("vary", "accept-language")],
+        b"hello again",
+    );
+    let WaitOutcome::Respond(shared) = en_waiter.await else {
+        panic!("expected the en fill")
+    };
+    assert_eq!(&shared.body[..], b"hello again");
+    // But if the upstream starts to vary on a header the waiters were not
+    // matched on, they go upstream themselves.
+    env.clock.advance(Duration::from_secs(6));
+    let mut leader = miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "en"), ("cookie", "a")],
+    );
+    let Decision::Wait(other_cookie) = send(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "en"), ("cookie", "b")],
+    )
+    .0
+    else {
+        panic!("expected to wait")
+    };
+    answer(
+        &mut leader,
+        200,
+        &[("vary", "accept-language, cookie")],
+        b"a's",
+    );
+    assert!(matches!(other_cookie.await, WaitOutcome::Admit(None)));
+    assert_eq!(
+        &hit(
+            &env,
+            &r,
+            Method::GET,
+            "/goods/1",
+            &[("accept-language", "en"), ("cookie", "a")]
+        )
+        .body[..],
+        b"a's"
+    );
+    drop(miss(
+        &env,
+        &r,
+        Method::GET,
+        "/goods/1",
+        &[("accept-language", "en"), ("cookie", "b")],
+    ));
+}
+
+#[tokio::test]
+async fn a_configured_vary_header_lets_waiters_share_an_answer_that_varies_on_it() {
+    let env = Env::new();
+    let r = rule(&env, ", vary: [accept-language]");
+    let en = [("accept-language", "en")];
+    let mut leader = miss(&env, &r, Method::GET, "/goods/1", &en);
+    let Decision::Wait(w) = send(&env, &r, Method::GET, "/goods/1", &en).0 else {
+        panic!("expected to wait")
+    };
+    answer(&mut leader, 200, &[("vary", "Accept-Language")], b"hello");
+    let WaitOutcome::Respond(shared) = w.await else {
+        panic!("matched on accept-language through the configured vary")
+    };
+    assert_eq!(&shared.body[..], b"hello");
+}
+
+#[test]
+fn partial_and_not_modified_statuses_cannot_be_configured() {
+    let env = Env::new();
+    for status in [206, 304] {
+        let yaml = format!(
+            "{{ key: user, threshold: 1000, window: 1s, actions: [cache], cache: {{ statuses: [200, {status}] }} }}"
+        );
+        let cfg: HotKeyConfig = serde_yaml::from_str(&yaml).unwrap();
+        let err = cfg
+            .compile(
+                "h".into(),
+                "routes[0].policies[0].hotkey",
+                &env.policy_env(),
+            )
+            .err()
+            .expect("rejected");
+        assert_eq!(
+            err.to_string().split(':').next(),
+            Some("routes[0].policies[0].hotkey.cache.statuses"),
+            "{err}"
+        );
+    }
 }

@@ -69,7 +69,8 @@ pub enum HotAction {
     Limit,
     /// Put the hot key (an `ip` or `user`) on the block list.
     Block,
-    /// Serve GET and HEAD for the hot key from the local cache.
+    /// Store the hot key's GET answers in the local cache and serve them
+    /// to GET and HEAD.
     Cache,
 }
 

@@ -4,6 +4,9 @@
 //! events and drive the rule's actions until they cool.
 
 mod cache;
+mod cache_entry;
+mod cache_key;
+mod cache_query;
 #[cfg(test)]
 mod cache_tests;
 mod config;

@@ -257,3 +257,139 @@ async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
         "{metrics}"
     );
 }
+
+fn always_cached(up: &MockUpstream) -> String {
+    cached_route(
+        up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s } }",
+        "",
+    )
+}
+
+async fn get_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(gw.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_never_fills_the_cache_for_a_get() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&always_cached(&up)).start().await;
+    let head = client().head(gw.url("/goods/1")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    // The GET after it gets the full answer, from upstream.
+    let r = get(&gw, "/goods/1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["method"].as_str(), body["path"].as_str()),
+        (Some("GET"), Some("/goods/1"))
+    );
+    assert_eq!(cache_status(&head), "breakwater; fwd=miss; detail=head");
+    // The GET answer is stored: it answers GETs in full and HEADs without a body.
+    let r = get(&gw, "/goods/1").await;
+    assert!(
+        cache_status(&r).starts_with("breakwater; hit"),
+        "{}",
+        cache_status(&r)
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["method"], "GET");
+    let head = client().head(gw.url("/goods/1")).send().await.unwrap();
+    assert!(
+        cache_status(&head).starts_with("breakwater; hit"),
+        "{}",
+        cache_status(&head)
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+    let methods: Vec<String> = up
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/goods/1")
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_variant_is_never_served_for_another_query() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&always_cached(&up)).start().await;
+    let query_of = |body: &Value| body["query"].as_str().map(str::to_string);
+    let r = get(&gw, "/goods/2?x=evil").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    // The bare path is another resource: it goes upstream and gets its own.
+    let r = get(&gw, "/goods/2").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    assert_eq!(query_of(&r.json().await.unwrap()), None);
+    // Each is then served its own from the cache.
+    for (path, query) in [("/goods/2?x=evil", Some("x=evil")), ("/goods/2", None)] {
+        let r = get(&gw, path).await;
+        assert!(
+            cache_status(&r).starts_with("breakwater; hit"),
+            "{path}: {}",
+            cache_status(&r)
+        );
+        assert_eq!(
+            query_of(&r.json().await.unwrap()).as_deref(),
+            query,
+            "{path}"
+        );
+    }
+    // Parameters in another order, or with unreserved characters escaped,
+    // are the same resource; another value is not.
+    get(&gw, "/goods/2?b=2&a=1").await;
+    let r = get(&gw, "/goods/2?a=%31&b=2").await;
+    assert!(
+        cache_status(&r).starts_with("breakwater; hit"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(
+        query_of(&r.json().await.unwrap()).as_deref(),
+        Some("b=2&a=1")
+    );
+    let r = get(&gw, "/goods/2?a=1&b=3").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    assert_eq!(seen(&up, "/goods/2"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstreams_vary_keeps_variants_apart() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&always_cached(&up)).start().await;
+    let path = "/goods/3?vary=accept-language";
+    let lang_of = |body: &Value| {
+        body["headers"]["accept-language"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for lang in ["en", "de"] {
+        let r = get_with(&gw, path, &[("accept-language", lang)]).await;
+        assert_eq!(cache_status(&r), "breakwater; fwd=miss", "{lang}");
+        assert_eq!(lang_of(&r.json().await.unwrap()).as_deref(), Some(lang));
+    }
+    // Both variants are stored, each served to its own requesters.
+    for lang in ["en", "de", "en"] {
+        let r = get_with(&gw, path, &[("accept-language", lang)]).await;
+        assert!(
+            cache_status(&r).starts_with("breakwater; hit"),
+            "{lang}: {}",
+            cache_status(&r)
+        );
+        assert_eq!(r.headers()["vary"], "accept-language");
+        assert_eq!(lang_of(&r.json().await.unwrap()).as_deref(), Some(lang));
+    }
+    assert_eq!(seen(&up, "/goods/3"), 2);
+    // An answer with `Vary: *` is never stored.
+    for _ in 0..2 {
+        let r = get(&gw, "/goods/4?vary=*").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    }
+    assert_eq!(seen(&up, "/goods/4"), 2);
+}

@@ -1,0 +1,148 @@
+//! What the hot-key cache stores under a key: an answer, or (under a
+//! resource's primary key, when the upstream's answers carry `Vary`) the
+//! index that names the headers its variants are keyed on. Both are weighed
+//! in bytes and expire at their `stale_until`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::LocalResponse;
+
+/// Bytes charged per entry besides its body, headers and key text (the
+/// entry, the moka node, the key).
+const ENTRY_OVERHEAD: u32 = 160;
+/// Bytes charged per header besides its name and value.
+const HEADER_OVERHEAD: usize = 16;
+
+/// One value in the cache.
+#[derive(Clone)]
+pub(super) enum Entry {
+    Answer(Arc<CachedResponse>),
+    Variants(Arc<VariantIndex>),
+}
+
+/// One stored answer.
+#[derive(Debug)]
+pub struct CachedResponse {
+    /// The rule's key value, for invalidation by key.
+    pub key: Box<str>,
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// Policy clock, nanoseconds.
+    pub stored_at: u64,
+    pub fresh_until: u64,
+    pub stale_until: u64,
+}
+
+/// Under a resource's primary key: its answers vary on these request
+/// headers, so each is stored under the variant key they select.
+#[derive(Debug)]
+pub(super) struct VariantIndex {
+    /// The rule's key value, for invalidation by key.
+    pub key: Box<str>,
+    /// Lowercase, sorted, never empty.
+    pub names: Box<[HeaderName]>,
+    pub stored_at: u64,
+    /// The last `stale_until` of the variants stored with these names.
+    pub stale_until: u64,
+}
+
+impl Entry {
+    /// The rule's key value it belongs to.
+    pub(super) fn key(&self) -> &str {
+        match self {
+            Entry::Answer(a) => &a.key,
+            Entry::Variants(v) => &v.key,
+        }
+    }
+
+    fn lifetime(&self) -> Duration {
+        let (from, until) = match self {
+            Entry::Answer(a) => (a.stored_at, a.stale_until),
+            Entry::Variants(v) => (v.stored_at, v.stale_until),
+        };
+        Duration::from_nanos(until.saturating_sub(from))
+    }
+
+    pub(super) fn weight(&self) -> u32 {
+        let bytes = match self {
+            Entry::Answer(a) => {
+                let headers: usize = a
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
+                    .sum();
+                a.body.len() + headers + a.key.len()
+            }
+            Entry::Variants(v) => {
+                let names: usize = v
+                    .names
+                    .iter()
+                    .map(|n| n.as_str().len() + HEADER_OVERHEAD)
+                    .sum();
+                names + v.key.len()
+            }
+        };
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_OVERHEAD)
+    }
+}
+
+impl CachedResponse {
+    /// The answer for a client, with `Age` and `Cache-Status`; without the
+    /// body for a HEAD.
+    pub(super) fn answer(&self, now: u64, head: bool, status: String) -> LocalResponse {
+        let mut headers = self.headers.clone();
+        let age = now.saturating_sub(self.stored_at) / 1_000_000_000;
+        headers.push((http::header::AGE, HeaderValue::from(age)));
+        headers.push((cache_status(), header_value(status)));
+        LocalResponse {
+            status: self.status,
+            headers,
+            body: if head {
+                Bytes::new()
+            } else {
+                self.body.clone()
+            },
+        }
+    }
+}
+
+pub(super) fn cache_status() -> HeaderName {
+    HeaderName::from_static("cache-status")
+}
+
+pub(super) fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("breakwater"))
+}
+
+/// Entries live until their `stale_until`: from their creation, and again
+/// from a replacement (a refill, a wider index), which moka would otherwise
+/// leave on the replaced entry's clock.
+pub(super) struct Expiry;
+
+impl moka::Expiry<u64, Entry> for Expiry {
+    fn expire_after_create(
+        &self,
+        _key: &u64,
+        value: &Entry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime())
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &u64,
+        value: &Entry,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.lifetime())
+    }
+}
