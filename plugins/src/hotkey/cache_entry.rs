@@ -101,6 +101,13 @@ impl CachedResponse {
         let age = now.saturating_sub(self.stored_at) / 1_000_000_000;
         headers.push((http::header::AGE, HeaderValue::from(age)));
         headers.push((cache_status(), header_value(status)));
+        if head {
+            // A HEAD answer has no body but the length of the GET's.
+            headers.push((
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(self.body.len()),
+            ));
+        }
         LocalResponse {
             status: self.status,
             headers,

@@ -297,13 +297,19 @@ async fn a_head_never_fills_the_cache_for_a_get() {
         "{}",
         cache_status(&r)
     );
-    let body: Value = r.json().await.unwrap();
+    let full = r.bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&full).unwrap();
     assert_eq!(body["method"], "GET");
     let head = client().head(gw.url("/goods/1")).send().await.unwrap();
     assert!(
         cache_status(&head).starts_with("breakwater; hit"),
         "{}",
         cache_status(&head)
+    );
+    assert_eq!(
+        head.headers()["content-length"],
+        full.len().to_string().as_str(),
+        "a HEAD says the length of the GET's body"
     );
     assert!(head.bytes().await.unwrap().is_empty());
     let methods: Vec<String> = up
