@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_hotkeys;
 pub mod attempts;
+pub mod body;
 pub mod chain;
 pub mod cli;
 pub mod cluster;
