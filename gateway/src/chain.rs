@@ -91,6 +91,12 @@ impl PolicyChain {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Whether a policy must see this request's whole body to decide
+    /// (then the gateway reads a small body ahead: `crate::body`).
+    pub fn wants_body(&self, headers: &http::HeaderMap) -> bool {
+        self.entries.iter().any(|e| e.policy.wants_body(headers))
+    }
 }
 
 impl std::fmt::Debug for PolicyChain {
@@ -190,6 +196,7 @@ mod tests {
             keys: &keys,
             grpc: false,
             now_nanos: 0,
+            body: breakwater_plugins::RequestBody::Unread,
         };
         let verdict = chain.decide(&view, &mut Permits::default()).await;
         assert!(matches!(verdict.decision, Decision::Reject(_)));

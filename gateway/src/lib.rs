@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admin_hotkeys;
 pub mod answer;
 pub mod attempts;
+pub mod body;
 pub mod chain;
 pub mod cli;
 pub mod cluster;

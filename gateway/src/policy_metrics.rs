@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::breaker::CircuitBreaker;
+use breakwater_plugins::dedupe::Dedupe;
 use breakwater_plugins::hotkey::HotKeyRule;
 use breakwater_plugins::Policy as _;
 use prometheus::core::{Collector, Desc};
@@ -40,6 +41,8 @@ struct Families {
     cache_requests: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
+    dedupe_requests: IntCounterVec,
+    dedupe_in_flight: IntGaugeVec,
 }
 
 fn families() -> Families {
@@ -133,6 +136,19 @@ fn families() -> Families {
             &["rule"],
         )
         .expect("valid metric"),
+        dedupe_requests: IntCounterVec::new(
+            Opts::new(
+                "breakwater_dedupe_requests_total",
+                "Requests with a dedupe key, by what dedupe did: joined, refused (409), untracked (table full), unhashable (body not read ahead).",
+            ),
+            &["policy", "result"],
+        )
+        .expect("valid metric"),
+        dedupe_in_flight: IntGaugeVec::new(
+            Opts::new("breakwater_dedupe_in_flight", "Requests a dedupe policy tracks in flight."),
+            &["policy"],
+        )
+        .expect("valid metric"),
     }
 }
 
@@ -154,6 +170,8 @@ impl PolicyCollector {
             f.cache_requests.desc(),
             f.cache_bytes.desc(),
             f.cache_entries.desc(),
+            f.dedupe_requests.desc(),
+            f.dedupe_in_flight.desc(),
         ]
         .into_iter()
         .flatten()
@@ -176,6 +194,23 @@ impl Collector for PolicyCollector {
         let f = families();
         let snapshot = self.store.load();
         for compiled in snapshot.policies.values() {
+            if let Some(d) = compiled.policy.as_any().downcast_ref::<Dedupe>() {
+                let name = d.name();
+                let c = d.counts();
+                for (result, n) in [
+                    ("joined", c.joined),
+                    ("refused", c.refused),
+                    ("untracked", c.untracked),
+                    ("unhashable", c.unhashable),
+                ] {
+                    f.dedupe_requests
+                        .with_label_values(&[name, result])
+                        .inc_by(n);
+                }
+                f.dedupe_in_flight
+                    .with_label_values(&[name])
+                    .set(d.in_flight() as i64);
+            }
             if let Some(rule) = compiled.policy.as_any().downcast_ref::<HotKeyRule>() {
                 let name = rule.name();
                 f.hot_keys
@@ -283,6 +318,8 @@ impl Collector for PolicyCollector {
             f.cache_requests.collect(),
             f.cache_bytes.collect(),
             f.cache_entries.collect(),
+            f.dedupe_requests.collect(),
+            f.dedupe_in_flight.collect(),
         ]
         .concat()
     }

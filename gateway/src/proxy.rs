@@ -344,14 +344,17 @@ impl ProxyHttp for Gateway {
             }
             None if route.chain.is_empty() => None,
             None => {
+                let body = crate::body::read_ahead(session, &route.chain, ctx.deadline).await?;
+                let req = session.req_header();
                 let view = RequestView {
                     method: &req.method,
-                    path,
+                    path: req.uri.path(),
                     query: req.uri.query(),
                     headers: &req.headers,
                     keys: &keys,
                     grpc: ctx.grpc,
                     now_nanos: snapshot.clock.now_nanos(),
+                    body: body.view(),
                 };
                 let v = route.chain.decide(&view, &mut ctx.permits).await;
                 ctx.admitted_by = v.admitted_by;

@@ -126,6 +126,7 @@ impl Admit for Breakwater {
             keys: &self.keys[i % self.keys.len()],
             grpc: false,
             now_nanos: self.clock.now_nanos(),
+            body: breakwater_plugins::RequestBody::Unread,
         };
         matches!(
             self.policy.on_request(&view, &mut Permits::default()),

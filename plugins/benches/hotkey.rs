@@ -107,6 +107,7 @@ fn cache_hit(c: &mut Criterion) {
             keys: &keys,
             grpc: false,
             now_nanos: clock.now_nanos(),
+            body: breakwater_plugins::RequestBody::Unread,
         };
         rule.on_request(&view, permits)
     };

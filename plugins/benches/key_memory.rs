@@ -71,6 +71,7 @@ fn admit(p: &dyn Policy, ip: IpAddr, endpoint: &Arc<str>, clock: &FakeClock, hea
         keys: &keys,
         grpc: false,
         now_nanos: breakwater_plugins::Clock::now_nanos(clock),
+        body: breakwater_plugins::RequestBody::Unread,
     };
     p.on_request(&view, &mut Permits::default());
 }

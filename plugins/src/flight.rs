@@ -9,7 +9,13 @@
 //! gone) or whose response its `accept` hook refuses, publishes a failure;
 //! each user decides what a joiner does then. The table is bounded: past
 //! `max_in_flight` keys, requests are not tracked at all.
+//!
+//! Two requests share an answer exactly when their keys are equal, so a key
+//! must hold everything that makes two requests the same request. The key
+//! type is the user's: `dedupe` keys by a 128-bit fingerprint of the whole
+//! request, the cache by its 64-bit key hash.
 
+use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +39,9 @@ enum Shared {
 /// (`Ok`) or a failure (`Err(why)`) — the cache stores it here too.
 pub type Accept = Box<dyn FnOnce(&Arc<LocalResponse>) -> Result<(), &'static str> + Send + Sync>;
 
-/// The in-flight table.
-pub struct Flights {
-    table: Arc<DashMap<u64, watch::Receiver<Shared>>>,
+/// The in-flight table, by request key.
+pub struct Flights<K = u64> {
+    table: Arc<DashMap<K, watch::Receiver<Shared>>>,
     len: Arc<AtomicUsize>,
     max_in_flight: usize,
     max_body: usize,
@@ -68,7 +74,7 @@ impl Joiner {
     }
 }
 
-impl Flights {
+impl<K: Hash + Eq + Copy + Send + Sync + 'static> Flights<K> {
     pub fn new(max_in_flight: usize, max_body: usize) -> Self {
         Self {
             table: Arc::new(DashMap::new()),
@@ -83,13 +89,13 @@ impl Flights {
     }
 
     /// Whether `key` has a leader in flight now.
-    pub fn is_in_flight(&self, key: u64) -> bool {
+    pub fn is_in_flight(&self, key: K) -> bool {
         self.table.contains_key(&key)
     }
 
     /// Leads or joins the call for `key`. `accept` runs on the leader's
     /// complete response.
-    pub fn begin(&self, key: u64, accept: impl FnOnce() -> Option<Accept>) -> Role {
+    pub fn begin(&self, key: K, accept: impl FnOnce() -> Option<Accept>) -> Role {
         if let Some(rx) = self.table.get(&key).map(|r| r.clone()) {
             return Role::Join(Joiner(rx));
         }
@@ -143,10 +149,10 @@ pub fn shareable(name: &HeaderName) -> bool {
 
 /// The leader's tap: copies the response and publishes it when complete.
 /// Dropped before that (error, client gone), it publishes a failure.
-struct Leader {
-    key: u64,
+struct Leader<K: Hash + Eq> {
+    key: K,
     tx: Option<watch::Sender<Shared>>,
-    table: Arc<DashMap<u64, watch::Receiver<Shared>>>,
+    table: Arc<DashMap<K, watch::Receiver<Shared>>>,
     len: Arc<AtomicUsize>,
     accept: Option<Accept>,
     status: u16,
@@ -156,7 +162,7 @@ struct Leader {
     too_large: bool,
 }
 
-impl Leader {
+impl<K: Hash + Eq> Leader<K> {
     fn finish(&mut self, shared: Shared) {
         if let Some(tx) = self.tx.take() {
             // Forget the key first: a request after this point is a new call.
@@ -168,7 +174,7 @@ impl Leader {
     }
 }
 
-impl ResponseTap for Leader {
+impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
     fn header(&mut self, status: u16, headers: &HeaderMap) {
         self.status = status;
         self.headers = headers
@@ -206,7 +212,7 @@ impl ResponseTap for Leader {
     }
 }
 
-impl Drop for Leader {
+impl<K: Hash + Eq> Drop for Leader<K> {
     fn drop(&mut self) {
         self.finish(Shared::Failed("the original request failed"));
     }

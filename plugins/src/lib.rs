@@ -34,5 +34,5 @@ pub use config_error::ConfigError;
 pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
 pub use policy::{
     Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, PolicyEnv, Rejection,
-    RequestView, ResponseTap, WaitOutcome, Waiter,
+    RequestBody, RequestView, ResponseTap, WaitOutcome, Waiter,
 };

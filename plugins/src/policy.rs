@@ -53,6 +53,25 @@ pub struct RequestView<'a> {
     pub grpc: bool,
     /// The policy clock's time when the request arrived, in nanoseconds.
     pub now_nanos: u64,
+    /// The request body, when the gateway read it ahead for a policy that
+    /// asked ([`Policy::wants_body`]).
+    pub body: RequestBody<'a>,
+}
+
+/// What a policy is shown of the request body.
+///
+/// The body is read before the chain runs only when a policy of the route
+/// asks for it, and only when it is small and of known size: a body is
+/// otherwise streamed to the upstream as it arrives, and holding a large or
+/// endless one back would cost memory and time before any policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody<'a> {
+    /// The whole body (empty for a request without one).
+    Whole(&'a [u8]),
+    /// Not read: no policy asked for it, or it is too large, of unknown
+    /// length (chunked, or HTTP/2 without `content-length`), or its client
+    /// waits for `100 Continue`. It goes upstream as it arrives.
+    Unread,
 }
 
 /// A policy's verdict on a request.
@@ -316,6 +335,16 @@ pub trait Policy: Send + Sync + 'static {
 
     /// The policy type as written in the config (`deny`, `rate_limit`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Whether this policy must see the whole body of this request (as
+    /// [`RequestView::body`]) to decide: `dedupe` hashes it, so that only
+    /// the same request joins another. The gateway then reads a small body
+    /// ahead; a body it cannot read ahead is shown as [`RequestBody::Unread`].
+    /// The default is no: reading ahead costs a copy and delays the upstream
+    /// call until the body has arrived.
+    fn wants_body(&self, _headers: &HeaderMap) -> bool {
+        false
+    }
 
     /// Decides on a request. A policy that needs to see the outcome may push a
     /// [`Permit`] into `permits`.

@@ -68,6 +68,7 @@ impl Env {
             keys,
             grpc: false,
             now_nanos: self.clock.now_nanos(),
+            body: crate::RequestBody::Whole(&[]),
         };
         let mut permits = Permits::default();
         let d = policy.on_request(&view, &mut permits);
