@@ -8,6 +8,12 @@
 //! - its length is declared and at most [`READ_AHEAD_LIMIT`] (64 KiB), or it
 //!   has none (no `content-length` nor `transfer-encoding` in HTTP/1;
 //!   HEADERS with END_STREAM, or `content-length: 0`, in HTTP/2);
+//! - or it is an HTTP/2 body of unknown length (gRPC and Dubbo Triple
+//!   clients send none) that ends within [`H2_WAIT`] and
+//!   [`H2_HOLD_LIMIT`] bytes, as a unary call's does. One that does not
+//!   (a streaming call) is not held up longer: what was read waits in the
+//!   retry buffer, which has room for one more DATA frame, and the proxy
+//!   phase sends it first, then streams the rest;
 //! - it is not an upgrade, and its client does not wait for `100 Continue`
 //!   (that answer comes from the upstream, which is not called yet).
 //!
@@ -39,6 +45,15 @@ pub const READ_AHEAD_LIMIT: usize = 64 * 1024;
 /// reads have none of their own).
 pub const READ_AHEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an HTTP/2 body of unknown length may take to end before it is
+/// left to stream: a unary call's single message arrives with its HEADERS.
+pub const H2_WAIT: Duration = Duration::from_millis(50);
+
+/// How much of an HTTP/2 body of unknown length is held at most: one more
+/// DATA frame (16 KiB, h2's default frame size, which Pingora keeps) must
+/// still fit the retry buffer, or what was read could not be sent upstream.
+pub const H2_HOLD_LIMIT: usize = READ_AHEAD_LIMIT - 16 * 1024;
+
 /// A request's body, as read ahead for its route's policies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadAhead {
@@ -65,7 +80,8 @@ enum Plan {
     /// Exactly this many bytes (at most [`READ_AHEAD_LIMIT`]) follow.
     Read(usize),
     /// Ask the session: an HTTP/2 request without `content-length` has no
-    /// body if its HEADERS ended the stream.
+    /// body if its HEADERS ended the stream; otherwise it is read for as
+    /// long as it ends soon ([`H2_WAIT`], [`H2_HOLD_LIMIT`]).
     AskSession,
     /// Too large, of unknown length, an upgrade, or `Expect: 100-continue`.
     Unread,
@@ -112,7 +128,8 @@ pub async fn read_ahead(
         Plan::AskSession if session.as_mut().is_body_empty() => {
             return Ok(ReadAhead::Whole(Bytes::new()))
         }
-        Plan::AskSession | Plan::Unread => return Ok(ReadAhead::Unread),
+        Plan::AskSession => return read_h2_if_short(session).await,
+        Plan::Unread => return Ok(ReadAhead::Unread),
         Plan::Read(len) => len,
     };
     let limit = Instant::now() + READ_AHEAD_TIMEOUT;
@@ -128,6 +145,42 @@ pub async fn read_ahead(
             Err(e)
         })?;
     Ok(ReadAhead::Whole(body))
+}
+
+/// Reads an HTTP/2 body of unknown length into the retry buffer while it
+/// ends within [`H2_WAIT`] and [`H2_HOLD_LIMIT`]. Reading stops only at an
+/// await point (h2's body reads hand over a frame only when they complete),
+/// so every byte read is in the retry buffer, and goes upstream first.
+async fn read_h2_if_short(session: &mut Session) -> Result<ReadAhead> {
+    session.as_mut().enable_retry_buffering();
+    let mut body = BytesMut::new();
+    let read = async {
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > H2_HOLD_LIMIT {
+                return Ok::<bool, Box<Error>>(false);
+            }
+        }
+        Ok(true)
+    };
+    let ended = match tokio::time::timeout(H2_WAIT, read).await {
+        Ok(ended) => ended?,
+        Err(_) => false,
+    };
+    if session.as_ref().retry_buffer_truncated() {
+        // A DATA frame larger than h2's frame size limit: the peer broke it.
+        let mut e = Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "a request body frame larger than the frame size limit",
+        );
+        e.esource = ErrorSource::Downstream;
+        return Err(e);
+    }
+    Ok(if ended {
+        ReadAhead::Whole(body.freeze())
+    } else {
+        ReadAhead::Unread
+    })
 }
 
 /// Reads the whole body of declared length `len` into Pingora's retry buffer

@@ -344,7 +344,18 @@ impl ProxyHttp for Gateway {
             }
             None if route.chain.is_empty() => None,
             None => {
-                let body = crate::body::read_ahead(session, &route.chain, ctx.deadline).await?;
+                let body = match crate::body::read_ahead(session, &route.chain, ctx.deadline)
+                    .await
+                {
+                    Ok(body) => body,
+                    Err(e) => {
+                        // The client's fault (gone, or too slow): still
+                        // counted and logged under its route and keys.
+                        ctx.keys = Some(keys);
+                        ctx.snapshot = Some(snapshot);
+                        return Err(e);
+                    }
+                };
                 let req = session.req_header();
                 let view = RequestView {
                     method: &req.method,
@@ -653,6 +664,12 @@ impl ProxyHttp for Gateway {
                 ErrorSource::Downstream,
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
             ) => (0, 0, "client_gone", String::new()),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (
+                408,
+                4, // DEADLINE_EXCEEDED
+                "client_timeout",
+                "the client did not send its request in time".to_string(),
+            ),
             (ErrorSource::Downstream, _) => {
                 (400, 3, "bad_request", "malformed request".to_string())
             }
