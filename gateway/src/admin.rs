@@ -1,9 +1,16 @@
 //! The admin listener: health, metrics, config status and reload.
 //!
 //! It is a separate Pingora service bound to `admin.address` (loopback by
-//! default). Answers are JSON, except `/metrics`. Mutating endpoints (`POST`,
-//! `DELETE`) require `Authorization: Bearer <token>` when a token is
-//! configured; reads are open, as on Envoy's admin port.
+//! default; any other address needs a token). Answers are JSON, except
+//! `/metrics`. Every request passes [`gate::admit`] first: tokens
+//! ([`access`]), the `Origin`/`Host` rule that keeps web pages out
+//! ([`origin`]); `GET /hotkeys/stream` then takes one of a capped number of
+//! slots ([`streams`]).
+
+pub mod access;
+pub mod gate;
+pub mod origin;
+pub mod streams;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +18,6 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -23,9 +29,14 @@ use breakwater_plugins::breaker::{Breaker, CircuitBreaker};
 use crate::admin_hotkeys;
 use crate::reload::ReloadOutcome;
 use crate::state::GatewayState;
+use gate::{Refusal, RequestView};
+use streams::StreamSlots;
 
 pub struct AdminApp {
     pub state: Arc<GatewayState>,
+    /// Live `GET /hotkeys/stream` subscribers, capped by
+    /// `admin.max_stream_subscribers`.
+    streams: StreamSlots,
 }
 
 /// Most a request body to the admin may carry; larger bodies are refused.
@@ -49,27 +60,45 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Compares in time independent of where the inputs first differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl AdminApp {
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let snapshot = self.state.snapshot();
-        let Some(token) = snapshot.admin_token.as_deref() else {
-            return true;
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self {
+            state,
+            streams: StreamSlots::default(),
+        }
+    }
+
+    /// Runs the gate on the request just read: the refusal to send, if any.
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let req = session.req_header();
+        // A header that is present but not text is kept as present (and empty),
+        // so that it fails its check rather than being taken as absent.
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or_default())
         };
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+        let view = RequestView {
+            method: &req.method,
+            path: req.uri.path(),
+            host: header(http::header::HOST),
+            origin: header(http::header::ORIGIN),
+            authorization: header(http::header::AUTHORIZATION),
+            local_ip: session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        };
+        let refusal = gate::admit(&self.state.snapshot().admin, &view).err()?;
+        Some(match refusal {
+            Refusal::Unauthorized(message) => {
+                let mut resp = error(StatusCode::UNAUTHORIZED, &message);
+                resp.headers_mut()
+                    .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+                resp
+            }
+            Refusal::Forbidden(message) => error(StatusCode::FORBIDDEN, &message),
+        })
     }
 
     fn healthz(&self) -> Response<Vec<u8>> {
@@ -324,9 +353,20 @@ impl AdminApp {
     }
 }
 
-/// The admin as a Pingora app: request/response endpoints go through
-/// [`ServeHttp`]; `GET /hotkeys/stream` keeps the connection and streams.
+/// The admin as a Pingora app: every request passes the gate, then
+/// request/response endpoints go through [`AdminApp::serve`] and
+/// `GET /hotkeys/stream` keeps the connection and streams.
 pub struct AdminServer(pub AdminApp);
+
+/// Writes a whole answer. `false` if the connection broke.
+async fn write(http: &mut ServerSession, resp: Response<Vec<u8>>) -> bool {
+    let (parts, body) = resp.into_parts();
+    let header: ResponseHeader = parts.into();
+    if http.write_response_header(Box::new(header)).await.is_err() {
+        return false;
+    }
+    body.is_empty() || http.write_response_body(body.into(), true).await.is_ok()
+}
 
 #[async_trait]
 impl HttpServerApp for AdminServer {
@@ -343,18 +383,31 @@ impl HttpServerApp for AdminServer {
                 return None;
             }
         }
+        if let Some(refusal) = self.0.refusal(&http) {
+            // The body, if any, is left unread: the connection cannot be reused.
+            http.set_keepalive(None);
+            write(&mut http, refusal).await;
+            let _ = http.finish().await;
+            return None;
+        }
         let req = http.req_header();
         if req.method == Method::GET && req.uri.path() == "/hotkeys/stream" {
+            let cap = self.0.state.snapshot().admin.max_stream_subscribers;
+            let Some(_slot) = self.0.streams.try_take(cap) else {
+                http.set_keepalive(None);
+                let message = format!(
+                    "too many hot-key stream subscribers ({cap}, admin.max_stream_subscribers); retry later"
+                );
+                write(&mut http, error(StatusCode::SERVICE_UNAVAILABLE, &message)).await;
+                let _ = http.finish().await;
+                return None;
+            };
             admin_hotkeys::stream(&self.0.state, &mut http, shutdown).await;
             return None;
         }
         http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        let (parts, body) = self.0.response(&mut http).await.into_parts();
-        let header: ResponseHeader = parts.into();
-        if http.write_response_header(Box::new(header)).await.is_err() {
-            return None;
-        }
-        if !body.is_empty() && http.write_response_body(body.into(), true).await.is_err() {
+        let resp = self.0.serve(&mut http).await;
+        if !write(&mut http, resp).await {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&http);
@@ -365,9 +418,9 @@ impl HttpServerApp for AdminServer {
     }
 }
 
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl AdminApp {
+    /// Serves a request that passed the gate.
+    async fn serve(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let body = match Self::read_body(session).await {
             Ok(b) => b,
             Err(resp) => return resp,
@@ -375,13 +428,6 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let query = session.req_header().uri.query().unwrap_or("").to_string();
-        let mutating = method == Method::POST || method == Method::DELETE || method == Method::PUT;
-        if mutating && !self.authorized(session) {
-            let mut resp = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            resp.headers_mut()
-                .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
-            return resp;
-        }
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => self.healthz(),
             (Method::GET, "/metrics") => self.metrics(),
@@ -407,7 +453,13 @@ impl ServeHttp for AdminApp {
                     &json!({ "error": "cluster mode is off (no `cluster` section)" }),
                 ),
             },
-            (Method::GET, "/hotkeys") => admin_hotkeys::list(&self.state),
+            (Method::GET, "/hotkeys") => admin_hotkeys::list(
+                &self.state,
+                json!({
+                    "live": self.streams.live(),
+                    "max": self.state.snapshot().admin.max_stream_subscribers,
+                }),
+            ),
             (Method::GET, "/hotkeys/stats") => admin_hotkeys::stats(&self.state, &query),
             (Method::DELETE, p) if p.starts_with("/hotkeys/") => {
                 admin_hotkeys::forget(&self.state, &p["/hotkeys/".len()..])
@@ -424,17 +476,5 @@ impl ServeHttp for AdminApp {
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

@@ -1,16 +1,19 @@
 //! The admin's hot-key endpoints:
 //!
 //! - `GET /hotkeys`: every `hotkey` rule with its hot keys (key, rate, since,
-//!   actions) and the recent events;
+//!   actions), the recent events, and the stream subscribers (live and cap);
 //! - `GET /hotkeys/stats?minutes=N`: each rule's top keys over the last N
 //!   complete minutes (at most 60), with counts;
 //! - `GET /hotkeys/stream`: Server-Sent Events, one `hot` or `cooled` event
 //!   per change, for applications that subscribe as seed 000's Burning
-//!   clients do;
-//! - `DELETE /hotkeys/{rule}/{key}`: forget that a key is hot (token-protected);
+//!   clients do; at most `admin.max_stream_subscribers` at once (the caller,
+//!   `admin.rs`, holds the slot while [`stream`] runs);
+//! - `DELETE /hotkeys/{rule}/{key}`: forget that a key is hot;
 //!   it turns hot again, with a new event, if it still crosses the threshold;
 //! - `DELETE /cache/{rule}/{key}`: drop a key's cached answers (every `vary`
-//!   variant); `DELETE /cache`: purge every rule's cache (token-protected).
+//!   variant); `DELETE /cache`: purge every rule's cache.
+//!
+//! Who may call which is decided before these run (`admin::gate`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -47,8 +50,8 @@ fn as_rule(p: &Arc<dyn Policy>) -> &HotKeyRule {
         .expect("filtered by type")
 }
 
-/// `GET /hotkeys`.
-pub fn list(state: &GatewayState) -> Response<Vec<u8>> {
+/// `GET /hotkeys`. `streams` is the subscriber count, shown as is.
+pub fn list(state: &GatewayState, streams: Value) -> Response<Vec<u8>> {
     let now = state.clock.now_nanos();
     let wall = SystemTime::now();
     let rules: Vec<Value> = rules(state)
@@ -93,7 +96,7 @@ pub fn list(state: &GatewayState) -> Response<Vec<u8>> {
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "rules": rules, "recent_events": recent }),
+        &json!({ "rules": rules, "recent_events": recent, "stream_subscribers": streams }),
     )
 }
 
@@ -186,7 +189,11 @@ pub fn purge(state: &GatewayState) -> Response<Vec<u8>> {
 }
 
 /// `GET /hotkeys/stream`: writes events until the client leaves or the
-/// process shuts down. Returns whether the connection may be reused (never).
+/// process shuts down. The connection is never reused.
+///
+/// A client that leaves is noticed at once, not at the next write: the
+/// loop also waits for the connection to close (`read_body_or_idle`), so the
+/// caller's subscriber slot is given back as soon as the client is gone.
 pub async fn stream(state: &GatewayState, session: &mut ServerSession, shutdown: &ShutdownWatch) {
     let mut rx = state.hot_events.subscribe();
     let mut shutdown = shutdown.clone();
@@ -217,6 +224,9 @@ pub async fn stream(state: &GatewayState, session: &mut ServerSession, shutdown:
     loop {
         let chunk = tokio::select! {
             _ = shutdown.changed() => break,
+            // The request has no body: this ends only when the client closes
+            // the connection (or sends bytes it should not).
+            _ = session.read_body_or_idle(true) => return,
             _ = heartbeat.tick() => ": heartbeat\n\n".to_string(),
             event = rx.recv() => match event {
                 Ok(e) => format!(

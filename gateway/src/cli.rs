@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::runtime_dir::{self, Prepare};
 use crate::server::{build, RunFlags};
 use crate::state::GatewayState;
 
@@ -36,12 +37,24 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let snapshot = state.snapshot();
+    let insecure = crate::config::admin::insecure_warning(&snapshot.source.admin);
     if cli.test {
+        // The runtime directory is checked, not created: `-t` changes nothing.
+        if let Err(e) = runtime_dir::resolve(&snapshot.source.server, Prepare::CheckOnly) {
+            eprintln!("breakwater: {}: server: {e}", cli.conf.display());
+            return ExitCode::FAILURE;
+        }
+        if let Some(warning) = insecure {
+            eprintln!("breakwater: warning: {warning}");
+        }
         println!("ok");
         return ExitCode::SUCCESS;
     }
-    let snapshot = state.snapshot();
     crate::logging::init(&snapshot.source.logging);
+    if let Some(warning) = insecure {
+        tracing::warn!(target: "breakwater::admin", "{warning}");
+    }
     match crate::limits::raise_open_files() {
         Ok((before, after)) if after > before => {
             tracing::info!(before, after, "raised the open-file limit")

@@ -28,6 +28,7 @@ pub mod reload;
 pub mod request_id;
 pub mod responses;
 pub mod route;
+pub mod runtime_dir;
 pub mod server;
 pub mod snapshot;
 pub mod state;

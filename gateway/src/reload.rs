@@ -102,6 +102,11 @@ impl Reloader {
                     ?pending_restart,
                     "config reloaded"
                 );
+                if let Some(warning) =
+                    crate::config::admin::insecure_warning(&state.snapshot().source.admin)
+                {
+                    tracing::warn!(target: "breakwater::admin", "{warning}");
+                }
                 if !pending_restart.is_empty() {
                     tracing::warn!(
                         ?pending_restart,

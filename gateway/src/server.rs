@@ -14,6 +14,7 @@ use crate::cluster::sync::FleetSync;
 use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
 use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
+use crate::runtime_dir::{self, Prepare, RuntimePaths};
 use crate::state::GatewayState;
 use crate::watch::ReloadTriggers;
 use crate::workers::ProxyWorker;
@@ -27,15 +28,15 @@ pub struct RunFlags {
     pub daemon: bool,
 }
 
-fn server_conf(s: &ServerFile) -> ServerConf {
+fn server_conf(s: &ServerFile, paths: RuntimePaths) -> ServerConf {
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
         grace_period_seconds: Some(s.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_secs),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        pid_file: s.pid_file.clone(),
-        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: paths.pid_file,
+        upgrade_sock: paths.upgrade_sock,
         ..ServerConf::default()
     }
 }
@@ -81,8 +82,9 @@ fn add_listener(
     Ok(())
 }
 
-/// Builds the server for an already-loaded state. Fails only if a TLS
-/// listener's files changed since the config was validated.
+/// Builds the server for an already-loaded state. Fails if the private
+/// runtime directory cannot be made or is not private (`runtime_dir`), or if
+/// a TLS listener's files changed since the config was validated.
 pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String> {
     let source = &state.snapshot().source;
     let opt = Opt {
@@ -90,7 +92,9 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
         daemon: flags.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&source.server));
+    let paths = runtime_dir::resolve(&source.server, Prepare::Create)?;
+    tracing::debug!(pid_file = %paths.pid_file, upgrade_sock = %paths.upgrade_sock, "runtime paths");
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&source.server, paths));
     server.bootstrap();
 
     // One event loop per worker (no work stealing): one single-thread proxy
@@ -118,9 +122,7 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
 
     let mut admin = Service::new(
         "breakwater admin".to_string(),
-        AdminServer(AdminApp {
-            state: state.clone(),
-        }),
+        AdminServer(AdminApp::new(state.clone())),
     );
     admin.add_tcp(&source.admin.address);
     admin.threads = Some(1);

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use breakwater_plugins::{Clock, Policy};
 
+use crate::admin::access::AdminAccess;
 use crate::config::file::FileConfig;
 use crate::key_extract::KeyExtractor;
 use crate::route::Router;
@@ -37,8 +38,8 @@ pub struct Snapshot {
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub policies: BTreeMap<String, CompiledPolicy>,
     pub clock: Arc<dyn Clock>,
-    /// Bearer token for mutating admin endpoints, resolved from `token`/`token_env`.
-    pub admin_token: Option<String>,
+    /// Who may use the admin: its tokens, allowed hosts and stream cap.
+    pub admin: AdminAccess,
 }
 
 impl std::fmt::Debug for Snapshot {

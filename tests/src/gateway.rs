@@ -29,6 +29,7 @@ pub struct GatewayBuilder {
     body: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    admin_token: Option<String>,
 }
 
 pub struct Gateway {
@@ -38,6 +39,11 @@ pub struct Gateway {
     pub dir: TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// Sent as a bearer token by the admin helpers (`admin_json`, `reload`,
+    /// `metrics`): a config with an admin token needs it for reads too.
+    pub admin_token: Option<String>,
+    /// The environment given to the process, given to siblings too.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -77,7 +83,14 @@ impl GatewayBuilder {
             body: body.to_string(),
             args: Vec::new(),
             env: Vec::new(),
+            admin_token: None,
         }
+    }
+
+    /// The admin token the config sets, for the harness's admin helpers.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_string());
+        self
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -120,6 +133,8 @@ impl GatewayBuilder {
             config_path,
             log_path,
             dir,
+            admin_token: self.admin_token.clone(),
+            env: self.env.clone(),
             child: Some(child),
         };
         gw.wait_ready(Duration::from_secs(30)).await?;
@@ -193,10 +208,17 @@ impl Gateway {
         fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
+    /// `builder` with the admin token, if the config has one.
+    fn with_token(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
     /// `GET` an admin path, its JSON answer.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
-        crate::client()
-            .get(self.admin(path))
+        self.with_token(crate::client().get(self.admin(path)))
             .send()
             .await
             .expect("admin answers")
@@ -205,10 +227,9 @@ impl Gateway {
             .expect("admin answers JSON")
     }
 
-    /// `POST /reload` without a token, its JSON answer.
+    /// `POST /reload` (with the admin token, if any), its JSON answer.
     pub async fn reload(&self) -> serde_json::Value {
-        crate::client()
-            .post(self.admin("/reload"))
+        self.with_token(crate::client().post(self.admin("/reload")))
             .send()
             .await
             .expect("admin answers")
@@ -219,8 +240,7 @@ impl Gateway {
 
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
-        crate::client()
-            .get(self.admin("/metrics"))
+        self.with_token(crate::client().get(self.admin("/metrics")))
             .send()
             .await
             .expect("admin answers")
@@ -262,11 +282,17 @@ impl Gateway {
         self.child.take()
     }
 
-    /// Starts another process on the same config and ports with extra args
-    /// (for `-u` upgrades); it is not waited on.
+    /// Starts another process on the same config, ports and environment
+    /// with extra args (for `-u` upgrades); it is not waited on.
     pub fn spawn_sibling(&self, args: &[&str]) -> Child {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        spawn(&self.bin, &self.config_path, &self.log_path, &args, &[])
+        spawn(
+            &self.bin,
+            &self.config_path,
+            &self.log_path,
+            &args,
+            &self.env,
+        )
     }
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {

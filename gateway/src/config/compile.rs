@@ -53,6 +53,7 @@ pub fn compile(
     cx: &CompileContext<'_>,
 ) -> Result<Snapshot, ConfigError> {
     validate_static(&file, cx)?;
+    let admin = super::admin::compile_admin(&file.admin, cx.env)?;
     let keys = compile_keys(&file)?;
     let custom_names: Vec<String> = keys.custom.iter().map(|(n, _)| n.clone()).collect();
 
@@ -86,7 +87,6 @@ pub fn compile(
             cx,
         )?);
     }
-    let admin_token = resolve_admin_token(&file, cx)?;
 
     Ok(Snapshot {
         generation: cx.previous.map_or(1, |p| p.generation + 1),
@@ -98,7 +98,7 @@ pub fn compile(
         clusters,
         policies,
         clock: cx.clock.clone(),
-        admin_token,
+        admin,
     })
 }
 
@@ -128,7 +128,6 @@ fn validate_static(file: &FileConfig, cx: &CompileContext<'_>) -> Result<(), Con
                 .map_err(|e| ConfigError::new(format!("listeners[{i}].tls"), e))?;
         }
     }
-    parse_socket_addr(&file.admin.address, "admin.address")?;
     if file.server.threads == 0 {
         return Err(ConfigError::new("server.threads", "must be at least 1"));
     }
@@ -154,30 +153,6 @@ fn parse_socket_addr(raw: &str, path: &str) -> Result<SocketAddr, ConfigError> {
             format!("\"{raw}\" is not an address like 127.0.0.1:8080 or [::]:8080"),
         )
     })
-}
-
-fn resolve_admin_token(
-    file: &FileConfig,
-    cx: &CompileContext<'_>,
-) -> Result<Option<String>, ConfigError> {
-    match (&file.admin.token, &file.admin.token_env) {
-        (Some(_), Some(_)) => Err(ConfigError::new(
-            "admin",
-            "set either `token` or `token_env`, not both",
-        )),
-        (Some(t), None) if t.is_empty() => {
-            Err(ConfigError::new("admin.token", "must not be empty"))
-        }
-        (Some(t), None) => Ok(Some(t.clone())),
-        (None, Some(var)) => match (cx.env)(var) {
-            Some(t) if !t.is_empty() => Ok(Some(t)),
-            _ => Err(ConfigError::new(
-                "admin.token_env",
-                format!("environment variable {var} is not set or empty"),
-            )),
-        },
-        (None, None) => Ok(None),
-    }
 }
 
 fn compile_keys(file: &FileConfig) -> Result<KeyExtractor, ConfigError> {

@@ -59,9 +59,13 @@ pub struct ServerFile {
     /// service with its own pool, as each nginx worker keeps its own
     /// keepalive cache).
     pub upstream_keepalive_pool_size: usize,
-    pub pid_file: String,
+    /// Where the pid is written (with `-d`). Default: `breakwater.pid` in the
+    /// private runtime directory (`server::runtime_dir`).
+    pub pid_file: Option<String>,
     /// Unix socket used to hand listeners to a new process on `-u` upgrades.
-    pub upgrade_sock: String,
+    /// Whoever can connect to it first takes the listening sockets, so it
+    /// defaults to `upgrade.sock` in the private runtime directory.
+    pub upgrade_sock: Option<String>,
     /// Reload when the config file changes. When false, only SIGHUP and
     /// `POST /reload` reload, as with nginx.
     pub watch_config: bool,
@@ -75,8 +79,8 @@ impl Default for ServerFile {
             grace_period_secs: 10,
             graceful_shutdown_timeout_secs: 5,
             upstream_keepalive_pool_size: 512,
-            pid_file: "/tmp/breakwater.pid".into(),
-            upgrade_sock: "/tmp/breakwater_upgrade.sock".into(),
+            pid_file: None,
+            upgrade_sock: None,
             watch_config: true,
         }
     }
@@ -133,14 +137,33 @@ impl UpstreamProtocol {
     }
 }
 
+/// The admin listener and who may use it (compiled by `config::admin`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminFile {
     pub address: String,
-    /// Bearer token for mutating endpoints. Prefer `token_env` in production.
+    /// The write token: `Authorization: Bearer <token>` for mutations
+    /// (POST/DELETE), and for reads too once any token is set. Prefer
+    /// `token_env` in production.
     pub token: Option<String>,
-    /// Name of an environment variable holding the bearer token.
+    /// Name of an environment variable holding the write token.
     pub token_env: Option<String>,
+    /// A token that may read (every GET) but never mutate: for dashboards
+    /// and Prometheus. Needs a write token beside it.
+    pub read_token: Option<String>,
+    /// Name of an environment variable holding the read token.
+    pub read_token_env: Option<String>,
+    /// Host names (without port) that requests may name in `Host` besides
+    /// the admin's own address and loopback (`localhost`, 127.0.0.0/8, ::1):
+    /// for reaching the admin by a DNS name. Anything else is refused, which
+    /// stops DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Serve a non-loopback `address` without a token. Anyone who can reach
+    /// the port can then reload, block and force breakers; a warning is
+    /// logged at startup.
+    pub insecure_no_token: bool,
+    /// Most concurrent `GET /hotkeys/stream` subscribers; past it, 503.
+    pub max_stream_subscribers: usize,
 }
 
 impl Default for AdminFile {
@@ -149,6 +172,11 @@ impl Default for AdminFile {
             address: "127.0.0.1:9901".into(),
             token: None,
             token_env: None,
+            read_token: None,
+            read_token_env: None,
+            allowed_hosts: Vec::new(),
+            insecure_no_token: false,
+            max_stream_subscribers: 16,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! [`Snapshot`]: crate::snapshot::Snapshot
 
+pub mod admin;
 pub mod compile;
 pub mod file;
 pub mod load;

@@ -1,12 +1,15 @@
-//! The admin listener: token enforcement, health, metrics.
+//! The admin listener: tokens, the Origin/Host rule, the stream cap,
+//! health, metrics.
 
-use breakwater_tests::{client, metric_value as metric, MockUpstream};
+use std::time::Duration;
+
+use breakwater_tests::{client, eventually, metric_value as metric, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::{gateway, single_route};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mutations_need_the_bearer_token_reads_do_not() {
+async fn mutations_need_the_write_token() {
     let up = MockUpstream::start("a").await;
     let body = format!(
         "admin:\n  address: \"{{admin}}\"\n  token: s3cret\n{}",
@@ -33,19 +36,252 @@ async fn mutations_need_the_bearer_token_reads_do_not() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
-    assert_eq!(
-        c.get(gw.admin("/config")).send().await.unwrap().status(),
-        200
+    let get = |path: &str| c.get(gw.admin(path)).bearer_auth("s3cret").send();
+    assert_eq!(get("/config").await.unwrap().status(), 200);
+    assert_eq!(get("/nope").await.unwrap().status(), 404);
+    assert_eq!(get("/reload").await.unwrap().status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_token_reads_need_a_token_and_the_read_token_cannot_mutate() {
+    let up = MockUpstream::start("a").await;
+    let body = format!(
+        "admin:\n  address: \"{{admin}}\"\n  token: w-s3cret\n  read_token: r-s3cret\n{}",
+        single_route(&up)
     );
+    let gw = gateway(&body).start().await;
+    let c = client();
+    let status = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let req = c.request(method, gw.admin(path));
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    use reqwest::Method as M;
+
+    // Load balancers probe /healthz without credentials.
+    assert_eq!(status(M::GET, "/healthz", None).await, 200);
+    for path in [
+        "/config",
+        "/metrics",
+        "/blocks",
+        "/hotkeys",
+        "/hotkeys/stream",
+    ] {
+        assert_eq!(status(M::GET, path, None).await, 401, "{path}");
+        assert_eq!(status(M::GET, path, Some("wrong")).await, 401, "{path}");
+    }
+    for path in ["/config", "/metrics", "/blocks", "/limits"] {
+        assert_eq!(status(M::GET, path, Some("r-s3cret")).await, 200, "{path}");
+        assert_eq!(status(M::GET, path, Some("w-s3cret")).await, 200, "{path}");
+    }
+    let resp = c
+        .post(gw.admin("/reload"))
+        .bearer_auth("r-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("read token"), "{v}");
+    let block = serde_json::json!({ "key": "ip:203.0.113.7", "ttl": "1m" });
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .bearer_auth("r-s3cret")
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(status(M::DELETE, "/cache", Some("r-s3cret")).await, 403);
+    assert_eq!(status(M::POST, "/reload", Some("w-s3cret")).await, 200);
+    let blocks: Value = gw_json(&c, &gw, "/blocks", "r-s3cret").await;
     assert_eq!(
-        c.get(gw.admin("/healthz")).send().await.unwrap().status(),
-        200
+        blocks["count"], 0,
+        "the read token blocked nothing: {blocks}"
     );
-    assert_eq!(c.get(gw.admin("/nope")).send().await.unwrap().status(), 404);
+}
+
+async fn gw_json(c: &reqwest::Client, gw: &Gateway, path: &str, token: &str) -> Value {
+    c.get(gw.admin(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_page_cannot_mutate_but_curl_can() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&single_route(&up)).start().await;
+    let c = client();
+    let own = format!("127.0.0.1:{}", gw.admin_port);
+
+    // A cross-site form post or no-cors fetch: the browser names the page's origin.
+    let resp = c
+        .post(gw.admin("/reload"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("Origin \"http://evil.example\""),
+        "{v}"
+    );
+    let block = serde_json::json!({ "key": "user:alice", "ttl": "10m" });
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .header("origin", "http://evil.example")
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .header("origin", "null")
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "a sandboxed page's Origin is null");
+
+    // DNS rebinding: evil.example now resolves to 127.0.0.1, so the page is
+    // same-origin to the browser; Host names the attacker's domain.
+    for (method, path) in [
+        (reqwest::Method::POST, "/reload"),
+        (reqwest::Method::DELETE, "/cache"),
+        (reqwest::Method::GET, "/config"),
+    ] {
+        let resp = c
+            .request(method.clone(), gw.admin(path))
+            .header("host", format!("evil.example:{}", gw.admin_port))
+            .header("origin", format!("http://evil.example:{}", gw.admin_port))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("Host"), "{v}");
+    }
+    let blocks: Value = gw.admin_json("/blocks").await;
+    assert_eq!(blocks["count"], 0, "nothing was blocked: {blocks}");
+
+    // curl sends no Origin; a page served by the admin's own origin may post.
+    assert_eq!(gw.reload().await["result"], "unchanged");
+    let resp = c
+        .post(gw.admin("/blocks"))
+        .header("origin", format!("http://{own}"))
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = c
+        .delete(gw.admin("/blocks/user:alice"))
+        .header("host", format!("localhost:{}", gw.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "localhost names the admin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_hosts_name_the_admin_too() {
+    let up = MockUpstream::start("a").await;
+    let body = format!(
+        "admin:\n  address: \"{{admin}}\"\n  allowed_hosts: [gw-1.internal]\n{}",
+        single_route(&up)
+    );
+    let gw = gateway(&body).start().await;
+    let c = client();
+    let post = |host: &str| {
+        c.post(gw.admin("/reload"))
+            .header("host", format!("{host}:{}", gw.admin_port))
+            .send()
+    };
+    assert_eq!(post("gw-1.internal").await.unwrap().status(), 200);
+    assert_eq!(post("gw-2.internal").await.unwrap().status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_cannot_open_the_admin_to_the_network_without_a_token() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&single_route(&up)).start().await;
+    // The address only changes on restart, but the file must stay valid.
+    gw.write_config(&format!(
+        "admin:\n  address: \"0.0.0.0:{}\"\n{}",
+        gw.admin_port,
+        single_route(&up)
+    ));
+    let v = gw.reload().await;
+    assert_eq!(v["result"], "error", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("admin.address: ") && error.contains("admin.token"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_subscribers_are_capped_and_a_dropped_one_frees_its_slot() {
+    let up = MockUpstream::start("a").await;
+    let body = format!(
+        "admin:\n  address: \"{{admin}}\"\n  max_stream_subscribers: 2\n{}",
+        single_route(&up)
+    );
+    let gw = gateway(&body).start().await;
+    // A client each: each stream is its own connection.
+    let subscribe = || client().get(gw.admin("/hotkeys/stream")).send();
+    let first = subscribe().await.unwrap();
+    let second = subscribe().await.unwrap();
     assert_eq!(
-        c.get(gw.admin("/reload")).send().await.unwrap().status(),
-        405
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
     );
+    let third = subscribe().await.unwrap();
+    assert_eq!(third.status(), 503);
+    let v: Value = third.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("admin.max_stream_subscribers"),
+        "{v}"
+    );
+    let live = || async { gw.admin_json("/hotkeys").await["stream_subscribers"]["live"].as_u64() };
+    assert_eq!(live().await, Some(2));
+
+    // The client goes away (its connection closes): the slot comes back at
+    // once, not at the next heartbeat (15 s).
+    drop(first);
+    eventually(
+        Duration::from_secs(5),
+        "the abandoned stream to give its slot back",
+        || async { (live().await == Some(1)).then_some(()) },
+    )
+    .await;
+    let again = subscribe().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(subscribe().await.unwrap().status(), 503);
+    drop(second);
+    drop(again);
+    eventually(
+        Duration::from_secs(5),
+        "every slot to be given back",
+        || async { (live().await == Some(0)).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -206,7 +206,7 @@ async fn admin_forces_states_and_metrics_show_them() {
         "admin:\n  address: \"{{admin}}\"\n  token: k\n{}",
         config(&up, "{ consecutive_failures: 5 }")
     );
-    let gw = gateway(&body).start().await;
+    let gw = gateway(&body).admin_token("k").start().await;
     let c = client();
     let url = gw.admin("/breakers/orders.circuit_breaker/open");
     assert_eq!(c.post(&url).send().await.unwrap().status(), 401);

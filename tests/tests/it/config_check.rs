@@ -8,10 +8,13 @@ fn check(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, text).unwrap();
+    // A private runtime directory of the test's own (none is created by -t).
     let out = Command::new(BIN)
         .arg("-t")
         .arg("-c")
         .arg(&path)
+        .env("RUNTIME_DIRECTORY", "")
+        .env("XDG_RUNTIME_DIR", dir.path())
         .output()
         .unwrap();
     (
@@ -121,4 +124,139 @@ fn missing_file_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/gw.yaml"));
+}
+
+#[test]
+fn a_reachable_admin_without_a_token_is_refused_unless_opted_out() {
+    for address in ["0.0.0.0:9901", "[::]:9901", "192.0.2.10:9901"] {
+        let open = format!("{GOOD}admin:\n  address: \"{address}\"\n");
+        let (code, out, err) = check(&open);
+        assert_eq!(code, 1, "{address}: {out}");
+        assert!(
+            err.contains(&format!(
+                "admin.address: {address} is reachable from other hosts"
+            )) && err.contains("admin.token")
+                && err.contains("admin.insecure_no_token"),
+            "{err}"
+        );
+        let (code, out, err) = check(&format!("{open}  token: t\n"));
+        assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+        let (code, out, err) = check(&format!("{open}  insecure_no_token: true\n"));
+        assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+        assert!(
+            err.contains("warning: the admin on") && err.contains("has no token"),
+            "{err}"
+        );
+    }
+    // Loopback needs no token and gets no warning.
+    let (code, _, err) = check(&format!("{GOOD}admin:\n  address: \"[::1]:9901\"\n"));
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+#[test]
+fn a_reachable_admin_without_a_token_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, format!("{GOOD}admin:\n  address: 0.0.0.0:1\n")).unwrap();
+    let out = run_briefly(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&path)
+            .env("XDG_RUNTIME_DIR", dir.path()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.address: 0.0.0.0:1 is reachable"));
+}
+
+#[test]
+fn admin_token_rules_name_their_paths() {
+    let cases = [
+        ("  read_token: r\n", "admin.read_token: needs a write token"),
+        (
+            "  token: same\n  read_token: same\n",
+            "admin.read_token: must differ",
+        ),
+        (
+            "  max_stream_subscribers: 0\n",
+            "admin.max_stream_subscribers: must be between 1 and 1024",
+        ),
+        (
+            "  allowed_hosts: [\"http://gw\"]\n",
+            "admin.allowed_hosts[0]: \"http://gw\" is not a host name",
+        ),
+    ];
+    for (section, want) in cases {
+        let (code, _, err) = check(&format!("{GOOD}admin:\n{section}"));
+        assert_eq!(code, 1, "{section}");
+        assert!(err.contains(want), "stderr {err:?} should contain {want:?}");
+    }
+}
+
+/// Runs `cmd` to its end, killing it if it is still up after 20 s (a
+/// gateway that should have refused to start but did not).
+fn run_briefly(cmd: &mut Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_runtime_directory_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, format!("{GOOD}admin:\n  address: 127.0.0.1:1\n")).unwrap();
+    let want = format!(
+        "the runtime directory {} is writable by group or others (mode 0777)",
+        runtime.display()
+    );
+    // `-t` checks it; startup refuses it, before binding anything.
+    for args in [&["-t"][..], &[][..]] {
+        let out = run_briefly(
+            Command::new(BIN)
+                .args(args)
+                .arg("-c")
+                .arg(&path)
+                .env("RUNTIME_DIRECTORY", &runtime),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    // Explicit paths are the operator's choice and are used as given.
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  pid_file: {0}/bw.pid\n  upgrade_sock: {0}/u.sock\n{GOOD}",
+            runtime.display()
+        ),
+    )
+    .unwrap();
+    let out = run_briefly(
+        Command::new(BIN)
+            .args(["-t", "-c"])
+            .arg(&path)
+            .env("RUNTIME_DIRECTORY", &runtime),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

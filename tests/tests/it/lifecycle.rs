@@ -119,6 +119,62 @@ async fn upgrade_without_failed_requests(threads: usize) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn default_runtime_paths_are_private_and_carry_an_upgrade() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let up = MockUpstream::start("a").await;
+    let xdg = tempfile::tempdir().unwrap();
+    // No pid_file or upgrade_sock: the defaults, under $XDG_RUNTIME_DIR.
+    let body = format!(
+        "server:\n  threads: 1\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n{}",
+        single_route(&up)
+    );
+    let mut old = gateway(&body)
+        .env("RUNTIME_DIRECTORY", "")
+        .env("XDG_RUNTIME_DIR", &xdg.path().display().to_string())
+        .start()
+        .await;
+    let private = xdg.path().join("breakwater");
+    let mode = std::fs::metadata(&private)
+        .expect("the runtime directory is created at startup")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+
+    // The new process (same environment) listens on the default socket there.
+    let mut new = KillOnDrop(old.spawn_sibling(&["-u"]));
+    let sock = private.join("upgrade.sock");
+    eventually(
+        Duration::from_secs(20),
+        "the new process to open the upgrade socket in the private directory",
+        || async { sock.exists().then_some(()) },
+    )
+    .await;
+    old.signal(libc::SIGQUIT);
+    let c = client();
+    for _ in 0..20 {
+        let r = c
+            .get(old.url("/x"))
+            .send()
+            .await
+            .expect("no refused connection during upgrade");
+        assert_eq!(r.status(), 200);
+    }
+    let (exit, old) = tokio::task::spawn_blocking(move || {
+        let e = old.wait_exit(Duration::from_secs(20));
+        (e, old)
+    })
+    .await
+    .unwrap();
+    assert!(exit.is_some(), "the old process exits after handing over");
+    assert_eq!(c.get(old.url("/x")).send().await.unwrap().status(), 200);
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "the new process is still running"
+    );
+}
+
 /// The upgraded process, stopped when the test ends, passed or failed.
 struct KillOnDrop(std::process::Child);
 

@@ -322,7 +322,7 @@ async fn admin_block_list_end_to_end() {
         "admin:\n  address: \"{{admin}}\"\n  token: t0k\nkeys:\n  user: {{ header: x-user-id }}\nclusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: open\n    cluster: up\n",
         up.addr
     );
-    let gw = gateway(&body).start().await;
+    let gw = gateway(&body).admin_token("t0k").start().await;
     let c = client();
     let mallory = [("x-user-id", "mallory")];
     assert_eq!(get(&gw, "/x", &mallory).await.status(), 200);
