@@ -37,8 +37,10 @@ pub const DRAIN_LIMIT: usize = 64 * 1024;
 /// How long an early answer waits for the rest of the request body.
 pub const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
-/// Writes a complete answer the gateway made itself. `grpc`: the request is
-/// a gRPC call, and a bodiless answer is trailers-only.
+/// Writes a complete answer the gateway made itself (or shares from another
+/// request). `grpc`: the request is a gRPC call, and a bodiless answer is
+/// trailers-only. Trailers are sent on HTTP/2 only; HTTP/1 answers carry
+/// none (Pingora's HTTP/1 writer would drop them).
 pub async fn write(
     session: &mut Session,
     resp: GatewayResponse,
@@ -53,18 +55,28 @@ pub async fn write(
         header.append_header(name, value)?;
     }
     let head = session.req_header().method == http::Method::HEAD;
-    // A trailers-only gRPC answer has no length (there is no body to frame);
-    // an answer to HEAD keeps the length of the body it stands for.
-    let trailers_only = grpc && !has_body && session.is_http2();
-    if !(trailers_only || (head && has_length)) {
+    let h2 = session.is_http2();
+    // HTTP/2 answers with trailers (a trailers-only gRPC answer, or a shared
+    // gRPC answer) are framed by their END_STREAM, as gRPC servers send
+    // them; an answer to HEAD keeps the length of the body it stands for.
+    let trailers = resp.trailers.filter(|_| h2);
+    let framed_by_stream = h2 && (trailers.is_some() || (grpc && !has_body));
+    if !(framed_by_stream || (head && has_length)) {
         header.insert_header(http::header::CONTENT_LENGTH, resp.body.len())?;
     }
     if let Some(id) = request_id {
         header.insert_header(REQUEST_ID, id.clone())?;
     }
-    let mut tasks = vec![HttpTask::Header(Box::new(header), !has_body)];
+    let ends_with_body = trailers.is_none();
+    let mut tasks = vec![HttpTask::Header(
+        Box::new(header),
+        !has_body && ends_with_body,
+    )];
     if has_body {
-        tasks.push(HttpTask::Body(Some(resp.body), true));
+        tasks.push(HttpTask::Body(Some(resp.body), ends_with_body));
+    }
+    if let Some(t) = trailers {
+        tasks.push(HttpTask::Trailer(Some(Box::new(t))));
     }
     session.write_response_tasks(tasks).await?;
     Ok(())

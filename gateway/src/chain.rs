@@ -165,6 +165,7 @@ mod tests {
         });
         let never = fixed("never", || {
             Decision::Respond(LocalResponse {
+                trailers: None,
                 status: 200,
                 headers: vec![],
                 body: "x".into(),

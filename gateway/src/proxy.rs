@@ -344,8 +344,7 @@ impl ProxyHttp for Gateway {
             }
             None if route.chain.is_empty() => None,
             None => {
-                let body = match crate::body::read_ahead(session, &route.chain, ctx.deadline)
-                    .await
+                let body = match crate::body::read_ahead(session, &route.chain, ctx.deadline).await
                 {
                     Ok(body) => body,
                     Err(e) => {
@@ -572,6 +571,18 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<bytes::Bytes>> {
+        if ctx.permits.has_taps() {
+            ctx.permits.tap_trailers(trailers);
+        }
+        Ok(None)
     }
 
     fn upstream_response_trailer_filter(

@@ -16,6 +16,8 @@ pub struct GatewayResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Empty for gRPC trailers-only answers.
     pub body: Bytes,
+    /// Sent after the body (a shared gRPC answer's status).
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl From<breakwater_plugins::LocalResponse> for GatewayResponse {
@@ -24,6 +26,7 @@ impl From<breakwater_plugins::LocalResponse> for GatewayResponse {
             status: r.status,
             headers: r.headers,
             body: r.body,
+            trailers: r.trailers,
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
             status: 200,
             headers,
             body: Bytes::new(),
+            trailers: None,
         };
     }
     let body = serde_json::to_vec(&ErrorBody {
@@ -109,6 +113,7 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
         status: r.status,
         headers,
         body: Bytes::from(body),
+        trailers: None,
     }
 }
 

@@ -125,6 +125,7 @@ impl<K: Hash + Eq + Copy + Send + Sync + 'static> Flights<K> {
             status: 0,
             headers: Vec::new(),
             body: BytesMut::new(),
+            trailers: None,
             max_body: self.max_body,
             too_large: false,
         }))
@@ -158,6 +159,7 @@ struct Leader<K: Hash + Eq> {
     status: u16,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: BytesMut,
+    trailers: Option<HeaderMap>,
     max_body: usize,
     too_large: bool,
 }
@@ -201,6 +203,7 @@ impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
                     status: self.status,
                     headers: std::mem::take(&mut self.headers),
                     body: Bytes::from(std::mem::take(&mut self.body)),
+                    trailers: self.trailers.take(),
                 });
                 match self.accept.take().map_or(Ok(()), |accept| accept(&resp)) {
                     Ok(()) => Shared::Done(resp),
@@ -209,6 +212,10 @@ impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
             };
             self.finish(shared);
         }
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        self.trailers = Some(trailers.clone());
     }
 }
 

@@ -106,6 +106,8 @@ pub enum WaitOutcome {
 pub trait ResponseTap: Send + Sync {
     fn header(&mut self, status: u16, headers: &HeaderMap);
     fn body(&mut self, chunk: &[u8], end_of_stream: bool);
+    /// Trailers (gRPC's status lives there); the body's end follows.
+    fn trailers(&mut self, _trailers: &HeaderMap) {}
 }
 
 impl std::fmt::Debug for Decision {
@@ -143,6 +145,8 @@ pub struct LocalResponse {
     pub status: u16,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// Trailers, sent after the body: a shared gRPC answer's `grpc-status`.
+    pub trailers: Option<HeaderMap>,
 }
 
 /// How the upstream exchange ended, as a policy needs to know it.
@@ -249,6 +253,18 @@ impl Permits {
         for t in &mut self.taps {
             t.body(chunk, end_of_stream);
         }
+    }
+
+    /// Feeds the response's trailers to every tap, and ends the response:
+    /// trailers are the last part of it.
+    pub fn tap_trailers(&mut self, trailers: &HeaderMap) {
+        if self.taps_ended {
+            return;
+        }
+        for t in &mut self.taps {
+            t.trailers(trailers);
+        }
+        self.tap_body(&[], true);
     }
 
     /// Ends the response for taps that saw no end of stream (a response

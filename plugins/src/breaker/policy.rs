@@ -78,6 +78,7 @@ impl BreakerConfig {
             }
         };
         let fallback = self.fallback.as_ref().map(|f| LocalResponse {
+            trailers: None,
             status: f.status,
             headers: vec![
                 (

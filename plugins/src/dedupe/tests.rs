@@ -370,3 +370,26 @@ fn the_table_is_bounded() {
         assert_eq!(p.counts().untracked, 1, "{mode}");
     }
 }
+
+/// A gRPC answer's status is in its trailers: a joiner gets them too, and
+/// the leader's answer is complete only once they came.
+#[tokio::test]
+async fn a_joiner_gets_the_leaders_trailers() {
+    let p = dedupe("{ header: idempotency-key }");
+    let (_, mut leader) = send(&p, &alice());
+    let Decision::Wait(dup) = send(&p, &alice()).0 else {
+        panic!("expected to join")
+    };
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    leader.tap_header(200, &h);
+    leader.tap_body(b"\0\0\0\0\x02hi", false);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    leader.tap_trailers(&trailers);
+    let WaitOutcome::Respond(r) = dup.await else {
+        panic!("expected the shared answer")
+    };
+    assert_eq!(&r.body[..], b"\0\0\0\0\x02hi");
+    assert_eq!(r.trailers.as_ref().unwrap()["grpc-status"], "0");
+}

@@ -484,7 +484,11 @@ impl Store {
         key: String,
     ) -> Accept {
         Box::new(move |resp: &Arc<LocalResponse>| {
-            if !self.statuses.contains(&resp.status) || resp.body.len() > self.max_body {
+            // An answer with trailers is not stored: entries keep none.
+            if !self.statuses.contains(&resp.status)
+                || resp.body.len() > self.max_body
+                || resp.trailers.is_some()
+            {
                 return Err("the response is not cacheable");
             }
             let Some(max_age) = upstream_permission(&resp.headers) else {

@@ -116,6 +116,7 @@ impl CachedResponse {
             } else {
                 self.body.clone()
             },
+            trailers: None,
         }
     }
 }

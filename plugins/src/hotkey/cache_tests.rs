@@ -284,6 +284,7 @@ fn send(
         keys: &keys,
         grpc: false,
         now_nanos: env.clock.now_nanos(),
+        body: crate::RequestBody::Unread,
     };
     let mut permits = Permits::default();
     let d = r.on_request(&view, &mut permits);

@@ -239,8 +239,9 @@ fn streamed(data: Vec<u8>, chunk: usize) -> reqwest::Body {
 }
 
 /// Every body the gateway cannot read ahead (over 64 KiB, or of unknown
-/// length) goes upstream as its own call, byte for byte, even with the key
-/// of a call in flight; the largest body it reads ahead (64 KiB) too.
+/// length, or over HTTP/2 one that does not end soon, whose first part the
+/// gateway read) goes upstream as its own call, byte for byte, even with
+/// the key of a call in flight; the largest body it reads ahead (64 KiB) too.
 async fn bodies_not_read_ahead_reach_the_upstream_intact(proto: Proto) {
     let up = MockUpstream::start("a").await;
     up.slow_down(Duration::from_millis(1500));
@@ -277,7 +278,9 @@ async fn bodies_not_read_ahead_reach_the_upstream_intact(proto: Proto) {
         calls.push(post(body(100 << 10, seed + 3), true));
         calls.push(post(body(20, seed + 4), true));
         calls.push(post(body(64 << 10, seed + 5), false)); // read ahead: its own call
-        unread += 5;
+        // Over HTTP/2 a short body of unknown length that ends at once (as a
+        // unary gRPC call's) is read ahead too.
+        unread += if *name == "h2" { 4 } else { 5 };
     }
     let n = calls.len();
     for (what, len, hash, task) in calls {

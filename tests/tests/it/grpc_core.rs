@@ -293,3 +293,50 @@ async fn refusals_with_unread_bodies_do_not_wedge_the_connection() {
             .find(|r| r.code != "OK" && r.code != "RESOURCE_EXHAUSTED")
     );
 }
+
+/// Unary gRPC calls carry no content-length: dedupe still reads their one
+/// message (it ends the stream at once) and joins only the same call, and a
+/// joined call gets the leader's whole answer, status trailers included.
+#[tokio::test(flavor = "multi_thread")]
+async fn unary_calls_with_an_idempotency_key_join_only_the_same_call() {
+    require_grpcio();
+    let up = PyGrpcUpstream::start();
+    let gw = gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    policies: [{{ dedupe: {{ header: idempotency-key }} }}]\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let target = ([127, 0, 0, 1], gw.port).into();
+    let keyed = |text: &str, key: &str| {
+        vec![GrpcCall::new("Unary", text)
+            .n(3)
+            .metadata("idempotency-key", key)]
+    };
+    // Two clients send the same call with the same key while it runs.
+    let (a, b) = tokio::join!(
+        call_async(target, keyed("sleep:1500", "k1")),
+        call_async(target, keyed("sleep:1500", "k1")),
+    );
+    for r in [&a[0], &b[0]] {
+        assert_eq!(r.code, "OK", "{r:?}");
+        assert_eq!(r.messages, [("sleep:1500".to_string(), 3)]);
+    }
+    let joined = [&a[0], &b[0]]
+        .iter()
+        .filter(|r| r.initial.get("x-breakwater-joined").is_some())
+        .count();
+    assert_eq!(joined, 1, "one led, one joined: {a:?} {b:?}");
+    // Another message under the same key is another call: its own answer.
+    let (c, d) = tokio::join!(
+        call_async(target, keyed("sleep:1500", "k2")),
+        call_async(target, keyed("sleep:1400", "k2")),
+    );
+    assert_eq!(c[0].messages, [("sleep:1500".to_string(), 3)], "{c:?}");
+    assert_eq!(d[0].messages, [("sleep:1400".to_string(), 3)], "{d:?}");
+    eventually(Duration::from_secs(5), "three upstream calls", || async {
+        (up.calls() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(up.calls(), 3);
+}
