@@ -26,6 +26,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{in_range, MAX_SLOTS};
 use crate::duration::HumanDuration;
 use crate::flight::{Flights, Joiner, Role};
 use crate::store::KeyHasher;
@@ -65,6 +66,9 @@ pub enum OnDuplicate {
     Reject,
 }
 
+/// The largest response a leader buffers to share (64 MiB).
+const MAX_SHARED_BODY: u64 = 64 << 20;
+
 fn default_wait() -> HumanDuration {
     Duration::from_secs(10).into()
 }
@@ -102,12 +106,17 @@ impl DedupeConfig {
                 "must be between 1ms and 5m",
             ));
         }
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.max_in_flight"),
-                "must be > 0",
-            ));
-        }
+        in_range(
+            self.max_in_flight as u64,
+            1..=MAX_SLOTS,
+            format!("{path}.max_in_flight"),
+        )?;
+        // Each leader may buffer this much for its joiners.
+        in_range(
+            self.max_body as u64,
+            0..=MAX_SHARED_BODY,
+            format!("{path}.max_body"),
+        )?;
         Ok(Dedupe {
             name,
             header,
@@ -326,5 +335,24 @@ mod tests {
         assert!(matches!(d, Decision::Continue));
         assert!(!permits.has_taps(), "past the bound, keys are not tracked");
         assert_eq!(p.in_flight(), 2);
+    }
+
+    #[test]
+    fn sizes_past_their_bounds_are_config_errors() {
+        for (yaml, path) in [
+            ("{ header: k, max_in_flight: 0 }", "p.max_in_flight"),
+            (
+                "{ header: k, max_in_flight: 18446744073709551615 }",
+                "p.max_in_flight",
+            ),
+            (
+                "{ header: k, max_body: 18446744073709551615 }",
+                "p.max_body",
+            ),
+        ] {
+            let cfg: DedupeConfig = serde_yaml::from_str(yaml).unwrap();
+            let err = cfg.compile("n".into(), "p").err().expect(yaml);
+            assert_eq!(err.path, path, "{yaml}: {err}");
+        }
     }
 }

@@ -27,6 +27,7 @@ use http::{HeaderName, HeaderValue, Method};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{in_range, nanos};
 use crate::duration::HumanDuration;
 use crate::flight::{Accept, Flights, Role};
 use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutcome};
@@ -226,11 +227,14 @@ impl CacheConfig {
                 "must be > 0 and at most max_bytes",
             ));
         }
-        if self.statuses.is_empty() || self.statuses.iter().any(|s| !(200..600).contains(s)) {
+        if self.statuses.is_empty() {
             return Err(ConfigError::new(
                 format!("{path}.statuses"),
                 "list HTTP statuses between 200 and 599",
             ));
+        }
+        for (i, status) in self.statuses.iter().enumerate() {
+            in_range(*status, 200..=599, format!("{path}.statuses[{i}]"))?;
         }
         let vary = self
             .vary
@@ -260,8 +264,8 @@ impl CacheConfig {
                 .support_invalidation_closures()
                 .build(),
             flights: Flights::new(MAX_FILLS, self.max_body),
-            ttl: ttl.as_nanos() as u64,
-            stale_ttl: self.stale_ttl.as_duration().as_nanos() as u64,
+            ttl: nanos(ttl),
+            stale_ttl: nanos(self.stale_ttl.as_duration()),
             max_body: self.max_body,
             statuses: self.statuses.clone(),
             vary,
@@ -428,7 +432,8 @@ impl ResponseCache {
             let Some(max_age) = upstream_permission(&resp.headers) else {
                 return Err("the upstream forbids storing the response");
             };
-            let fresh = max_age.map_or(ttl, |d| (d.as_nanos() as u64).min(ttl));
+            // The upstream's max-age may be any number: saturate, never wrap.
+            let fresh = max_age.map_or(ttl, |d| nanos(d).min(ttl));
             entries.insert(
                 ckey,
                 Arc::new(CachedResponse {
@@ -437,8 +442,8 @@ impl ResponseCache {
                     headers: resp.headers.clone(),
                     body: resp.body.clone(),
                     stored_at: now,
-                    fresh_until: now + fresh,
-                    stale_until: now + fresh + stale_ttl,
+                    fresh_until: now.saturating_add(fresh),
+                    stale_until: now.saturating_add(fresh).saturating_add(stale_ttl),
                 }),
             );
             counts.stored.fetch_add(1, Ordering::Relaxed);
