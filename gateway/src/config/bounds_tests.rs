@@ -295,7 +295,7 @@ fn every_number_is_range_checked_with_its_path_and_never_panics() {
     std::panic::set_hook(Box::new(move |info| hook(info)));
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} cases failed, over {} fields:\n{}",
         failures.len(),
         fields.len(),
         failures.join("\n")

@@ -498,7 +498,7 @@ fn compile_route(
         .map(|c| c.compile(&format!("{path}.retry")))
         .transpose()?;
     // A deadline is an `Instant` plus this: bounded, it cannot overflow.
-    let positive = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| {
+    let timeout = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| {
         d.map(|d| {
             duration_in(
                 d.as_duration(),
@@ -509,9 +509,9 @@ fn compile_route(
         .transpose()
     };
     let timeouts = RouteTimeouts {
-        connect: positive(r.timeouts.connect, "connect")?,
-        response: positive(r.timeouts.response, "response")?,
-        total: positive(r.timeouts.total, "total")?,
+        connect: timeout(r.timeouts.connect, "connect")?,
+        response: timeout(r.timeouts.response, "response")?,
+        total: timeout(r.timeouts.total, "total")?,
     };
     let deadline_header = r
         .deadline_header
