@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::block_list::blocked_rejection;
 use crate::block_list::BlockList;
+use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_WINDOW};
 use crate::duration::HumanDuration;
+use crate::key_text::cut_key;
 use crate::log_throttle::LogThrottle;
 use crate::rate_limit::config_checks::{check_max_keys, check_status, default_max_keys};
 use crate::report::{LimitCounts, LimitReport, TopKey};
@@ -93,16 +95,12 @@ impl AbuseConfig {
         env: &PolicyEnv<'_>,
     ) -> Result<Abuse, ConfigError> {
         let key = KeySpec::parse(&self.key, env.custom_keys, &format!("{path}.key"))?;
-        if self.threshold == 0 {
-            return Err(ConfigError::new(format!("{path}.threshold"), "must be > 0"));
-        }
-        let window = self.window.as_duration();
-        if window < Duration::from_millis(10) {
-            return Err(ConfigError::new(
-                format!("{path}.window"),
-                "must be at least 10ms",
-            ));
-        }
+        in_range(self.threshold, 1..=MAX_COUNT, format!("{path}.threshold"))?;
+        let window = duration_in(
+            self.window.as_duration(),
+            Duration::from_millis(10)..=MAX_WINDOW,
+            format!("{path}.window"),
+        )?;
         let block_for = self.block_for.as_duration();
         if block_for < Duration::from_secs(1) || block_for > Duration::from_secs(30 * 24 * 3600) {
             return Err(ConfigError::new(
@@ -171,7 +169,7 @@ impl Policy for Abuse {
             return Decision::Continue;
         }
         let estimate = tick.unscale(seen);
-        let value = self.key.render(req.keys).unwrap_or_default();
+        let value = cut_key(self.key.render(req.keys).unwrap_or_default());
         let reason = format!(
             "{:.0} requests in {} (threshold {})",
             estimate,
@@ -315,6 +313,14 @@ mod tests {
             (
                 "{ key: ip, threshold: 1, window: 1s, block_for: 10ms }",
                 "p.block_for",
+            ),
+            (
+                "{ key: ip, threshold: 18446744073709551615, window: 1s, block_for: 1m }",
+                "p.threshold",
+            ),
+            (
+                "{ key: ip, threshold: 1, window: 31d, block_for: 1m }",
+                "p.window",
             ),
             (
                 "{ key: nope, threshold: 1, window: 1s, block_for: 1m }",

@@ -7,6 +7,15 @@
 //! own (possibly combined) key. Lookups hash the key straight from the request
 //! and cost one sharded-map probe; an empty list costs one atomic load.
 //!
+//! An entry is keyed by the 64-bit hash of the full key, so a block matches
+//! exactly the key it was placed on, however long. The text it keeps for
+//! people to read (the key, the reason, the source) is cut to a few hundred
+//! bytes ([`crate::key_text`]): a key can carry up to 1 MiB of header value,
+//! and a list of 100k such keys would hold 100 GiB. An entry holds at most
+//! [`ENTRY_BYTES`]; two long keys that share their first bytes are two
+//! entries, shown alike and told apart by their `hash`, by which
+//! [`BlockList::unblock_text`] also lifts them (`#<hash>`).
+//!
 //! Entries expire on their own: an expired entry is dropped when next looked
 //! up, and [`BlockList::purge_expired`] (run every second by the gateway)
 //! drops and logs the rest. The list is capped; when it is full of live
@@ -23,13 +32,15 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use crate::cluster::BlockChange;
+use crate::key_text::{cut_key, cut_to, NOTE_TEXT_MAX};
 use crate::store::KeyHasher;
 use crate::{Clock, KeySpec, Rejection, RequestKeys};
 
 /// One block.
 #[derive(Debug, Clone)]
 pub struct BlockEntry {
-    /// Canonical `<key>:<value>` text.
+    /// Canonical `<key>:<value>` text, cut to
+    /// [`KEY_TEXT_MAX`](crate::key_text::KEY_TEXT_MAX) bytes.
     pub key: String,
     pub reason: String,
     /// The policy that placed it, or `admin`.
@@ -43,7 +54,13 @@ pub struct BlockEntry {
 /// A live block, as the admin shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BlockView {
+    /// The key's text, cut to
+    /// [`KEY_TEXT_MAX`](crate::key_text::KEY_TEXT_MAX) bytes (ending in `…`
+    /// if cut).
     pub key: String,
+    /// The block's identity, 16 hex digits: `DELETE /blocks/%23<hash>` lifts
+    /// it, also when its key was cut.
+    pub hash: String,
     pub reason: String,
     pub source: String,
     pub status: u16,
@@ -99,6 +116,21 @@ pub struct BlockList {
 }
 
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The most heap bytes one entry holds: its text (key and source at most
+/// `KEY_TEXT_MAX`, reason at most [`NOTE_TEXT_MAX`]: 512 bytes) and its
+/// slot in the map (112 bytes, times up to 2.3 for the hash table's load
+/// factor and growth, plus a control byte). Measured in
+/// `tests/key_text_memory.rs`.
+pub const ENTRY_BYTES: usize = 800;
+
+/// `#0123456789abcdef`, the form in which the admin names a block by hash.
+fn parse_hash_ref(text: &str) -> Option<u64> {
+    let hex = text.strip_prefix('#')?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
 
 /// The refusal for a blocked key.
 pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
@@ -210,8 +242,10 @@ impl BlockList {
         source: &str,
         status: u16,
     ) -> Result<(), BlockError> {
+        let (key, reason) = (cut_key(key), cut_to(reason, NOTE_TEXT_MAX));
         let announce = self.outbox.get().is_some().then(|| BlockChange::Added {
             key: key.clone(),
+            hash,
             ttl,
             reason: reason.clone(),
             source: source.to_string(),
@@ -225,24 +259,42 @@ impl BlockList {
     }
 
     /// Applies a block another instance placed (not announced again). The
-    /// TTL is what is left of the original block.
+    /// TTL is what is left of the original block. `hash` is the fleet hash
+    /// of the full key (the text may have been cut); an instance that did
+    /// not send one sent the full text, which is hashed here.
     pub fn apply_fleet_block(
         &self,
         text: &str,
+        hash: Option<u64>,
         ttl: Duration,
         reason: String,
         source: &str,
         status: u16,
     ) -> Result<(), BlockError> {
-        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
-        self.insert(hash, canonical, ttl, reason, source, status)
-            .map(|_| ())
+        let (hash, canonical) = self.identify(text, hash)?;
+        self.insert(
+            hash,
+            cut_key(canonical),
+            ttl,
+            cut_to(reason, NOTE_TEXT_MAX),
+            source,
+            status,
+        )
+        .map(|_| ())
     }
 
     /// Removes a block another instance removed (not announced again).
-    pub fn apply_fleet_unblock(&self, text: &str) -> Result<bool, BlockError> {
-        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
-        Ok(self.remove(hash, &canonical, "fleet"))
+    pub fn apply_fleet_unblock(&self, text: &str, hash: Option<u64>) -> Result<bool, BlockError> {
+        let (hash, canonical) = self.identify(text, hash)?;
+        Ok(self.remove(hash, &cut_key(canonical), "fleet"))
+    }
+
+    /// The hash and text of a key from the fleet.
+    fn identify(&self, text: &str, hash: Option<u64>) -> Result<(u64, String), BlockError> {
+        match hash {
+            Some(hash) => Ok((hash, text.to_string())),
+            None => self.hasher.hash_text(text).map_err(BlockError::BadKey),
+        }
     }
 
     /// Inserts or extends a block; true when the list changed.
@@ -259,7 +311,8 @@ impl BlockList {
             return Err(BlockError::BadTtl);
         }
         let now = self.clock.now_nanos();
-        let until = now + ttl.as_nanos() as u64;
+        let until = now.saturating_add(crate::bounds::nanos(ttl));
+        let source = &cut_key(source.to_string());
         if !self.entries.contains_key(&hash) && self.len.load(Ordering::Acquire) >= self.cap {
             self.purge_expired();
             if self.len.load(Ordering::Acquire) >= self.cap {
@@ -314,6 +367,7 @@ impl BlockList {
         source: &str,
         status: u16,
     ) -> Rejection {
+        let text = cut_key(text);
         if let Err(e) =
             self.block_hashed(hash, text.clone(), duration, reason.clone(), source, status)
         {
@@ -328,6 +382,7 @@ impl BlockList {
         })
     }
 
+    /// Returns the key's canonical text as kept (cut to `KEY_TEXT_MAX`).
     pub fn block_text(
         &self,
         text: &str,
@@ -337,16 +392,31 @@ impl BlockList {
         status: u16,
     ) -> Result<String, BlockError> {
         let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        let canonical = cut_key(canonical);
         self.block_hashed(hash, canonical.clone(), ttl, reason, source, status)?;
         Ok(canonical)
     }
 
-    /// Removes a block by its text. `Ok(false)` when it was not blocked.
+    /// Removes a block by its text, or by its hash written `#<16 hex>` (the
+    /// way to name a block whose key was cut). `Ok(false)` when it was not
+    /// blocked.
     pub fn unblock_text(&self, text: &str) -> Result<bool, BlockError> {
-        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        let (hash, canonical) = match parse_hash_ref(text) {
+            Some(hash) => {
+                let shown = self.entries.get(&hash).map(|e| e.key.clone());
+                (hash, shown.unwrap_or_else(|| text.to_string()))
+            }
+            None => {
+                let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+                (hash, cut_key(canonical))
+            }
+        };
         let removed = self.remove(hash, &canonical, "admin");
         // Announced even when not blocked here: another instance may hold it.
-        self.announce(BlockChange::Removed { key: canonical });
+        self.announce(BlockChange::Removed {
+            key: canonical,
+            hash,
+        });
         Ok(removed)
     }
 
@@ -391,6 +461,7 @@ impl BlockList {
                     e.until_nanos,
                     BlockView {
                         key: e.key.clone(),
+                        hash: format!("{:016x}", e.key()),
                         reason: e.reason.clone(),
                         source: e.source.clone(),
                         status: e.status,
@@ -487,6 +558,7 @@ mod tests {
             BlockChange::Added {
                 key, ttl, status, ..
             } => {
+                // (`hash` is checked with long keys below.)
                 assert_eq!(
                     (key.as_str(), ttl, status),
                     ("user:mallory", Duration::from_secs(60), 403)
@@ -507,6 +579,7 @@ mod tests {
         // From the fleet: applied, with the remaining TTL, not announced.
         list.apply_fleet_block(
             "ip:203.0.113.9",
+            None,
             Duration::from_secs(30),
             "crawler".into(),
             "gw-2",
@@ -517,17 +590,26 @@ mod tests {
         let views = list.list();
         let fleet = views.iter().find(|v| v.key == "ip:203.0.113.9").unwrap();
         assert_eq!((fleet.status, fleet.expires_in_ms), (429, 30_000));
-        assert!(list.apply_fleet_unblock("ip:203.0.113.9").unwrap());
+        assert!(list.apply_fleet_unblock("ip:203.0.113.9", None).unwrap());
         assert!(rx.try_recv().is_err());
+        let mallory = list.hasher.hash_text("user:mallory").unwrap().0;
         assert!(list.unblock_text("user:mallory").unwrap());
         assert_eq!(
             rx.try_recv().unwrap(),
             BlockChange::Removed {
-                key: "user:mallory".into()
+                key: "user:mallory".into(),
+                hash: mallory,
             }
         );
         assert!(list
-            .apply_fleet_block("nonsense", Duration::from_secs(5), String::new(), "x", 403)
+            .apply_fleet_block(
+                "nonsense",
+                None,
+                Duration::from_secs(5),
+                String::new(),
+                "x",
+                403
+            )
             .is_err());
     }
 
@@ -599,5 +681,122 @@ mod tests {
             list.block_text("user:x", Duration::from_millis(5), String::new(), "a", 403),
             Err(BlockError::BadTtl)
         );
+    }
+
+    /// A 1 MiB value that starts with the same 200 bytes as every other.
+    fn long_value(fill: char) -> String {
+        let mut v = "a".repeat(200);
+        v.extend(std::iter::repeat_n(fill, 1 << 20));
+        v
+    }
+
+    fn user_keys(user: &str) -> RequestKeys {
+        RequestKeys {
+            user: Some(user.into()),
+            ..keys("10.0.0.1")
+        }
+    }
+
+    #[test]
+    fn a_long_key_is_kept_cut_but_blocks_by_its_full_value() {
+        use crate::key_text::{is_cut, KEY_TEXT_MAX};
+        let clock = FakeClock::new();
+        let list = BlockList::new(10, Arc::new(clock.clone()));
+        let (tx, mut rx) = mpsc::channel(8);
+        list.announce_to(tx);
+        let user = KeySpec::parse("user", &[], "k").unwrap();
+        let (a, b) = (long_value('x'), long_value('y'));
+        let (hash_a, hash_b) = (
+            list.hash_of(&user, &user_keys(&a)).unwrap(),
+            list.hash_of(&user, &user_keys(&b)).unwrap(),
+        );
+        let ttl = Duration::from_secs(60);
+        let kept = list
+            .block_text(&format!("user:{a}"), ttl, "r".repeat(1 << 20), "admin", 403)
+            .unwrap();
+        assert!(
+            kept.len() <= KEY_TEXT_MAX && is_cut(&kept),
+            "{}",
+            kept.len()
+        );
+        assert!(kept.starts_with("user:aaaa"));
+        assert!(list.check(hash_a).is_some(), "the full value is blocked");
+        assert_eq!(
+            list.check(hash_b),
+            None,
+            "same first 200 bytes: another key"
+        );
+        // The fleet hears the cut text and the full key's hash.
+        match rx.try_recv().unwrap() {
+            BlockChange::Added {
+                key, hash, reason, ..
+            } => {
+                assert_eq!((key.as_str(), hash), (kept.as_str(), hash_a));
+                assert!(reason.len() <= NOTE_TEXT_MAX);
+            }
+            other => panic!("{other:?}"),
+        }
+        // b blocked too: two entries, shown alike, told apart by hash.
+        let refusal = list.block_and_refuse(
+            hash_b,
+            format!("user:{b}"),
+            ttl,
+            "abuse".into(),
+            "crawler",
+            403,
+        );
+        assert!(
+            refusal.reason.len() < 2 * KEY_TEXT_MAX,
+            "{}",
+            refusal.reason
+        );
+        let views = list.list();
+        assert_eq!(views.len(), 2);
+        assert_eq!(views[0].key, views[1].key);
+        assert_ne!(views[0].hash, views[1].hash);
+        for v in &views {
+            assert!(v.key.len() <= KEY_TEXT_MAX && v.reason.len() <= NOTE_TEXT_MAX);
+        }
+        // The shown text names no block; the hash does.
+        assert_eq!(list.unblock_text(&kept), Ok(false));
+        assert_eq!(list.unblock_text(&format!("#{hash_b:016x}")), Ok(true));
+        assert!(list.check(hash_a).is_some());
+        assert_eq!(list.check(hash_b), None);
+    }
+
+    #[test]
+    fn a_cut_key_from_the_fleet_blocks_by_the_hash_it_came_with() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::new());
+        let here = BlockList::with_hasher(10, clock.clone(), KeyHasher::fleet(7));
+        let there = BlockList::with_hasher(10, clock, KeyHasher::fleet(7));
+        let (tx, mut rx) = mpsc::channel(8);
+        here.announce_to(tx);
+        let long = long_value('x');
+        here.block_text(
+            &format!("user:{long}"),
+            Duration::from_secs(60),
+            "r".into(),
+            "admin",
+            403,
+        )
+        .unwrap();
+        let Ok(BlockChange::Added { key, hash, .. }) = rx.try_recv() else {
+            panic!("announced")
+        };
+        there
+            .apply_fleet_block(
+                &key,
+                Some(hash),
+                Duration::from_secs(60),
+                "r".into(),
+                "gw-1",
+                403,
+            )
+            .unwrap();
+        let user = KeySpec::parse("user", &[], "k").unwrap();
+        let full = there.hash_of(&user, &user_keys(&long)).unwrap();
+        assert!(there.check(full).is_some());
+        assert!(there.apply_fleet_unblock(&key, Some(hash)).unwrap());
+        assert_eq!(there.check(full), None);
     }
 }

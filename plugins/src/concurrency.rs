@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::bounds::{in_range, MAX_SLOTS};
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
 use crate::report::{LimitCounts, LimitReport};
@@ -78,18 +79,12 @@ pub struct ConcurrencyLimit {
 
 impl ConcurrencyConfig {
     pub fn compile(&self, name: String, path: &str) -> Result<ConcurrencyLimit, ConfigError> {
-        if self.max == 0 || self.max as usize > Semaphore::MAX_PERMITS {
-            return Err(ConfigError::new(format!("{path}.max"), "must be > 0"));
-        }
+        // Well under tokio's `Semaphore::MAX_PERMITS` on every platform.
+        in_range(u64::from(self.max), 1..=MAX_SLOTS, format!("{path}.max"))?;
         let queue = match &self.queue {
             None => None,
             Some(q) => {
-                if q.max == 0 {
-                    return Err(ConfigError::new(
-                        format!("{path}.queue.max"),
-                        "must be > 0 (omit `queue` for none)",
-                    ));
-                }
+                in_range(u64::from(q.max), 1..=MAX_SLOTS, format!("{path}.queue.max"))?;
                 let t = q.timeout.as_duration();
                 if t.is_zero() || t > Duration::from_secs(60) {
                     return Err(ConfigError::new(
@@ -332,6 +327,11 @@ mod tests {
     fn config_errors() {
         for (yaml, path) in [
             ("{ max: 0 }", "p.max"),
+            ("{ max: 4294967295 }", "p.max"),
+            (
+                "{ max: 1, queue: { max: 4294967295, timeout: 1s } }",
+                "p.queue.max",
+            ),
             ("{ max: 1, queue: { max: 0, timeout: 1s } }", "p.queue.max"),
             (
                 "{ max: 1, queue: { max: 1, timeout: 0s } }",

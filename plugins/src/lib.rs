@@ -8,6 +8,7 @@
 
 pub mod abuse;
 pub mod block_list;
+pub mod bounds;
 pub mod breaker;
 pub mod clock;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod deny;
 pub mod duration;
 pub mod flight;
 pub mod hotkey;
+pub mod key_text;
 pub mod keys;
 pub mod log_throttle;
 pub mod policy;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{duration_in, in_range, MAX_SLOTS};
 use crate::duration::HumanDuration;
 use crate::window::{SlidingWindow, WindowSpec};
 use crate::{Clock, ConfigError};
@@ -82,6 +83,9 @@ fn default_min_per_sec() -> u32 {
     3
 }
 
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 /// A validated `retry:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -100,16 +104,22 @@ impl RetryConfig {
                 "must be 1-5 (omit `retry` for none)",
             ));
         }
-        if self.max_backoff < self.backoff {
+        // Each bound first, then how they relate, so that an error names
+        // the field that is out of range.
+        let backoff = duration_in(
+            self.backoff.as_duration(),
+            Duration::ZERO..=MAX_BACKOFF,
+            format!("{path}.backoff"),
+        )?;
+        let max_backoff = duration_in(
+            self.max_backoff.as_duration(),
+            Duration::ZERO..=MAX_BACKOFF,
+            format!("{path}.max_backoff"),
+        )?;
+        if max_backoff < backoff {
             return Err(ConfigError::new(
                 format!("{path}.max_backoff"),
                 "must be at least `backoff`",
-            ));
-        }
-        if self.max_backoff.as_duration() > Duration::from_secs(10) {
-            return Err(ConfigError::new(
-                format!("{path}.max_backoff"),
-                "must be at most 10s",
             ));
         }
         for (i, s) in self.on_statuses.iter().enumerate() {
@@ -126,8 +136,8 @@ impl RetryConfig {
         }
         Ok(RetryPolicy {
             attempts: self.attempts,
-            backoff: self.backoff.as_duration(),
-            max_backoff: self.max_backoff.as_duration(),
+            backoff,
+            max_backoff,
             idempotent: self.idempotent,
             on_statuses: self.on_statuses.clone(),
         })
@@ -169,6 +179,11 @@ impl RetryBudgetConfig {
                 "must be 0-100",
             ));
         }
+        in_range(
+            u64::from(self.min_retries_per_sec),
+            0..=MAX_SLOTS,
+            format!("{path}.min_retries_per_sec"),
+        )?;
         Ok(RetryBudget {
             spec: WindowSpec::new(BUDGET_WINDOW, 10),
             requests: SlidingWindow::default(),
@@ -290,14 +305,21 @@ mod tests {
         assert_eq!(bad(1, 10, 2, vec![]), "r.max_backoff");
         assert_eq!(bad(1, 1, 2, vec![502, 503]), "r.on_statuses[1]");
         assert_eq!(bad(1, 1, 2, vec![404]), "r.on_statuses[0]");
+        // A backoff past its own bound is named, not the max_backoff below it.
+        assert_eq!(bad(1, 3_600_000, 250, vec![]), "r.backoff");
         let clock = FakeClock::new();
-        let err = RetryBudgetConfig {
-            budget_percent: 120.0,
-            min_retries_per_sec: 1,
-        }
-        .compile("c", Arc::new(clock))
-        .err()
-        .unwrap();
-        assert_eq!(err.path, "c.budget_percent");
+        let budget_err = |budget_percent, min_retries_per_sec| {
+            RetryBudgetConfig {
+                budget_percent,
+                min_retries_per_sec,
+            }
+            .compile("c", Arc::new(clock.clone()))
+            .err()
+            .unwrap()
+            .path
+        };
+        assert_eq!(budget_err(120.0, 1), "c.budget_percent");
+        assert_eq!(budget_err(f64::NAN, 1), "c.budget_percent");
+        assert_eq!(budget_err(20.0, u32::MAX), "c.min_retries_per_sec");
     }
 }

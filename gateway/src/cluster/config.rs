@@ -196,8 +196,8 @@ impl FleetFile {
                 "must be 1-64 characters without braces or spaces (braces are the hash tags)",
             ));
         }
-        if self.expected_instances == Some(0) {
-            return Err(err("expected_instances", "must be at least 1"));
+        if let Some(n) = self.expected_instances {
+            breakwater_plugins::bounds::in_range(n, 1..=10_000, "cluster.expected_instances")?;
         }
         let shards = self.shards.unwrap_or(match target {
             RedisTarget::Standalone(_) => 1,

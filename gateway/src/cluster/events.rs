@@ -24,7 +24,13 @@ pub enum FleetEvent {
         from: String,
     },
     Block {
+        /// The key's text, cut to `KEY_TEXT_MAX` bytes.
         key: String,
+        /// The fleet hash of the full key (16 hex digits): the block's
+        /// identity, since a cut key no longer hashes to it. Absent from
+        /// instances that sent the full key instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
         reason: String,
         source: String,
         status: u16,
@@ -35,6 +41,8 @@ pub enum FleetEvent {
     },
     Unblock {
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
         from: String,
     },
 }
@@ -57,6 +65,7 @@ mod tests {
         assert!(matches!(cooled, FleetEvent::Cooled { .. }));
         let block = FleetEvent::Block {
             key: "ip:203.0.113.7".into(),
+            hash: Some("00000000000000ff".into()),
             reason: "abuse".into(),
             source: "crawler".into(),
             status: 403,
@@ -67,5 +76,11 @@ mod tests {
         assert!(text.contains(r#""t":"block""#));
         assert_eq!(serde_json::from_str::<FleetEvent>(&text).unwrap(), block);
         assert!(serde_json::from_str::<FleetEvent>(r#"{"t":"nope"}"#).is_err());
+        // An instance that names blocks by their full text only.
+        let old: FleetEvent = serde_json::from_str(
+            r#"{"t":"block","key":"user:a","reason":"r","source":"s","status":403,"expires_at_ms":1,"from":"gw-0"}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, FleetEvent::Block { hash: None, .. }));
     }
 }

@@ -48,6 +48,18 @@ pub struct FleetEvents {
     outbox: Mutex<Option<mpsc::Receiver<BlockChange>>>,
 }
 
+/// A block's field in the fleet's block hash: its key hash, so that two
+/// keys whose text was cut alike are two fields (instances that sent no hash
+/// used the full text).
+fn block_field(key: &str, hash: &Option<String>) -> String {
+    hash.clone().unwrap_or_else(|| key.to_string())
+}
+
+/// The hash an event names a block by, if it names one (and a valid one).
+fn fleet_hash(hex: Option<&str>) -> Option<u64> {
+    hex.and_then(parse_hash)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -76,19 +88,25 @@ impl FleetEvents {
         match change {
             BlockChange::Added {
                 key,
+                hash,
                 ttl,
                 reason,
                 source,
                 status,
             } => FleetEvent::Block {
                 key,
+                hash: Some(format!("{hash:016x}")),
                 reason,
                 source,
                 status,
                 expires_at_ms: unix_ms() + ttl.as_millis() as u64,
                 from,
             },
-            BlockChange::Removed { key } => FleetEvent::Unblock { key, from },
+            BlockChange::Removed { key, hash } => FleetEvent::Unblock {
+                key,
+                hash: Some(format!("{hash:016x}")),
+                from,
+            },
         }
     }
 
@@ -117,6 +135,7 @@ impl FleetEvents {
             FleetEvent::Block { from, .. } | FleetEvent::Unblock { from, .. } if from == me => {}
             FleetEvent::Block {
                 key,
+                hash,
                 reason,
                 source,
                 status,
@@ -130,17 +149,24 @@ impl FleetEvents {
                 metrics.with_label_values(&["block", "in"]).inc();
                 // The list's floor is 1 s; a block with less left is kept that long.
                 let ttl = Duration::from_millis(left).max(Duration::from_secs(1));
-                if let Err(e) = self
-                    .state
-                    .blocks
-                    .apply_fleet_block(&key, ttl, reason, &source, status)
-                {
+                if let Err(e) = self.state.blocks.apply_fleet_block(
+                    &key,
+                    fleet_hash(hash.as_deref()),
+                    ttl,
+                    reason,
+                    &source,
+                    status,
+                ) {
                     tracing::warn!(target: "breakwater::cluster", %key, error = %e, "fleet block not applied");
                 }
             }
-            FleetEvent::Unblock { key, .. } => {
+            FleetEvent::Unblock { key, hash, .. } => {
                 metrics.with_label_values(&["unblock", "in"]).inc();
-                if let Err(e) = self.state.blocks.apply_fleet_unblock(&key) {
+                if let Err(e) = self
+                    .state
+                    .blocks
+                    .apply_fleet_unblock(&key, fleet_hash(hash.as_deref()))
+                {
                     tracing::warn!(target: "breakwater::cluster", %key, error = %e, "fleet unblock not applied");
                 }
             }
@@ -215,8 +241,8 @@ impl FleetEvents {
         let script = Script::new(BLOCK_SCRIPT);
         while let Some(event) = unsent.front() {
             let (op, field) = match event {
-                FleetEvent::Block { key, .. } => ("add", key.clone()),
-                FleetEvent::Unblock { key, .. } => ("del", key.clone()),
+                FleetEvent::Block { key, hash, .. } => ("add", block_field(key, hash)),
+                FleetEvent::Unblock { key, hash, .. } => ("del", block_field(key, hash)),
                 _ => {
                     unsent.pop_front();
                     continue;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::bounds::{duration_in, in_range, nanos, MAX_SLOTS, MAX_TIMEOUT};
 use breakwater_plugins::breaker::{BreakerScope, CircuitBreaker};
 use breakwater_plugins::concurrency::Scope;
 use breakwater_plugins::hotkey::HotEventHub;
@@ -29,6 +30,11 @@ use crate::route::{
 };
 use crate::snapshot::{text_hash, CompiledPolicy, Snapshot};
 use crate::upstream::{Cluster, ClusterAccounting, ClusterTimeouts};
+
+/// Most proxy worker threads.
+const MAX_THREADS: u64 = 1024;
+/// Longest drain on shutdown, and longest wait for services to stop.
+const MAX_DRAIN_SECS: u64 = 3600;
 
 /// What compilation needs besides the file.
 pub struct CompileContext<'a> {
@@ -128,9 +134,7 @@ fn validate_static(file: &FileConfig, cx: &CompileContext<'_>) -> Result<(), Con
                 .map_err(|e| ConfigError::new(format!("listeners[{i}].tls"), e))?;
         }
     }
-    if file.server.threads == 0 {
-        return Err(ConfigError::new("server.threads", "must be at least 1"));
-    }
+    validate_server(file)?;
     if file.clusters.is_empty() {
         return Err(ConfigError::new(
             "clusters",
@@ -143,6 +147,34 @@ fn validate_static(file: &FileConfig, cx: &CompileContext<'_>) -> Result<(), Con
             format!("invalid filter: {e}"),
         ));
     }
+    Ok(())
+}
+
+/// The process settings' numbers. They take effect at startup, but `-t`
+/// and a reload check them too.
+fn validate_server(file: &FileConfig) -> Result<(), ConfigError> {
+    let s = &file.server;
+    in_range(s.threads as u64, 1..=MAX_THREADS, "server.threads")?;
+    in_range(
+        s.grace_period_secs,
+        0..=MAX_DRAIN_SECS,
+        "server.grace_period_secs",
+    )?;
+    in_range(
+        s.graceful_shutdown_timeout_secs,
+        0..=MAX_DRAIN_SECS,
+        "server.graceful_shutdown_timeout_secs",
+    )?;
+    in_range(
+        s.upstream_keepalive_pool_size as u64,
+        0..=MAX_SLOTS,
+        "server.upstream_keepalive_pool_size",
+    )?;
+    in_range(
+        file.block_list.max_entries as u64,
+        1..=MAX_SLOTS,
+        "block_list.max_entries",
+    )?;
     Ok(())
 }
 
@@ -275,11 +307,12 @@ fn compile_cluster(
         }
     }
     let ms = |v: u64, field: &str| {
-        if v == 0 {
-            Err(ConfigError::new(format!("{path}.{field}"), "must be > 0"))
-        } else {
-            Ok(Duration::from_millis(v))
-        }
+        in_range(
+            v,
+            1..=nanos(MAX_TIMEOUT) / 1_000_000,
+            format!("{path}.{field}"),
+        )
+        .map(Duration::from_millis)
     };
     let timeouts = ClusterTimeouts {
         connect: ms(c.connect_timeout_ms, "connect_timeout_ms")?,
@@ -296,12 +329,7 @@ fn compile_cluster(
         retries: metrics.retries.with_label_values(&[name]),
         budget_exhausted: metrics.budget_exhausted.with_label_values(&[name]),
     };
-    if c.h2_streams == 0 || c.h2_streams > 10_000 {
-        return Err(ConfigError::new(
-            format!("{path}.h2_streams"),
-            "must be between 1 and 10000",
-        ));
-    }
+    in_range(c.h2_streams, 1..=10_000, format!("{path}.h2_streams"))?;
     let cluster = Cluster::new(
         name,
         c.endpoints.clone(),
@@ -444,23 +472,27 @@ fn compile_route(
         .as_ref()
         .map(|c| c.compile(&format!("{path}.retry")))
         .transpose()?;
-    let positive = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| match d {
-        Some(d) if d.as_duration().is_zero() => Err(ConfigError::new(
-            format!("{path}.timeouts.{field}"),
-            "must be > 0",
-        )),
-        other => Ok(other.map(|d| d.as_duration())),
+    // A deadline is an `Instant` plus this: bounded, it cannot overflow.
+    let timeout = |d: Option<breakwater_plugins::duration::HumanDuration>, field: &str| {
+        d.map(|d| {
+            duration_in(
+                d.as_duration(),
+                Duration::from_millis(1)..=MAX_TIMEOUT,
+                format!("{path}.timeouts.{field}"),
+            )
+        })
+        .transpose()
     };
     let timeouts = RouteTimeouts {
-        connect: positive(r.timeouts.connect, "connect")?,
-        response: positive(r.timeouts.response, "response")?,
+        connect: timeout(r.timeouts.connect, "connect")?,
+        response: timeout(r.timeouts.response, "response")?,
         // Every route has a total deadline unless it turns it off with `0s`
         // (as Envoy's route timeout): without one, an upstream that trickles
         // bytes holds the request and its slots for ever.
         total: match r.timeouts.total {
             None => Some(RouteTimeouts::DEFAULT_TOTAL),
             Some(d) if d.as_duration().is_zero() => None,
-            Some(d) => Some(d.as_duration()),
+            d => timeout(d, "total")?,
         },
     };
     let deadline_header = r

@@ -13,3 +13,6 @@ pub mod file;
 pub mod load;
 
 pub use load::{parse_str, LoadError};
+
+#[cfg(test)]
+mod bounds_tests;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::Recovery;
 use super::{Classifier, TripRules};
+use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_SLOTS, MAX_TIMEOUT, MAX_WINDOW};
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
 use crate::ConfigError;
@@ -125,6 +126,13 @@ fn default_content_type() -> String {
     "application/json".into()
 }
 
+/// The shortest slow-call line.
+const MIN_TIMING: Duration = Duration::from_millis(1);
+/// The shortest open period.
+const MIN_OPEN: Duration = Duration::from_millis(10);
+/// Most probes in flight, or successes asked for, in half-open.
+const MAX_PROBES: u32 = 10_000;
+
 /// A validated breaker config.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
@@ -162,26 +170,41 @@ impl BreakerConfig {
                 "is required with slow_ratio",
             ));
         }
-        if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::new(p("consecutive_failures"), "must be > 0"));
+        let slow_call = self
+            .slow_call
+            .map(|d| duration_in(d.as_duration(), MIN_TIMING..=MAX_TIMEOUT, p("slow_call")))
+            .transpose()?;
+        if let Some(n) = self.consecutive_failures {
+            in_range(u64::from(n), 1..=MAX_SLOTS, p("consecutive_failures"))?;
         }
-        let window = self.window.as_duration();
-        if window < Duration::from_millis(100) {
-            return Err(ConfigError::new(p("window"), "must be at least 100ms"));
-        }
-        let open = self.open.as_duration();
-        if open < Duration::from_millis(10) {
-            return Err(ConfigError::new(p("open"), "must be at least 10ms"));
-        }
-        if self.max_open.as_duration() < open {
+        in_range(self.min_requests, 0..=MAX_COUNT, p("min_requests"))?;
+        let window = duration_in(
+            self.window.as_duration(),
+            Duration::from_millis(100)..=MAX_WINDOW,
+            p("window"),
+        )?;
+        // Each bound first, then how they relate, so that an error names
+        // the field that is out of range.
+        let open = duration_in(self.open.as_duration(), MIN_OPEN..=MAX_TIMEOUT, p("open"))?;
+        let max_open = duration_in(
+            self.max_open.as_duration(),
+            MIN_OPEN..=MAX_TIMEOUT,
+            p("max_open"),
+        )?;
+        if max_open < open {
             return Err(ConfigError::new(p("max_open"), "must be at least `open`"));
         }
-        if self.half_open_max_probes == 0 {
-            return Err(ConfigError::new(p("half_open_max_probes"), "must be > 0"));
-        }
-        if self.half_open_successes == 0 {
-            return Err(ConfigError::new(p("half_open_successes"), "must be > 0"));
-        }
+        in_range(self.backoff_multiplier, 1..=100, p("backoff_multiplier"))?;
+        in_range(
+            self.half_open_max_probes,
+            1..=MAX_PROBES,
+            p("half_open_max_probes"),
+        )?;
+        in_range(
+            self.half_open_successes,
+            1..=MAX_PROBES,
+            p("half_open_successes"),
+        )?;
         if self.max_ejection_percent > 100 {
             return Err(ConfigError::new(p("max_ejection_percent"), "must be 0-100"));
         }
@@ -190,6 +213,9 @@ impl BreakerConfig {
                 p("fallback"),
                 "applies to scope: cluster only (an endpoint breaker ejects, it does not answer)",
             ));
+        }
+        for (i, code) in self.failure_grpc_statuses.iter().enumerate() {
+            in_range(*code, 1..=16, format!("{path}.failure_grpc_statuses[{i}]"))?;
         }
         for (i, s) in self.failure_statuses.iter().enumerate() {
             if !(100..=599).contains(s) {
@@ -220,12 +246,12 @@ impl BreakerConfig {
             classifier: Classifier {
                 failure_statuses: self.failure_statuses.clone(),
                 failure_grpc_statuses: self.failure_grpc_statuses.clone(),
-                slow_call: self.slow_call.map(HumanDuration::as_duration),
+                slow_call,
             },
             recovery: Recovery {
                 open,
-                max_open: self.max_open.as_duration(),
-                multiplier: self.backoff_multiplier.max(1),
+                max_open,
+                multiplier: self.backoff_multiplier,
                 half_open_max_probes: self.half_open_max_probes,
                 half_open_successes: self.half_open_successes,
             },

@@ -320,7 +320,7 @@ impl Breaker {
                     .saturating_mul(factor.min(u64::from(u32::MAX)) as u32)
                     .min(self.recovery.max_open);
                 self.open_until.store(
-                    now.saturating_add(open.as_nanos() as u64),
+                    now.saturating_add(crate::bounds::nanos(open)),
                     Ordering::Release,
                 );
                 self.probe_successes.store(0, Ordering::Release);
@@ -391,7 +391,9 @@ impl Breaker {
         let (open_until, next_probe_in_ms) = if state == BreakerState::Open && until != u64::MAX {
             let left = Duration::from_nanos(until.saturating_sub(now));
             (
-                Some(rfc3339_ms(wall_ms() + left.as_millis() as u64)),
+                Some(rfc3339_ms(
+                    wall_ms().saturating_add(left.as_millis() as u64),
+                )),
                 Some(left.as_millis() as u64),
             )
         } else {

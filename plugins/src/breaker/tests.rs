@@ -312,6 +312,35 @@ fn config_errors_name_their_fields() {
             "{ consecutive_failures: 1, max_ejection_percent: 101 }",
             "p.max_ejection_percent",
         ),
+        // Each field's own bound comes before how it relates to another:
+        // a huge `open` is named, not the `max_open` it now exceeds.
+        ("{ consecutive_failures: 1, open: 2d }", "p.open"),
+        ("{ consecutive_failures: 1, max_open: 2d }", "p.max_open"),
+        ("{ consecutive_failures: 1, window: 31d }", "p.window"),
+        (
+            "{ consecutive_failures: 4294967295 }",
+            "p.consecutive_failures",
+        ),
+        (
+            "{ consecutive_failures: 1, min_requests: 18446744073709551615 }",
+            "p.min_requests",
+        ),
+        (
+            "{ consecutive_failures: 1, backoff_multiplier: 0 }",
+            "p.backoff_multiplier",
+        ),
+        (
+            "{ consecutive_failures: 1, half_open_successes: 4294967295 }",
+            "p.half_open_successes",
+        ),
+        (
+            "{ error_ratio: 0.5, slow_ratio: 0.5, slow_call: 2d }",
+            "p.slow_call",
+        ),
+        (
+            "{ consecutive_failures: 1, failure_grpc_statuses: [14, 99] }",
+            "p.failure_grpc_statuses[1]",
+        ),
     ] {
         let cfg: BreakerConfig = serde_yaml::from_str(yaml).unwrap();
         let err = cfg
@@ -319,5 +348,24 @@ fn config_errors_name_their_fields() {
             .err()
             .expect(yaml);
         assert_eq!(err.path, path, "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn open_periods_at_their_bounds_back_off_without_overflow() {
+    let env = Env::new();
+    let p = policy(
+        "{ consecutive_failures: 1, open: 24h, max_open: 24h, backoff_multiplier: 100 }",
+        &env,
+        &[],
+    );
+    assert!(call(&p, &env, fail()));
+    // 40 failed probes in a row: 100^39 × 24h saturates and is capped.
+    for _ in 0..40 {
+        assert_eq!(state(&p), BreakerState::Open);
+        let snap = p.breakers()[0].snapshot();
+        assert_eq!(snap.next_probe_in_ms, Some(24 * 3600 * 1000));
+        env.clock.advance(Duration::from_secs(24 * 3600));
+        assert!(call(&p, &env, fail()), "the probe goes through");
     }
 }

@@ -19,8 +19,11 @@ pub struct FleetSettings {
 /// A change to the block list that the fleet should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockChange {
+    /// `key` is the block's text as shown (cut to `KEY_TEXT_MAX` bytes);
+    /// `hash`, the fleet hash of the full key, is its identity.
     Added {
         key: String,
+        hash: u64,
         ttl: Duration,
         reason: String,
         source: String,
@@ -28,6 +31,7 @@ pub enum BlockChange {
     },
     Removed {
         key: String,
+        hash: u64,
     },
 }
 

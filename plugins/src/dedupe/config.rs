@@ -6,6 +6,7 @@ use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use super::policy::Dedupe;
+use crate::bounds::{in_range, MAX_SLOTS};
 use crate::duration::HumanDuration;
 use crate::ConfigError;
 
@@ -43,6 +44,9 @@ pub enum OnDuplicate {
     Reject,
 }
 
+/// The largest response a leader buffers to share (64 MiB).
+const MAX_SHARED_BODY: u64 = 64 << 20;
+
 fn default_wait() -> HumanDuration {
     Duration::from_secs(10).into()
 }
@@ -68,12 +72,17 @@ impl DedupeConfig {
                 "must be between 1ms and 5m",
             ));
         }
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.max_in_flight"),
-                "must be > 0",
-            ));
-        }
+        in_range(
+            self.max_in_flight as u64,
+            1..=MAX_SLOTS,
+            format!("{path}.max_in_flight"),
+        )?;
+        // Each leader may buffer this much for its joiners.
+        in_range(
+            self.max_body as u64,
+            0..=MAX_SHARED_BODY,
+            format!("{path}.max_body"),
+        )?;
         Ok(Dedupe::new(
             name,
             header,

@@ -393,3 +393,22 @@ async fn a_joiner_gets_the_leaders_trailers() {
     assert_eq!(&r.body[..], b"\0\0\0\0\x02hi");
     assert_eq!(r.trailers.as_ref().unwrap()["grpc-status"], "0");
 }
+
+#[test]
+fn sizes_past_their_bounds_are_config_errors() {
+    for (yaml, path) in [
+        ("{ header: k, max_in_flight: 0 }", "p.max_in_flight"),
+        (
+            "{ header: k, max_in_flight: 18446744073709551615 }",
+            "p.max_in_flight",
+        ),
+        (
+            "{ header: k, max_body: 18446744073709551615 }",
+            "p.max_body",
+        ),
+    ] {
+        let cfg: DedupeConfig = serde_yaml::from_str(yaml).unwrap();
+        let err = cfg.compile("n".into(), "p").err().expect(yaml);
+        assert_eq!(err.path, path, "{yaml}: {err}");
+    }
+}

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 pub use super::cache_entry::CachedResponse;
 use super::cache_entry::{cache_status, Entry, Expiry, VariantIndex};
 use super::cache_key::{CacheKeys, Vary};
+use crate::bounds::{in_range, nanos};
 use crate::duration::HumanDuration;
 use crate::flight::{Accept, Flights, Role};
 use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutcome};
@@ -198,11 +199,14 @@ impl CacheConfig {
                 "must be > 0 and at most max_bytes",
             ));
         }
-        if self.statuses.is_empty() || self.statuses.iter().any(|s| !(200..600).contains(s)) {
+        if self.statuses.is_empty() {
             return Err(ConfigError::new(
                 format!("{path}.statuses"),
                 "list HTTP statuses between 200 and 599",
             ));
+        }
+        for (i, status) in self.statuses.iter().enumerate() {
+            in_range(*status, 200..=599, format!("{path}.statuses[{i}]"))?;
         }
         if let Some(s) = self.statuses.iter().find(|s| matches!(s, 206 | 304)) {
             return Err(ConfigError::new(
@@ -240,8 +244,8 @@ impl CacheConfig {
                     .support_invalidation_closures()
                     .build(),
                 keys: CacheKeys::new(vary),
-                ttl: ttl.as_nanos() as u64,
-                stale_ttl: self.stale_ttl.as_duration().as_nanos() as u64,
+                ttl: nanos(ttl),
+                stale_ttl: nanos(self.stale_ttl.as_duration()),
                 max_body: self.max_body,
                 statuses: self.statuses.clone(),
                 counts: counts.clone(),
@@ -497,15 +501,16 @@ impl Store {
             let Vary::On(names) = Vary::of(&resp.headers) else {
                 return Err(VARIES_ON_ANYTHING);
             };
-            let fresh = max_age.map_or(self.ttl, |d| (d.as_nanos() as u64).min(self.ttl));
+            // The upstream's max-age may be any number: saturate, never wrap.
+            let fresh = max_age.map_or(self.ttl, |d| nanos(d).min(self.ttl));
             let answer = Arc::new(CachedResponse {
                 key: key.as_str().into(),
                 status: resp.status,
                 headers: resp.headers.clone(),
                 body: resp.body.clone(),
                 stored_at: now,
-                fresh_until: now + fresh,
-                stale_until: now + fresh + self.stale_ttl,
+                fresh_until: now.saturating_add(fresh),
+                stale_until: now.saturating_add(fresh).saturating_add(self.stale_ttl),
             });
             let shared = names
                 .iter()

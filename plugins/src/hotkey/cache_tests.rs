@@ -637,3 +637,24 @@ fn partial_and_not_modified_statuses_cannot_be_configured() {
         );
     }
 }
+
+#[test]
+fn a_max_age_past_u64_nanoseconds_keeps_the_ttl() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let (_, mut p) = env.decide(&r, &user("alice"));
+    // 18446744074 s is just past u64::MAX nanoseconds: cast with `as u64`
+    // it wrapped to 0.29 s of freshness instead of the rule's 5 s.
+    answer(
+        &mut p,
+        200,
+        &[("cache-control", "max-age=18446744074")],
+        b"x",
+    );
+    drop(p);
+    env.clock.advance(Duration::from_secs(4));
+    assert!(matches!(
+        env.decide(&r, &user("alice")).0,
+        Decision::Respond(_)
+    ));
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::CacheConfig;
 use super::detector::DetectorConfig;
 use super::policy::HotKeyRule;
+use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_TIMEOUT};
 use crate::cluster::Scope;
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
@@ -124,12 +125,7 @@ impl HotKeyConfig {
         env: &PolicyEnv<'_>,
     ) -> Result<HotKeyRule, ConfigError> {
         let key = KeySpec::parse(&self.key, env.custom_keys, &format!("{path}.key"))?;
-        if self.threshold < 2 {
-            return Err(ConfigError::new(
-                format!("{path}.threshold"),
-                "must be at least 2",
-            ));
-        }
+        in_range(self.threshold, 2..=MAX_COUNT, format!("{path}.threshold"))?;
         let window = self.window.as_duration();
         if window < Duration::from_millis(100) || window > Duration::from_secs(3600) {
             return Err(ConfigError::new(
@@ -137,13 +133,11 @@ impl HotKeyConfig {
                 "must be between 100ms and 1h",
             ));
         }
-        let hot_ttl = self.hot_ttl.as_duration();
-        if hot_ttl < Duration::from_millis(100) {
-            return Err(ConfigError::new(
-                format!("{path}.hot_ttl"),
-                "must be at least 100ms",
-            ));
-        }
+        let hot_ttl = duration_in(
+            self.hot_ttl.as_duration(),
+            Duration::from_millis(100)..=MAX_TIMEOUT,
+            format!("{path}.hot_ttl"),
+        )?;
         if !(self.cool_ratio > 0.0 && self.cool_ratio <= 1.0) {
             return Err(ConfigError::new(
                 format!("{path}.cool_ratio"),
@@ -162,6 +156,8 @@ impl HotKeyConfig {
                 "name at least one action (observe, cache, limit, block)",
             ));
         }
+        // The rule's own `status`, checked before the `limit` it is passed to.
+        let block_status = check_status(self.status, 403, path)?;
         let has = |a| self.actions.contains(&a);
         let limiter = match (&self.limit, has(HotAction::Limit)) {
             (Some(l), true) => Some(
@@ -242,7 +238,6 @@ impl HotKeyConfig {
             }
             (None, false) => None,
         };
-        let block_status = check_status(self.status, 403, path)?;
         let fleet = self.scope.fleet(env, path)?;
         let mut actions: Vec<&'static str> = self.actions.iter().map(|a| a.as_str()).collect();
         actions.dedup();

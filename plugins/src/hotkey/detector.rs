@@ -37,9 +37,10 @@
 //!
 //! # Memory
 //! The sketch (256 KiB at the default width), per candidate 136 bytes at
-//! most (its windows and the table's share), and up to 512 key names of at
-//! most 128 bytes: 888 KiB per rule at the default `max_tracked` of 4096
-//! (measured: 781 KiB). The hot set holds only hot keys.
+//! most (its windows and the table's share), and up to 512 key names cut to
+//! 128 bytes (`key_text`, 192 bytes each with the table's share): 896 KiB per
+//! rule at the default `max_tracked` of 4096 (measured: 781 KiB). The hot
+//! set holds only hot keys, their names cut alike.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,7 +48,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::sketch::WindowedSketch;
-use crate::store::{KeyNames, KeyState, KeyedStore};
+use crate::bounds::nanos;
+use crate::key_text::cut_key;
+use crate::store::{KeyNames, KeyState, KeyedStore, NAME_BYTES};
 use crate::window::{SlidingWindow, WindowSpec};
 
 /// How a detector is tuned.
@@ -155,7 +158,7 @@ const BUCKETS: u32 = 10;
 
 impl HotKeyDetector {
     pub fn new(cfg: DetectorConfig) -> Self {
-        let window_nanos = cfg.window.as_nanos() as u64;
+        let window_nanos = nanos(cfg.window);
         let threshold = cfg.threshold.max(1);
         Self {
             admit_at: (threshold / 20).clamp(1, u64::from(u32::MAX)) as u32,
@@ -258,9 +261,7 @@ impl HotKeyDetector {
                 became_hot: None,
             };
         }
-        let key = name()
-            .map(truncate_name)
-            .unwrap_or_else(|| self.names.name(hash));
+        let key = name().map(cut_key).unwrap_or_else(|| self.names.name(hash));
         let count = tick.unscale(scaled).round() as u64;
         Observation {
             hot: true,
@@ -298,7 +299,7 @@ impl HotKeyDetector {
     /// event for each. Call it periodically (the gateway does every 100 ms);
     /// a key's cooling is late by at most that period.
     pub fn sweep(&self, now: u64) -> Vec<HotEvent> {
-        let ttl = self.cfg.hot_ttl.as_nanos() as u64;
+        let ttl = nanos(self.cfg.hot_ttl);
         let spec = self.candidates.context();
         let mut cooled = Vec::new();
         self.hot.retain(|&hash, e| {
@@ -375,7 +376,7 @@ impl HotKeyDetector {
             entry.last_held.store(now, Ordering::Relaxed);
             return None;
         }
-        self.insert_hot(hash, truncate_name(key.to_string()), count, now)
+        self.insert_hot(hash, cut_key(key.to_string()), count, now)
     }
 
     /// The fleet says `hash` cooled. Returns the event when it was hot here.
@@ -448,26 +449,9 @@ impl HotKeyDetector {
 /// `benches/hotkey_accuracy.rs`).
 pub const CANDIDATE_BYTES: usize = 160;
 
-/// Key names kept per rule (for hot keys and the minute statistics), and the
-/// longest name kept: together at most ~90 KiB.
+/// Key names kept per rule (for hot keys and the minute statistics), each
+/// cut to `KEY_TEXT_MAX` bytes: together at most 96 KiB.
 const NAMES: usize = 512;
-const NAME_MAX: usize = 128;
-/// A kept name's bytes at most: the text, the box and the map's share.
-const NAME_BYTES: usize = NAME_MAX + 48;
-
-/// Cuts a key's text to [`NAME_MAX`] bytes (at a character boundary), so a
-/// hostile key cannot make the names table large.
-fn truncate_name(mut s: String) -> String {
-    if s.len() > NAME_MAX {
-        let mut end = NAME_MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
 
 /// Counts one event in the current minute's slot, restarting it when it
 /// still holds the minute before last.

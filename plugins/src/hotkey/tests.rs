@@ -287,6 +287,26 @@ fn config_errors_name_the_field() {
     assert!(err("{ key: ip, threshold: 10, window: 1s, actions: [block] }").contains(".block_for"));
     assert!(err("{ key: ip, threshold: 10, window: 1s, cool_ratio: 1.5 }").contains(".cool_ratio"));
     assert!(err("{ key: ip, threshold: 10, window: 1s, actions: [] }").contains(".actions"));
+    // Numbers past their bounds; each error names its own field.
+    let path = |yaml: &str| err(yaml).split(": ").next().unwrap().to_string();
+    for (yaml, field) in [
+        ("{ key: ip, threshold: 18446744073709551615, window: 1s }", "threshold"),
+        ("{ key: ip, threshold: 10, window: 1s, hot_ttl: 2d }", "hot_ttl"),
+        (
+            "{ key: ip, threshold: 10, window: 1s, status: 200, actions: [limit], limit: { limit: 5, window: 1s } }",
+            "status",
+        ),
+        (
+            "{ key: ip, threshold: 10, window: 1s, actions: [limit], limit: { limit: 5, window: 1s, burst: 4294967295 } }",
+            "limit.burst",
+        ),
+        (
+            "{ key: ip, threshold: 10, window: 1s, actions: [cache], cache: { statuses: [200, 99] } }",
+            "cache.statuses[1]",
+        ),
+    ] {
+        assert_eq!(path(yaml), format!("routes[0].policies[0].hotkey.{field}"), "{yaml}");
+    }
 }
 
 #[test]

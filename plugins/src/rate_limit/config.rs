@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::policy::RateLimit;
+use crate::bounds::{duration_in, in_range, short, MAX_COUNT, MAX_REFILL, MAX_WINDOW};
 use crate::cluster::Scope;
 use crate::duration::HumanDuration;
 use crate::{ConfigError, KeySpec, PolicyEnv};
@@ -96,6 +97,35 @@ pub fn check_status(status: Option<u16>, default: u16, path: &str) -> Result<u16
     Ok(status)
 }
 
+/// GCRA spaces requests at least 1 ns apart (governor's resolution).
+fn check_per_nanosecond(limit: u64, window: Duration, path: &str) -> Result<(), ConfigError> {
+    if window.as_nanos() < u128::from(limit) {
+        return Err(ConfigError::new(
+            path,
+            "more than one request per nanosecond cannot be expressed",
+        ));
+    }
+    Ok(())
+}
+
+/// A GCRA bucket of `burst` refills at `limit` per `window`: governor forms
+/// the refill time (`burst × window ÷ limit`) in a `u64` of nanoseconds, so
+/// it is bounded by [`MAX_REFILL`], computed here without overflow.
+fn check_refill(burst: u32, limit: u64, window: Duration, path: &str) -> Result<(), ConfigError> {
+    let refill = u128::from(burst) * window.as_nanos() / u128::from(limit.max(1));
+    if refill > MAX_REFILL.as_nanos() {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "at {limit} per {} a burst of {burst} takes longer than {} to refill",
+                short(window),
+                short(MAX_REFILL)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl RateLimitConfig {
     pub fn compile(
         &self,
@@ -104,38 +134,29 @@ impl RateLimitConfig {
         env: &PolicyEnv<'_>,
     ) -> Result<RateLimit, ConfigError> {
         let key = KeySpec::parse(&self.key, env.custom_keys, &format!("{path}.key"))?;
-        if self.limit == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.limit"),
-                "must be > 0 (use `deny` to refuse everything)",
-            ));
-        }
-        let window = self.window.as_duration();
-        if window < Duration::from_millis(1) {
-            return Err(ConfigError::new(
-                format!("{path}.window"),
-                "must be at least 1ms",
-            ));
-        }
-        match (self.algorithm, self.burst) {
-            (Algorithm::SlidingWindow, Some(_)) => {
+        in_range(self.limit, 1..=MAX_COUNT, format!("{path}.limit"))?;
+        let window = duration_in(
+            self.window.as_duration(),
+            Duration::from_millis(1)..=MAX_WINDOW,
+            format!("{path}.window"),
+        )?;
+        let gcra = self.algorithm == Algorithm::Gcra;
+        if let Some(burst) = self.burst {
+            if !gcra {
                 return Err(ConfigError::new(
                     format!("{path}.burst"),
                     "burst applies to algorithm: gcra only",
-                ))
+                ));
             }
-            (_, Some(0)) => return Err(ConfigError::new(format!("{path}.burst"), "must be > 0")),
-            _ => {}
+            in_range(u64::from(burst), 1..=MAX_COUNT, format!("{path}.burst"))?;
+            check_refill(burst, self.limit, window, &format!("{path}.burst"))?;
         }
-        if self.algorithm == Algorithm::Gcra && window.as_nanos() < u128::from(self.limit) {
-            return Err(ConfigError::new(
-                format!("{path}.limit"),
-                "more than one request per nanosecond cannot be expressed",
-            ));
+        if gcra {
+            check_per_nanosecond(self.limit, window, &format!("{path}.limit"))?;
         }
         check_max_keys(self.max_keys, path)?;
         let fleet = self.scope.fleet(env, path)?;
-        if fleet.is_some() && self.algorithm != Algorithm::SlidingWindow {
+        if fleet.is_some() && gcra {
             return Err(ConfigError::new(
                 format!("{path}.algorithm"),
                 "scope: global counts fleet-wide sliding windows: set algorithm: sliding_window",
@@ -149,11 +170,12 @@ impl RateLimitConfig {
                     "must not be empty",
                 ));
             }
-            if o.limit == 0 {
-                return Err(ConfigError::new(
-                    format!("{path}.overrides[{i}].limit"),
-                    "must be > 0 (use `allow` for no limit, `deny` for none at all)",
-                ));
+            let at = format!("{path}.overrides[{i}].limit");
+            in_range(o.limit, 1..=MAX_COUNT, at.as_str())?;
+            if gcra {
+                // The override's bucket scales the burst with the limit, so
+                // it refills in the same time as the policy's own.
+                check_per_nanosecond(o.limit, window, &at)?;
             }
         }
         let config = serde_json::to_value(self).unwrap_or_default();

@@ -20,6 +20,7 @@ use http::HeaderValue;
 use super::config::{Algorithm, RateLimitConfig};
 use super::gcra::{deciding_at, DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
 use super::headers::{policy_value, rejection_headers};
+use crate::bounds::{nanos, MAX_REFILL};
 use crate::cluster::{Fleet, GlobalAdmit, GlobalCounter, GlobalSync, Section, SectionReply};
 use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
@@ -93,15 +94,30 @@ pub struct RateLimit {
 }
 
 /// `limit` per `window` with `burst`, as a governor quota.
+///
+/// governor multiplies the emission interval by the burst in a `u64` of
+/// nanoseconds. The config refuses a refill time past [`MAX_REFILL`]
+/// (`check_refill`); the burst is also clamped to it here, so no quota this
+/// builds can overflow that product whatever it is given.
 fn quota(limit: u64, window: Duration, burst: Option<u32>) -> Quota {
-    let period = (window / limit.min(u64::from(u32::MAX)) as u32).max(Duration::from_nanos(1));
+    let period = (window / u32::try_from(limit).unwrap_or(u32::MAX)).max(Duration::from_nanos(1));
+    let most = (nanos(MAX_REFILL) / nanos(period)).clamp(1, u64::from(u32::MAX)) as u32;
     let burst = burst
         .or_else(|| u32::try_from(limit).ok())
-        .and_then(NonZeroU32::new)
-        .unwrap_or(NonZeroU32::MAX);
+        .unwrap_or(u32::MAX)
+        .min(most);
     Quota::with_period(period)
         .expect("period is at least 1ns")
-        .allow_burst(burst)
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+/// An override's burst: the policy's burst scaled by `override ÷ limit`, as
+/// a VIP expects, so its bucket refills in the same time. The product is
+/// formed in `u128`: a burst near `u32::MAX` times a limit near `u64::MAX`
+/// overflows a `u64`.
+fn scaled_burst(burst: u32, limit: u64, override_limit: u64) -> u32 {
+    let scaled = u128::from(burst) * u128::from(override_limit) / u128::from(limit.max(1));
+    scaled.clamp(1, u128::from(u32::MAX)) as u32
 }
 
 /// What one check found.
@@ -162,10 +178,7 @@ impl RateLimit {
             .iter()
             .map(|o| {
                 let gcra = (cfg.algorithm == Algorithm::Gcra).then(|| {
-                    let burst = cfg.burst.map(|b| {
-                        // Scale the burst with the limit, as a VIP expects.
-                        ((u64::from(b) * o.limit) / cfg.limit).clamp(1, u64::from(u32::MAX)) as u32
-                    });
+                    let burst = cfg.burst.map(|b| scaled_burst(b, cfg.limit, o.limit));
                     let direct: DirectGcra = RateLimiter::new(
                         quota(o.limit, window, burst),
                         InMemoryState::default(),
@@ -419,6 +432,40 @@ impl GlobalSync for RateLimit {
     fn abandon(&self, section: &Section) {
         if let Engine::Global { counter } = &self.engine {
             counter.abandon(section);
+        }
+    }
+}
+
+#[cfg(test)]
+mod arithmetic_tests {
+    use super::*;
+    use crate::FakeClock;
+
+    #[test]
+    fn override_bursts_scale_in_u128() {
+        assert_eq!(scaled_burst(20, 100, 1000), 200);
+        assert_eq!(scaled_burst(u32::MAX, 1, u64::MAX), u32::MAX);
+        assert_eq!(scaled_burst(1, u64::MAX, 1), 1);
+    }
+
+    /// governor multiplies interval × burst in a u64: every quota `quota`
+    /// builds, even from values the config refuses, stays within it.
+    #[test]
+    fn quotas_never_overflow_governor() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::new());
+        for (limit, window, burst) in [
+            (1, crate::bounds::MAX_DURATION, Some(u32::MAX)),
+            (1, Duration::from_secs(30 * 24 * 3600), Some(1_000_000_000)),
+            (u64::MAX, Duration::from_millis(1), None),
+            (u64::MAX, crate::bounds::MAX_DURATION, Some(u32::MAX)),
+        ] {
+            let q = quota(limit, window, burst);
+            let direct: DirectGcra =
+                RateLimiter::new(q, InMemoryState::default(), PolicyClock(clock.clone()));
+            assert!(
+                direct.check().is_ok(),
+                "{limit} per {window:?}, burst {burst:?}"
+            );
         }
     }
 }

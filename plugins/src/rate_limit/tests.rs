@@ -225,6 +225,81 @@ fn config_errors_name_their_fields() {
 }
 
 #[test]
+fn numbers_past_their_bounds_are_config_errors_not_overflows() {
+    let env = Env::new();
+    let compile = |yaml: &str| {
+        let cfg: RateLimitConfig = serde_yaml::from_str(yaml).unwrap();
+        cfg.compile("n".into(), "p", &env.policy_env())
+            .err()
+            .map(|e| e.to_string())
+    };
+    // The reported config: burst × override limit overflowed a u64 (a
+    // panic in debug builds, a wrapped burst in release).
+    assert_eq!(
+        compile(
+            "{ key: ip, limit: 10, window: 1s, algorithm: gcra, burst: 4294967295, \
+             overrides: [{ key: vip, limit: 18446744073709551615 }] }"
+        )
+        .as_deref(),
+        Some("p.burst: must be between 1 and 1000000000")
+    );
+    assert_eq!(
+        compile(
+            "{ key: ip, limit: 10, window: 1s, burst: 1000, \
+             overrides: [{ key: vip, limit: 18446744073709551615 }] }"
+        )
+        .as_deref(),
+        Some("p.overrides[0].limit: must be between 1 and 1000000000")
+    );
+    for (yaml, want) in [
+        (
+            "{ key: ip, limit: 18446744073709551615, window: 1s, algorithm: sliding_window }",
+            "p.limit: must be between 1 and 1000000000",
+        ),
+        (
+            "{ key: ip, limit: 1, window: 31d }",
+            "p.window: must be between 1ms and 30d",
+        ),
+        // burst × interval: a 30-day interval times a burst of a million.
+        (
+            "{ key: ip, limit: 1, window: 30d, burst: 1000000 }",
+            "p.burst: at 1 per 30d a burst of 1000000 takes longer than 365d to refill",
+        ),
+        // An override spacing requests under 1 ns apart.
+        (
+            "{ key: ip, limit: 1, window: 1ms, overrides: [{ key: vip, limit: 1000000000 }] }",
+            "p.overrides[0].limit: more than one request per nanosecond cannot be expressed",
+        ),
+    ] {
+        assert_eq!(compile(yaml).as_deref(), Some(want), "{yaml}");
+    }
+}
+
+#[test]
+fn limits_at_their_bounds_decide_without_overflow() {
+    let env = Env::new();
+    let k = keys("10.0.0.1", None);
+    for yaml in [
+        "{ key: ip, limit: 1000000000, window: 30d, burst: 1000000000, \
+         overrides: [{ key: 10.0.0.1, limit: 1000000000 }] }",
+        "{ key: ip, limit: 1, window: 30d, burst: 12, overrides: [{ key: 10.0.0.1, limit: 1000000000 }] }",
+        "{ key: ip, limit: 1000000000, window: 1s, burst: 1, overrides: [{ key: 10.0.0.1, limit: 1 }] }",
+        "{ key: ip, limit: 1000000000, window: 30d, algorithm: sliding_window, \
+         overrides: [{ key: 10.0.0.1, limit: 1 }] }",
+    ] {
+        let p = limit(yaml, &env);
+        let other = keys("10.0.0.2", None);
+        for _ in 0..3 {
+            assert!(env.admitted(&p, &k, 2) >= 1, "{yaml}");
+            assert!(env.admitted(&p, &other, 2) >= 1, "{yaml}");
+            // A window and its oldest (interpolated) sub-bucket later.
+            env.clock.advance(Duration::from_secs(40 * 24 * 3600));
+        }
+        p.limit_report(5).unwrap();
+    }
+}
+
+#[test]
 fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
     use crate::cluster::{Fleet, FleetSettings, SectionReply};
     use crate::Clock;

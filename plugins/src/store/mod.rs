@@ -6,4 +6,4 @@ mod names;
 
 pub use hashing::KeyHasher;
 pub use keyed::{KeyState, KeyedStore, StoreStats};
-pub use names::KeyNames;
+pub use names::{KeyNames, NAME_BYTES};

@@ -34,6 +34,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::bounds::nanos;
+
 /// The geometry of a window: its length and how it is split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -43,10 +45,11 @@ pub struct WindowSpec {
 
 impl WindowSpec {
     /// A window of `window` split into `buckets` sub-buckets. Sub-buckets are
-    /// at least 1 µs.
+    /// at least 1 µs. A window past 584 years is taken as 584 years (configs
+    /// stop at [`MAX_WINDOW`](crate::bounds::MAX_WINDOW)).
     pub fn new(window: Duration, buckets: u32) -> Self {
         let buckets = u64::from(buckets.max(1));
-        let bucket_nanos = (window.as_nanos() as u64 / buckets).max(1_000);
+        let bucket_nanos = (nanos(window) / buckets).max(1_000);
         Self {
             bucket_nanos,
             buckets,
@@ -54,7 +57,7 @@ impl WindowSpec {
     }
 
     pub fn window(&self) -> Duration {
-        Duration::from_nanos(self.bucket_nanos * self.buckets)
+        Duration::from_nanos(self.bucket_nanos.saturating_mul(self.buckets))
     }
 
     pub fn bucket(&self) -> Duration {
@@ -261,6 +264,14 @@ mod tests {
         assert_eq!(tick.unscale(w.estimate_scaled_at(tick)), 9.0);
         assert!((w.rate(&s, 10 * MS) - 9.0).abs() < 1e-9);
         assert_eq!(w.heat(&s, 10 * MS), 9);
+    }
+
+    #[test]
+    fn a_window_past_u64_nanoseconds_saturates_instead_of_wrapping() {
+        // `as u64` wrapped this window to a few hours' worth of nanoseconds.
+        let s = WindowSpec::new(Duration::from_secs(u64::MAX), 4);
+        assert_eq!(s.bucket(), Duration::from_nanos(u64::MAX / 4));
+        assert!(s.window() >= Duration::from_secs(500 * 365 * 24 * 3600));
     }
 
     #[test]

@@ -304,7 +304,37 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // A long key is sent cut, with the hash of its full value.
+    let long = |fill: &str| format!("{}{}", "m".repeat(200), fill.repeat(16 << 10));
+    let (evil, twin) = (long("x"), long("y"));
+    let r = c
+        .post(gws[0].admin("/blocks"))
+        .json(&serde_json::json!({ "key": format!("user:{evil}"), "ttl": "60s" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     for gw in &gws[1..] {
+        eventually(
+            Duration::from_secs(3),
+            "the long block reaches the peer",
+            || async { (status_for(gw, &evil).await == 403).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            status_for(gw, &twin).await,
+            200,
+            "same first bytes, other key"
+        );
+        let listed = gw.admin_json("/blocks").await;
+        let shown = listed["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["key"].as_str())
+            .find(|k| k.starts_with("user:mmmm"))
+            .unwrap();
+        assert!(shown.len() <= 128, "kept cut: {} bytes", shown.len());
         let left = eventually(
             Duration::from_secs(3),
             "the block reaches the peer",
@@ -336,6 +366,12 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
         || async { (status_for(&late, "mallory").await == 403).then_some(()) },
     )
     .await;
+    assert_eq!(
+        status_for(&late, &evil).await,
+        403,
+        "by the hash kept in Redis"
+    );
+    assert_eq!(status_for(&late, &twin).await, 200);
     // The fleet link is set up once: a reload that changes it is refused and
     // the instance keeps serving its old config.
     gws[1].write_config(&fleet_config(&up, &url, "gw-renamed", ""));

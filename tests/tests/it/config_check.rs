@@ -117,6 +117,46 @@ fn bad_files_name_the_path_and_exit_one() {
 }
 
 #[test]
+fn numbers_that_would_overflow_are_refused_with_their_path() {
+    // The reported config: burst × override limit overflowed (a panic in a
+    // debug build, a wrapped limit in release). Now each is range-checked.
+    let policy = |burst: &str, limit: &str| {
+        format!(
+            "{GOOD}    policies:\n      - rate_limit: {{ key: ip, limit: 10, window: 1s, algorithm: gcra, burst: {burst}, overrides: [{{ key: vip, limit: {limit} }}] }}\n"
+        )
+    };
+    for (text, want) in [
+        (
+            policy("4294967295", "18446744073709551615"),
+            "routes[0].policies[0].rate_limit.burst: must be between 1 and 1000000000",
+        ),
+        (
+            policy("20", "18446744073709551615"),
+            "routes[0].policies[0].rate_limit.overrides[0].limit: must be between 1 and 1000000000",
+        ),
+        (
+            GOOD.replace(
+                "    cluster: orders",
+                "    cluster: orders\n    timeouts: { total: 99999999999h }",
+            ),
+            "routes[0].timeouts.total: duration \"99999999999h\" is too long: at most 365d",
+        ),
+        (
+            GOOD.replace(
+                "[127.0.0.1:2]",
+                "[127.0.0.1:2]\n    read_timeout_ms: 18446744073709551615",
+            ),
+            "clusters.orders.read_timeout_ms: must be between 1 and 86400000",
+        ),
+    ] {
+        let (code, _, err) = check(&text);
+        assert_eq!(code, 1, "{text}\n{err}");
+        assert!(err.contains(want), "stderr {err:?} should contain {want:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn missing_file_is_a_clear_error() {
     let out = Command::new(BIN)
         .args(["-t", "-c", "/nonexistent/gw.yaml"])

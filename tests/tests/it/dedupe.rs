@@ -278,8 +278,8 @@ async fn bodies_not_read_ahead_reach_the_upstream_intact(proto: Proto) {
         calls.push(post(body(100 << 10, seed + 3), true));
         calls.push(post(body(20, seed + 4), true));
         calls.push(post(body(64 << 10, seed + 5), false)); // read ahead: its own call
-        // Over HTTP/2 a short body of unknown length that ends at once (as a
-        // unary gRPC call's) is read ahead too.
+                                                           // Over HTTP/2 a short body of unknown length that ends at once (as a
+                                                           // unary gRPC call's) is read ahead too.
         unread += if *name == "h2" { 4 } else { 5 };
     }
     let n = calls.len();

@@ -395,6 +395,71 @@ async fn admin_block_list_end_to_end() {
     assert_eq!(resp.status(), 404);
 }
 
+/// A 32 KiB user id; every one starts with the same 200 bytes.
+fn long_user(fill: &str) -> String {
+    format!("{}{}", "m".repeat(200), fill.repeat(32 << 10))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_keys_are_shown_cut_and_still_told_apart_by_their_full_value() {
+    let up = MockUpstream::start("a").await;
+    let body = with_policies(
+        &up,
+        "keys:\n  user: { header: x-user-id }\n",
+        "      - rate_limit: { key: user, limit: 1, window: 1m, algorithm: sliding_window }\n",
+    );
+    let gw = gateway(&body).start().await;
+    let (a, b, c) = (long_user("a"), long_user("b"), long_user("c"));
+    // a and b share their first 200 bytes, yet each has its own limit.
+    for user in [&a, &b] {
+        assert_eq!(get(&gw, "/x", &[("x-user-id", user)]).await.status(), 200);
+        assert_eq!(get(&gw, "/x", &[("x-user-id", user)]).await.status(), 429);
+    }
+    let limits = limits(&gw).await;
+    let top = limits["limits"][0]["top_keys"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{limits}");
+    for k in top {
+        let shown = k["key"].as_str().unwrap();
+        assert!(
+            shown.len() <= 128 && shown.ends_with('…'),
+            "{} bytes",
+            shown.len()
+        );
+        assert!(shown.starts_with("mmmm"));
+    }
+
+    // A block on a long key: kept cut, enforced on the full value.
+    let resp = client()
+        .post(gw.admin("/blocks"))
+        .json(&serde_json::json!({ "key": format!("user:{c}"), "ttl": "10m" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let placed: Value = resp.json().await.unwrap();
+    let shown = placed["blocked"].as_str().unwrap();
+    assert!(
+        shown.len() <= 128 && shown.ends_with('…'),
+        "{} bytes",
+        shown.len()
+    );
+    let listed = gw.admin_json("/blocks").await;
+    let entry = &listed["blocks"][0];
+    assert_eq!(entry["key"], shown);
+    assert_eq!(get(&gw, "/x", &[("x-user-id", &c)]).await.status(), 403);
+    let twin = long_user("d");
+    assert_eq!(get(&gw, "/x", &[("x-user-id", &twin)]).await.status(), 200);
+    // The shown text is not the key; the hash lifts the block.
+    let hash = entry["hash"].as_str().unwrap();
+    let resp = client()
+        .delete(gw.admin(&format!("/blocks/%23{hash}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&gw, "/x", &[("x-user-id", &c)]).await.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_state_survives_a_reload_that_leaves_it_unchanged() {
     let up = MockUpstream::start("a").await;
