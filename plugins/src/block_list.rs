@@ -114,18 +114,14 @@ pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
 }
 
 impl BlockList {
+    /// A list of at most `cap` blocks. Keys hash with a per-process hasher,
+    /// in cluster mode too: blocks travel between instances as key text.
     pub fn new(cap: usize, clock: Arc<dyn Clock>) -> Self {
-        Self::with_hasher(cap, clock, KeyHasher::default())
-    }
-
-    /// A list whose keys hash with `hasher` (cluster mode passes the fleet's,
-    /// so that hot-key rules and blocks name keys alike on every instance).
-    pub fn with_hasher(cap: usize, clock: Arc<dyn Clock>, hasher: KeyHasher) -> Self {
         Self {
             entries: DashMap::new(),
             len: AtomicUsize::new(0),
             cap: cap.max(1),
-            hasher,
+            hasher: KeyHasher::default(),
             clock,
             blocked: AtomicU64::new(0),
             expired: AtomicU64::new(0),
