@@ -50,7 +50,7 @@ impl GatewayState {
         let text = read_config(&path)?;
         let file = parse_str(&text)?;
         // Cluster mode is set up once: the fleet's hasher names keys alike on
-        // every instance, so the block list must hash with it from the start.
+        // every instance (global policies take it from the fleet).
         let cluster = match &file.cluster {
             Some(section) => {
                 let config = section.compile()?;
@@ -60,7 +60,9 @@ impl GatewayState {
             None => None,
         };
         let fleet = cluster.as_ref().map(|c| c.fleet.clone());
-        // The block list outlives snapshots: sized once, before the first compile.
+        // The block list outlives snapshots: sized once, before the first
+        // compile. In cluster mode it hashes with the fleet's hasher: blocks
+        // travel between instances named by their key's hash.
         let blocks = Arc::new(match &fleet {
             Some(f) => BlockList::with_hasher(
                 file.block_list.max_entries,

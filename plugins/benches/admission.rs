@@ -79,7 +79,7 @@ fn policy(algorithm: &str, clock: Arc<dyn Clock>, fleet: Option<Arc<Fleet>>) -> 
 fn leased_global(ips: &[IpAddr], clock: &MonotonicClock) -> Breakwater {
     let fleet = Arc::new(Fleet::new(FleetSettings {
         sync_interval: Duration::from_millis(100),
-        hash_seed: 1,
+        hash_key: breakwater_plugins::store::FleetKey::from_seed("bench-fleet-seed"),
         expected_instances: Some(1),
     }));
     fleet.set_global(true);

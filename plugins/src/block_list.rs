@@ -146,12 +146,15 @@ pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
 }
 
 impl BlockList {
+    /// A list of at most `cap` blocks, its keys hashed per process.
     pub fn new(cap: usize, clock: Arc<dyn Clock>) -> Self {
         Self::with_hasher(cap, clock, KeyHasher::default())
     }
 
-    /// A list whose keys hash with `hasher` (cluster mode passes the fleet's,
-    /// so that hot-key rules and blocks name keys alike on every instance).
+    /// A list whose keys hash with `hasher`. In cluster mode that is the
+    /// fleet's: a block travels between instances with its key's hash, the
+    /// block's identity (its text may be cut), so every instance must hash
+    /// a request's key alike to find it.
     pub fn with_hasher(cap: usize, clock: Arc<dyn Clock>, hasher: KeyHasher) -> Self {
         Self {
             entries: DashMap::new(),
@@ -767,8 +770,16 @@ mod tests {
     #[test]
     fn a_cut_key_from_the_fleet_blocks_by_the_hash_it_came_with() {
         let clock: Arc<dyn Clock> = Arc::new(FakeClock::new());
-        let here = BlockList::with_hasher(10, clock.clone(), KeyHasher::fleet(7));
-        let there = BlockList::with_hasher(10, clock, KeyHasher::fleet(7));
+        let here = BlockList::with_hasher(
+            10,
+            clock.clone(),
+            KeyHasher::fleet(crate::store::FleetKey::from_seed("a fleet seed of 16+")),
+        );
+        let there = BlockList::with_hasher(
+            10,
+            clock,
+            KeyHasher::fleet(crate::store::FleetKey::from_seed("a fleet seed of 16+")),
+        );
         let (tx, mut rx) = mpsc::channel(8);
         here.announce_to(tx);
         let long = long_value('x');

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use breakwater_plugins::cluster::FleetSettings;
 use breakwater_plugins::duration::HumanDuration;
+use breakwater_plugins::store::FleetKey;
 use breakwater_plugins::ConfigError;
 use serde::{Deserialize, Serialize};
+
+use super::seed::{self, HashSeed};
 
 /// `cluster:` at the top level of the config.
 ///
@@ -19,7 +22,8 @@ use serde::{Deserialize, Serialize};
 ///   timeout: 250ms                         # a slower Redis call counts as a failure
 ///   expected_instances: 3                  # degraded mode: each enforces limit ÷ this (default: peers last seen)
 ///   shards: 1                              # hash-tag groups (default 1; 16 with redis_cluster)
-///   hash_seed: 0x5eed                      # the fleet's key-hash seed (same on every instance)
+///   hash_seed: "<secret, 16+ bytes>"       # required: the fleet's key-hash seed (same on every instance)
+///   # hash_seed_env: BREAKWATER_HASH_SEED  # or: the environment variable that holds it
 ///   max_keys_per_sync: 4096                # per policy and sync; the rest wait a round
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +46,9 @@ pub struct FleetFile {
     #[serde(default)]
     pub shards: Option<u32>,
     #[serde(default)]
-    pub hash_seed: Option<u64>,
+    pub hash_seed: Option<HashSeed>,
+    #[serde(default)]
+    pub hash_seed_env: Option<String>,
     #[serde(default = "default_max_keys_per_sync")]
     pub max_keys_per_sync: usize,
 }
@@ -80,7 +86,8 @@ pub struct FleetConfig {
     pub timeout: Duration,
     pub expected_instances: Option<u32>,
     pub shards: u32,
-    pub hash_seed: u64,
+    /// Derived from the seed; the seed itself is not kept.
+    pub hash_key: FleetKey,
     pub max_keys_per_sync: usize,
 }
 
@@ -88,7 +95,7 @@ impl FleetConfig {
     pub fn settings(&self) -> FleetSettings {
         FleetSettings {
             sync_interval: self.sync_interval,
-            hash_seed: self.hash_seed,
+            hash_key: self.hash_key,
             expected_instances: self.expected_instances,
         }
     }
@@ -129,16 +136,18 @@ fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// A seed all instances derive alike from the prefix when none is set.
-fn seed_from(prefix: &str) -> u64 {
-    // FNV-1a: stable across builds and platforms.
-    prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl FleetFile {
+    /// Validates the section; `hash_seed_env` is read from the process's
+    /// environment.
     pub fn compile(&self) -> Result<FleetConfig, ConfigError> {
+        self.compile_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::compile`] with `env` looking environment variables up.
+    pub fn compile_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<FleetConfig, ConfigError> {
         let target =
             match (&self.redis, self.redis_cluster.as_slice()) {
                 (Some(url), []) => {
@@ -209,6 +218,8 @@ impl FleetFile {
         if !(1..=100_000).contains(&self.max_keys_per_sync) {
             return Err(err("max_keys_per_sync", "must be between 1 and 100000"));
         }
+        let hash_key =
+            seed::fleet_key(self.hash_seed.as_ref(), self.hash_seed_env.as_deref(), env)?;
         Ok(FleetConfig {
             target,
             sync_interval,
@@ -217,7 +228,7 @@ impl FleetFile {
             timeout,
             expected_instances: self.expected_instances,
             shards,
-            hash_seed: self.hash_seed.unwrap_or_else(|| seed_from(prefix)),
+            hash_key,
             max_keys_per_sync: self.max_keys_per_sync,
         })
     }
@@ -227,9 +238,17 @@ impl FleetFile {
 mod tests {
     use super::*;
 
+    const SEED: &str = "hash_seed: 0123456789abcdef0123456789abcdef";
+
+    /// Parses a section, with a seed added unless it names one.
     fn parse(yaml: &str) -> Result<FleetConfig, String> {
-        let file: FleetFile = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        file.compile().map_err(|e| e.to_string())
+        let yaml = if yaml.contains("hash_seed") {
+            yaml.to_string()
+        } else {
+            format!("{yaml}\n{SEED}")
+        };
+        let file: FleetFile = serde_yaml::from_str(&yaml).map_err(|e| e.to_string())?;
+        file.compile_with_env(|_| None).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -239,13 +258,18 @@ mod tests {
         assert_eq!(c.shards, 1);
         assert_eq!(c.shard_base(0), "{bw:0}");
         assert_eq!(c.channel(), "bw:events");
-        assert_eq!(c.hash_seed, parse("redis: redis://h:1").unwrap().hash_seed);
         let cl = parse("redis_cluster: [redis://a:7000, redis://b:7000]").unwrap();
         assert_eq!(cl.shards, 16);
         assert!(matches!(cl.target, RedisTarget::Cluster(ref n) if n.len() == 2));
         assert!(cl.instance_id.ends_with(&std::process::id().to_string()));
-        let seeded = parse("redis: redis://h:1\nhash_seed: 0x5eed").unwrap();
-        assert_eq!(seeded.hash_seed, 0x5eed);
+        assert_eq!(
+            c.hash_key,
+            FleetKey::from_seed("0123456789abcdef0123456789abcdef")
+        );
+        // No default seed: it would be public.
+        let unseeded: FleetFile = serde_yaml::from_str("redis: redis://h:1").unwrap();
+        let e = unseeded.compile_with_env(|_| None).unwrap_err().to_string();
+        assert!(e.starts_with("cluster.hash_seed: required"), "{e}");
     }
 
     #[test]
@@ -279,6 +303,14 @@ mod tests {
                 "cluster.expected_instances",
             ),
             ("redis: redis://h:1\nshards: 0", "cluster.shards"),
+            (
+                "redis: redis://h:1\nhash_seed: too-short",
+                "cluster.hash_seed",
+            ),
+            (
+                "redis: redis://h:1\nhash_seed_env: BW_UNSET_SEED_VAR",
+                "cluster.hash_seed_env",
+            ),
             (
                 "redis: redis://h:1\nmax_keys_per_sync: 0",
                 "cluster.max_keys_per_sync",

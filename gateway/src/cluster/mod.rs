@@ -11,6 +11,7 @@ pub mod events;
 pub mod link;
 pub mod relay;
 pub mod script;
+pub mod seed;
 pub mod status;
 pub mod sync;
 

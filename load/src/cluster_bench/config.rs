@@ -37,6 +37,10 @@ pub const LIMIT_POLICY: &str = "per-user";
 /// to Redis every sync.
 pub const HOTKEY_THRESHOLD: u64 = 1000;
 
+/// The bench fleet's key-hash seed (`cluster.hash_seed` is required; the
+/// bench's Redis is its own, so the seed need not be secret).
+const BENCH_HASH_SEED: &str = "cluster-bench-hash-seed";
+
 /// One instance's config.
 #[derive(Debug, Clone)]
 pub struct GatewaySpec<'a> {
@@ -85,12 +89,13 @@ pub fn gateway_yaml(spec: &GatewaySpec<'_>) -> String {
   instance_id: {id}
   key_prefix: {prefix}
   expected_instances: {n}
-  hash_seed: 24301
+  hash_seed: {seed}
 "#,
             redis = spec.redis,
             id = spec.instance_id,
             prefix = spec.key_prefix,
             n = spec.expected_instances,
+            seed = BENCH_HASH_SEED,
         );
     }
     let _ = write!(
@@ -139,6 +144,9 @@ mod tests {
         assert!(!local.contains("\ncluster:") && !local.contains("scope"));
         assert!(global.contains("\ncluster:\n  redis:"));
         assert!(global.contains("redis: redis://127.0.0.1:4"));
+        // A fleet needs its seed (16 bytes at least).
+        assert!(global.contains(&format!("\n  hash_seed: {BENCH_HASH_SEED}\n")));
+        assert!(BENCH_HASH_SEED.len() >= 16);
         assert_eq!(global.matches("scope: global").count(), 2);
         assert!(global.contains("template: \"/goods/{id}\""));
         assert!(global.contains("limit: 1000, window: 1s, algorithm: sliding_window"));

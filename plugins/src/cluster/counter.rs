@@ -365,7 +365,7 @@ mod tests {
     fn counter(expected: Option<u32>) -> GlobalCounter {
         let fleet = Arc::new(Fleet::new(FleetSettings {
             sync_interval: Duration::from_millis(100),
-            hash_seed: 3,
+            hash_key: crate::store::FleetKey::from_seed("test-fleet-seed-3"),
             expected_instances: expected,
         }));
         fleet.set_global(true);

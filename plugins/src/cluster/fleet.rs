@@ -3,14 +3,15 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::store::KeyHasher;
+use crate::store::{FleetKey, KeyHasher};
 
 /// What cluster mode is configured with, as policies need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSettings {
     pub sync_interval: Duration,
-    /// Seeds the fleet-wide key hasher; every instance must use the same.
-    pub hash_seed: u64,
+    /// Keys the fleet-wide key hasher; every instance must use the same
+    /// (derived from `cluster.hash_seed`).
+    pub hash_key: FleetKey,
     /// The divisor of global limits while Redis is unreachable; `None`: the
     /// number of peers last seen (at least 1).
     pub expected_instances: Option<u32>,
@@ -52,7 +53,7 @@ impl Fleet {
     /// is known about the other instances.
     pub fn new(settings: FleetSettings) -> Self {
         Self {
-            hasher: KeyHasher::fleet(settings.hash_seed),
+            hasher: KeyHasher::fleet(settings.hash_key),
             settings,
             global: AtomicBool::new(false),
             peers_seen: AtomicU32::new(1),
@@ -105,7 +106,7 @@ mod tests {
     fn settings(expected: Option<u32>) -> FleetSettings {
         FleetSettings {
             sync_interval: Duration::from_millis(100),
-            hash_seed: 1,
+            hash_key: crate::store::FleetKey::from_seed("test-fleet-seed-1"),
             expected_instances: expected,
         }
     }

@@ -190,7 +190,20 @@ impl HotKeyRule {
         self.hub.publish(&self.name, &self.actions, event);
     }
 
-    /// Blocks the key (`hash` from the block list's hasher) and refuses.
+    /// The key's hash as the detector and the cache know it: the block
+    /// list's (per process, fast) for a local rule; for a global rule the
+    /// fleet's stable hash, by which the key is named in Redis and in the
+    /// fleet's hot events.
+    fn key_hash(&self, req: &RequestView<'_>) -> Option<u64> {
+        match &self.fleet {
+            None => self.blocks.hash_of(&self.key, req.keys),
+            Some(fleet) => fleet
+                .hasher()
+                .hash_labeled(self.key.text(), &self.key, req.keys),
+        }
+    }
+
+    /// Blocks the key and refuses (`hash` is [`Self::key_hash`]'s).
     fn block_key(
         &self,
         req: &RequestView<'_>,
@@ -198,6 +211,14 @@ impl HotKeyRule {
         duration: Duration,
         status: u16,
     ) -> Decision {
+        // The block list hashes with its own hasher.
+        let hash = match self.fleet {
+            None => hash,
+            Some(_) => match self.blocks.hash_of(&self.key, req.keys) {
+                Some(h) => h,
+                None => return Decision::Continue,
+            },
+        };
         let value = self.key.render(req.keys).unwrap_or_default();
         let text = format!("{}:{value}", self.key.text());
         let reason = format!(
@@ -222,7 +243,7 @@ impl Policy for HotKeyRule {
     }
 
     fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision {
-        let Some(hash) = self.blocks.hash_of(&self.key, req.keys) else {
+        let Some(hash) = self.key_hash(req) else {
             return Decision::Continue;
         };
         let seen = self

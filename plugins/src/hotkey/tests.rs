@@ -322,11 +322,11 @@ fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
     assert!(err.to_string().starts_with("p.scope:"), "{err}");
     let fleet = std::sync::Arc::new(Fleet::new(FleetSettings {
         sync_interval: Duration::from_millis(100),
-        hash_seed: 1,
+        hash_key: crate::store::FleetKey::from_seed("test-fleet-seed-1"),
         expected_instances: None,
     }));
     let penv = crate::PolicyEnv {
-        fleet: Some(fleet),
+        fleet: Some(fleet.clone()),
         ..env.policy_env()
     };
     let r = cfg.compile("goods.hot".into(), "p", &penv).unwrap();
@@ -352,6 +352,12 @@ fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
     assert_eq!(s.items.len(), 1);
     assert_eq!(s.items[0].delta, 40);
     assert_eq!(s.items[0].name, "198.51.100.7");
+    // Named in the fleet by the fleet's stable hash, not the per-process one.
+    let spec = crate::KeySpec::parse("ip", &[], "k").unwrap();
+    assert_eq!(
+        Some(s.items[0].hash),
+        fleet.hasher().hash_labeled("ip", &spec, &k)
+    );
     assert!(g.collect(now, 10).items.is_empty(), "deltas are taken once");
     assert!(rx.try_recv().is_err(), "not hot here");
     // The fleet's total crossed the threshold: hot here too, with an event.
@@ -376,4 +382,40 @@ fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
     assert!(!r.detector().is_hot(hash));
     assert_eq!(rx.try_recv().unwrap().event, "cooled");
     assert_eq!(r.counts().cooled_events, 1);
+}
+
+#[test]
+fn a_global_rule_blocks_a_fleet_hot_key_on_the_local_block_list() {
+    use crate::cluster::{Fleet, FleetSettings};
+    let env = Env::new();
+    let fleet = std::sync::Arc::new(Fleet::new(FleetSettings {
+        sync_interval: Duration::from_millis(100),
+        hash_key: crate::store::FleetKey::from_seed("test-fleet-seed-block"),
+        expected_instances: None,
+    }));
+    let penv = crate::PolicyEnv {
+        fleet: Some(fleet.clone()),
+        ..env.policy_env()
+    };
+    let yaml =
+        "{ key: ip, threshold: 100, window: 1s, actions: [block], block_for: 1m, scope: global }";
+    let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
+    let r = cfg.compile("goods.hot".into(), "p", &penv).unwrap();
+    let (abuser, bystander) = (keys("198.51.100.7", None), keys("198.51.100.8", None));
+    let spec = crate::KeySpec::parse("ip", &[], "k").unwrap();
+    // The fleet says the key is hot, naming it by the fleet's hash.
+    let fleet_hash = fleet.hasher().hash_labeled("ip", &spec, &abuser).unwrap();
+    r.global()
+        .unwrap()
+        .fleet_hot(fleet_hash, "198.51.100.7", 150, true, env.clock.now_nanos());
+    let (decision, _) = env.decide(&r, &abuser);
+    assert!(matches!(decision, Decision::Reject(ref rej) if rej.kind == "blocked"));
+    assert!(matches!(env.decide(&r, &bystander).0, Decision::Continue));
+    // The block list, which hashes per process, holds the key under its own hash.
+    let local = env.blocks.hash_of(&spec, &abuser).unwrap();
+    assert_ne!(local, fleet_hash);
+    assert!(
+        env.blocks.check(local).is_some(),
+        "the IP is on the block list"
+    );
 }

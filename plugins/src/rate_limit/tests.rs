@@ -307,7 +307,7 @@ fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
     let env = Env::new();
     let fleet = Arc::new(Fleet::new(FleetSettings {
         sync_interval: Duration::from_millis(100),
-        hash_seed: 9,
+        hash_key: crate::store::FleetKey::from_seed("test-fleet-seed-9"),
         expected_instances: Some(2),
     }));
     let cfg: RateLimitConfig = serde_yaml::from_str(

@@ -3,44 +3,62 @@
 //! Stores are keyed by a 64-bit hash of the key, not by the key text: a probe
 //! hashes the key's parts straight from the request (no `String` is built on
 //! the hot path) and an entry costs 8 bytes of key instead of a heap string.
-//! The hasher is seeded randomly per process, so a client cannot craft keys
-//! that collide (hash flooding). Two distinct keys share state only on a 64-bit
-//! collision: with 1M live keys the chance that any pair collides is about
-//! 3·10⁻⁸.
+//! Two distinct keys share state only on a 64-bit collision: with 1M live
+//! keys the chance that any pair collides is about 3·10⁻⁸.
+//!
+//! Both kinds of hasher are fed the same specified byte encoding of the key
+//! (`key_encoding.rs`), never `Hash` impls:
+//! - **local** (the default): foldhash, seeded randomly per process. Fast,
+//!   and a client cannot craft colliding keys (hash flooding) without the
+//!   seed. Its output means nothing outside this process.
+//! - **fleet** ([`KeyHasher::fleet`]): SipHash-1-3 under the fleet's 128-bit
+//!   key ([`FleetKey`]). Cluster mode names keys in Redis by it, so its output
+//!   is part of the wire format: SipHash is a specified function (the same
+//!   bits on every platform, version and build), and a keyed PRF designed
+//!   against hash flooding, which a seeded non-cryptographic hash (foldhash,
+//!   XXH3) does not claim to be. 1-3 rounds, as Rust's std `HashMap`: the
+//!   rounds the hash-flooding defence needs, no more. It is slower than
+//!   foldhash, so only `scope: global` policies use it. Pinned by golden
+//!   values below: a change of algorithm or encoding fails them.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
+use siphasher::sip::SipHasher13;
+
+use super::fleet_key::FleetKey;
+use super::key_encoding::KeyEncoder;
 use crate::keys::{KeySpec, KeyValue, RequestKeys};
 
-/// A hasher for store keys: randomly seeded per process by default, or
-/// seeded by the fleet ([`KeyHasher::fleet`]) where instances must agree.
+/// A hasher for store keys: randomly seeded per process by default, or the
+/// fleet's stable keyed hash ([`KeyHasher::fleet`]) where instances must agree.
 #[derive(Clone, Debug)]
 pub struct KeyHasher {
-    state: foldhash::quality::SeedableRandomState,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Local(foldhash::quality::SeedableRandomState),
+    Fleet(FleetKey),
 }
 
 impl Default for KeyHasher {
     fn default() -> Self {
         Self {
-            state: foldhash::quality::SeedableRandomState::random(),
+            kind: Kind::Local(foldhash::quality::SeedableRandomState::random()),
         }
     }
 }
 
 impl KeyHasher {
-    /// A hasher every instance of a fleet builds alike from `seed`: cluster
-    /// mode names keys in Redis by these hashes, so the same key must hash
-    /// the same on every instance. The hash is stable for one build of the
-    /// gateway (foldhash's algorithm may change between versions: a rolling
-    /// upgrade across such a change splits counts until it completes). The
-    /// seed is the only defence against crafted collisions, so a fleet
-    /// should set a secret one (`cluster.hash_seed`).
-    pub fn fleet(seed: u64) -> Self {
+    /// The hasher every instance of a fleet builds alike from `key`: cluster
+    /// mode names keys in Redis by these hashes, so the same key hashes the
+    /// same on every instance, whatever its build or architecture. The key
+    /// is the only defence against crafted collisions, so it comes from a
+    /// secret seed (`cluster.hash_seed`).
+    pub fn fleet(key: FleetKey) -> Self {
         Self {
-            state: foldhash::quality::SeedableRandomState::with_seed(
-                seed,
-                foldhash::SharedSeed::global_fixed(),
-            ),
+            kind: Kind::Fleet(key),
         }
     }
 
@@ -50,28 +68,33 @@ impl KeyHasher {
         label: &str,
         values: impl Iterator<Item = Option<KeyValue<'a>>>,
     ) -> Option<u64> {
-        let mut h = self.state.build_hasher();
-        label.hash(&mut h);
-        for v in values {
-            match v? {
-                KeyValue::Str(s) => {
-                    0u8.hash(&mut h);
-                    s.hash(&mut h);
-                }
-                KeyValue::Ip(ip) => {
-                    1u8.hash(&mut h);
-                    ip.hash(&mut h);
-                }
+        fn encode<'a, H: Hasher>(
+            h: H,
+            label: &str,
+            values: impl Iterator<Item = Option<KeyValue<'a>>>,
+        ) -> Option<u64> {
+            let mut e = KeyEncoder::new(h, label);
+            for v in values {
+                e.value(&v?);
             }
+            Some(e.finish())
         }
-        Some(h.finish())
+        match &self.kind {
+            Kind::Local(state) => encode(state.build_hasher(), label, values),
+            Kind::Fleet(k) => encode(SipHasher13::new_with_keys(k.k0, k.k1), label, values),
+        }
     }
 
-    /// Hashes raw bytes (a header value).
+    /// Hashes raw bytes (a header value), without the key encoding.
     pub fn hash_bytes(&self, bytes: &[u8]) -> u64 {
-        let mut h = self.state.build_hasher();
-        h.write(bytes);
-        h.finish()
+        match &self.kind {
+            Kind::Local(state) => {
+                let mut h = state.build_hasher();
+                h.write(bytes);
+                h.finish()
+            }
+            Kind::Fleet(k) => SipHasher13::new_with_keys(k.k0, k.k1).hash(bytes),
+        }
     }
 
     /// Hashes the parts of `spec` as found in `keys`; `None` when a part is missing.
@@ -189,14 +212,52 @@ mod tests {
     #[test]
     fn fleet_hashers_agree_with_each_other_and_differ_by_seed() {
         let spec = KeySpec::parse("user", &[], "k").unwrap();
-        let a = KeyHasher::fleet(7).hash_labeled("user", &spec, &keys("alice"));
-        let b = KeyHasher::fleet(7).hash_labeled("user", &spec, &keys("alice"));
-        let c = KeyHasher::fleet(8).hash_labeled("user", &spec, &keys("alice"));
+        let seed = |s: &str| KeyHasher::fleet(FleetKey::from_seed(s));
+        let a = seed("seven-seven-seven").hash_labeled("user", &spec, &keys("alice"));
+        let b = seed("seven-seven-seven").hash_labeled("user", &spec, &keys("alice"));
+        let c = seed("eight-eight-eight").hash_labeled("user", &spec, &keys("alice"));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(
             KeyHasher::default().hash_labeled("user", &spec, &keys("alice")),
             KeyHasher::default().hash_labeled("user", &spec, &keys("alice"))
+        );
+    }
+
+    /// Fleet key names are part of the fleet's wire format: instances of
+    /// different builds and architectures must agree. These values were
+    /// computed by an independent implementation (Python: `hashlib.blake2b`
+    /// for the key, SipHash-1-3 from the paper's reference, the encoding of
+    /// `key_encoding.rs`). A change of algorithm, key derivation or encoding
+    /// fails this test, and must not be made without a migration.
+    #[test]
+    fn fleet_hashes_are_pinned() {
+        let key = FleetKey::from_seed("correct horse battery staple");
+        let h = KeyHasher::fleet(key);
+        let hex = |v: Option<u64>| format!("{:016x}", v.unwrap());
+        let user = KeySpec::parse("user", &[], "k").unwrap();
+        let combo = KeySpec::parse("user+endpoint+ip", &[], "k").unwrap();
+        // A policy's own store (unlabeled), as global limits name keys.
+        assert_eq!(hex(h.hash_spec(&user, &keys("alice"))), "aa543320ee5a10c5");
+        assert_eq!(
+            hex(h.hash_labeled("user+endpoint+ip", &combo, &keys("alice"))),
+            "c311e3799ab2c8f7"
+        );
+        assert_eq!(
+            hex(Some(h.hash_text("ip:2001:db8::1").unwrap().0)),
+            "1ec9fa41c4941c1d"
+        );
+        assert_eq!(
+            hex(Some(h.hash_text("ip:::ffff:10.0.0.1").unwrap().0)),
+            "5360a41053f9e564"
+        );
+        // And that is SipHash-1-3 of exactly the documented bytes.
+        let mut bytes = vec![0u8; 8];
+        bytes.extend_from_slice(&[0x00, 5, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(b"alice");
+        assert_eq!(
+            SipHasher13::new_with_keys(key.k0, key.k1).hash(&bytes),
+            0xaa54_3320_ee5a_10c5
         );
     }
 

@@ -13,6 +13,19 @@ use crate::gateway;
 /// Limit and window of the global per-user limit under test.
 const LIMIT: u64 = 100;
 
+/// The fleet's key-hash seed. Instance `gw-0` reads it from the environment
+/// variable [`SEED_VAR`], the others from the file: both must agree.
+const SEED: &str = "cluster-it-fleet-seed-01";
+const SEED_VAR: &str = "BW_IT_FLEET_SEED";
+
+fn seed_line(id: &str) -> String {
+    if id == "gw-0" {
+        format!("  hash_seed_env: {SEED_VAR}")
+    } else {
+        format!("  hash_seed: {SEED}")
+    }
+}
+
 fn fleet_config(up: &MockUpstream, redis: &str, id: &str, extra_policy: &str) -> String {
     let hot = "{ name: goods-hot, key: goods_id, threshold: 300, window: 1s, hot_ttl: 2s, \
                actions: [cache], cache: { ttl: 30s }, scope: global }";
@@ -28,6 +41,7 @@ fn fleet_config(up: &MockUpstream, redis: &str, id: &str, extra_policy: &str) ->
         "cluster:",
         &format!("  {redis}"),
         &format!("  instance_id: {id}"),
+        &seed_line(id),
         "  expected_instances: 3",
         // Generous for a 2-core machine running many gateways at once: a
         // slow round must not pass for an outage.
@@ -55,6 +69,7 @@ async fn fleet(up: &MockUpstream, redis: &str, n: usize) -> Vec<Gateway> {
     for i in 0..n {
         gws.push(
             gateway(&fleet_config(up, redis, &format!("gw-{i}"), ""))
+                .env(SEED_VAR, SEED)
                 .start()
                 .await,
         );
@@ -188,9 +203,12 @@ async fn a_global_limit_holds_fleet_wide_within_the_documented_bound() {
     );
     assert!(worst <= bound, "worst window {worst} > bound {bound}");
     // Each instance alone would admit 100/s: 500 in 5 s, 1500 for the fleet.
+    // The fleet admits at most `bound` per second of the run, which lasts
+    // longer than 5 s when answers are slow (a loaded machine).
+    let seconds = ok.last().map_or(5, |at| at.as_secs() as usize + 1).max(5);
     assert!(
-        ok.len() >= 400 && ok.len() <= 5 * bound,
-        "admitted {}",
+        ok.len() >= 400 && ok.len() <= seconds * bound,
+        "admitted {} in {seconds} s",
         ok.len()
     );
     // Redis commands come from sync rounds (one per shard), not requests.
@@ -208,31 +226,76 @@ async fn a_global_limit_holds_fleet_wide_within_the_documented_bound() {
     assert_eq!(peers["peers"].as_array().unwrap().len(), 3, "{peers}");
 }
 
+/// Keys are named in Redis by SipHash-1-3 of a specified encoding under a
+/// key derived from the seed: the same name from every build and platform,
+/// so a mixed or half-upgraded fleet shares its counts. The value was
+/// computed independently of the gateway (see `plugins/src/store/hashing.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_key_names_in_redis_are_stable_across_builds() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let gws = fleet(&up, &format!("redis: {}", redis.url()), 1).await;
+    let r = client()
+        .get(gws[0].url("/api"))
+        .header("x-user-id", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fields = eventually(
+        Duration::from_secs(5),
+        "alice's count reaches Redis",
+        || async {
+            let keys = redis.command(&["KEYS", "{bw:0}:c:per-user:*"]);
+            let fields: std::collections::BTreeSet<String> = keys
+                .lines()
+                .flat_map(|k| {
+                    let f = redis.command(&["HKEYS", k]);
+                    f.lines().map(str::to_string).collect::<Vec<_>>()
+                })
+                .collect();
+            (!fields.is_empty()).then_some(fields)
+        },
+    )
+    .await;
+    assert_eq!(
+        fields.into_iter().collect::<Vec<_>>(),
+        ["031433b2b5d83011"],
+        "user alice's field under {SEED:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
     let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
-    // 150/s per instance: half the threshold each, 1.5× in total.
+    // 150/s per instance: half the threshold each, 1.5× in total, for 4 s.
+    // Each request is sent on schedule, not after the previous answer: on a
+    // loaded machine a slow answer must not lower the offered rate below
+    // the threshold (600 requests per instance in all).
     let start = Instant::now();
     let mut tasks = Vec::new();
     for gw in &gws {
         let (c, url) = (client(), gw.url("/goods/7"));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / 150));
-            let mut cached = 0;
-            let deadline = Instant::now() + Duration::from_secs(4);
-            while Instant::now() < deadline {
+            let mut sent = Vec::new();
+            for _ in 0..600 {
                 tick.tick().await;
-                let r = c.get(&url).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                if r.headers()
-                    .get("cache-status")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("hit"))
-                {
-                    cached += 1;
-                }
+                let req = c.get(&url).send();
+                sent.push(tokio::spawn(async move {
+                    let r = req.await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    r.headers()
+                        .get("cache-status")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("hit"))
+                }));
+            }
+            let mut cached = 0;
+            for hit in sent {
+                cached += u32::from(hit.await.unwrap());
             }
             cached
         }));
@@ -482,7 +545,7 @@ async fn redis_cluster_mode_tags_keys_by_shard_and_limits_fleet_wide() {
         (tags, nodes_with_keys)
     };
     let (tags, nodes_with_keys) = eventually(
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         "counters written to the cluster",
         || async {
             let (tags, nodes) = scan();

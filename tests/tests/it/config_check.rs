@@ -5,6 +5,10 @@ use std::process::Command;
 use crate::BIN;
 
 fn check(text: &str) -> (i32, String, String) {
+    check_with_env(text, &[])
+}
+
+fn check_with_env(text: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, text).unwrap();
@@ -15,6 +19,7 @@ fn check(text: &str) -> (i32, String, String) {
         .arg(&path)
         .env("RUNTIME_DIRECTORY", "")
         .env("XDG_RUNTIME_DIR", dir.path())
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -46,8 +51,10 @@ fn good_file_prints_ok_and_exits_zero() {
 fn the_shipped_configs_are_valid() {
     for name in ["gateway.yaml", "cluster.yaml"] {
         let path = format!("{}/../conf/{name}", env!("CARGO_MANIFEST_DIR"));
+        // cluster.yaml takes the fleet's seed from the environment.
         let out = Command::new(BIN)
             .args(["-t", "-c", &path])
+            .env("BREAKWATER_HASH_SEED", "0123456789abcdef0123456789abcdef")
             .output()
             .unwrap();
         assert!(
@@ -56,6 +63,18 @@ fn the_shipped_configs_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let path = format!("{}/../conf/cluster.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["-t", "-c", &path])
+        .env_remove("BREAKWATER_HASH_SEED")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cluster.hash_seed_env: environment variable BREAKWATER_HASH_SEED is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -69,8 +88,22 @@ fn global_scope_needs_a_cluster_section_and_the_section_is_checked() {
         err.contains(".scope: scope: global needs a top-level `cluster` section"),
         "{err}"
     );
-    let with_cluster = format!("{global}\ncluster:\n  redis: redis://127.0.0.1:1\n");
+    // A fleet must name its secret key-hash seed: a default would be public.
+    let unseeded = format!("{global}\ncluster:\n  redis: redis://127.0.0.1:1\n");
+    let (code, _, err) = check(&unseeded);
+    assert_eq!(code, 1);
+    assert!(err.contains("cluster.hash_seed: required"), "{err}");
+    let (code, _, err) = check(&format!("{unseeded}  hash_seed: 24301\n"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cluster.hash_seed: is 5 bytes long; must be 16 to 1024 bytes"),
+        "{err}"
+    );
+    let with_cluster = format!("{unseeded}  hash_seed: 0123456789abcdef0123\n");
     let (code, out, err) = check(&with_cluster);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let from_env = format!("{unseeded}  hash_seed_env: BW_TEST_SEED\n");
+    let (code, out, err) = check_with_env(&from_env, &[("BW_TEST_SEED", "0123456789abcdef0123")]);
     assert_eq!((code, out.trim()), (0, "ok"), "{err}");
     let gcra = with_cluster.replace("algorithm: sliding_window, ", "");
     let (code, _, err) = check(&gcra);
@@ -79,7 +112,8 @@ fn global_scope_needs_a_cluster_section_and_the_section_is_checked() {
         err.contains(".algorithm: scope: global counts fleet-wide sliding windows"),
         "{err}"
     );
-    let bad = format!("{global}\ncluster:\n  redis: http://nope\n");
+    let bad =
+        format!("{global}\ncluster:\n  redis: http://nope\n  hash_seed: 0123456789abcdef0123\n");
     let (code, _, err) = check(&bad);
     assert_eq!(code, 1);
     assert!(

@@ -77,12 +77,27 @@ async fn headers_pass_both_ways_and_forwarding_headers_are_added() {
     assert_eq!(h["x-request-id"], "req-abc");
     assert!(h["host"].as_str().unwrap().starts_with("127.0.0.1:"));
 
-    // Without a client id, one is generated and sent both ways.
-    let resp = client().get(gw.url("/h")).send().await.unwrap();
-    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    let echo: Value = resp.json().await.unwrap();
-    assert_eq!(id.len(), 24);
-    assert_eq!(echo["headers"]["x-request-id"], id);
+    // Without a client id (or with one that is not sane), one is generated
+    // and sent both ways: 128 bits as 32 lowercase hex digits, like a W3C
+    // trace id, and a new one per request.
+    let mut ids = std::collections::HashSet::new();
+    for sent in [None, Some("two words"), Some(&*"x".repeat(129))] {
+        let mut req = client().get(gw.url("/h"));
+        if let Some(v) = sent {
+            req = req.header("x-request-id", v);
+        }
+        let resp = req.send().await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        let echo: Value = resp.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-request-id"], id);
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(
+            id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{id}"
+        );
+        assert!(id.bytes().any(|b| b != b'0'), "{id}");
+        assert!(ids.insert(id), "a repeated id");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
