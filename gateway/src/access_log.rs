@@ -33,7 +33,7 @@ pub fn write(
         upstream_status = ctx.upstream_status.unwrap_or(0),
         decision = ctx.disposition.as_str(),
         policy = ctx.decided_by.as_deref().unwrap_or("-"),
-        ip = %keys.map(|k| k.ip).or(ctx.peer_ip).map(|ip| ip.to_string()).unwrap_or_default(),
+        ip = %keys.map(|k| k.client).or(ctx.peer_ip).map(|ip| ip.to_string()).unwrap_or_default(),
         user = keys.and_then(|k| k.user.as_deref()).unwrap_or("-"),
         endpoint = keys.map(|k| k.endpoint.as_ref()).unwrap_or("-"),
         keys = custom.as_str(),

@@ -185,6 +185,7 @@ mod tests {
         let keys = RequestKeys {
             endpoint: Arc::from("r"),
             ip: "127.0.0.1".parse().unwrap(),
+            client: "127.0.0.1".parse().unwrap(),
             user: None,
             custom: vec![],
         };

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use breakwater_plugins::keys::canonical_ip;
+use breakwater_plugins::keys::{canonical_ip, ip_key};
 use breakwater_plugins::RequestKeys;
 use http::{HeaderMap, HeaderName, Method};
 use ipnet::IpNet;
@@ -30,13 +30,32 @@ pub enum KeySource {
 }
 
 /// The compiled `keys:` section.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyExtractor {
     pub by_method: bool,
+    /// An IPv6 client's `ip` key is its network of this many bits.
+    pub ipv6_prefix: u8,
     pub trusted_proxies: Vec<IpNet>,
     pub user: Option<KeySource>,
     /// Custom keys by name, in [`breakwater_plugins::KeyRef::Custom`] order.
     pub custom: Vec<(String, KeySource)>,
+}
+
+impl KeyExtractor {
+    /// As large CDNs count IPv6 clients: a /64 is one subscriber's.
+    pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+}
+
+impl Default for KeyExtractor {
+    fn default() -> Self {
+        Self {
+            by_method: false,
+            ipv6_prefix: Self::DEFAULT_IPV6_PREFIX,
+            trusted_proxies: Vec::new(),
+            user: None,
+            custom: Vec::new(),
+        }
+    }
 }
 
 /// Per-route endpoint strings, built at compile time so that the hot path
@@ -114,9 +133,11 @@ impl KeyExtractor {
                 read_source(source, req, slot, captures).map(Into::into)
             })
             .collect();
+        let client = self.client_ip(req.peer, req.headers);
         RequestKeys {
             endpoint,
-            ip: self.client_ip(req.peer, req.headers),
+            ip: ip_key(client, self.ipv6_prefix),
+            client,
             user,
             custom,
         }

@@ -75,6 +75,7 @@ impl Reloader {
                     pending_restart,
                 };
                 state.metrics.config_generation.set(next.generation as i64);
+                state.blocks.set_ipv6_prefix(next.keys.ipv6_prefix);
                 state.store.store(Arc::new(next));
                 outcome
             }

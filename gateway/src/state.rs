@@ -80,6 +80,7 @@ impl GatewayState {
             fleet: &fleet,
         };
         let snapshot = compile_parsed(file, &text, &shared, None)?;
+        blocks.set_ipv6_prefix(snapshot.keys.ipv6_prefix);
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
         let store = Arc::new(ArcSwap::from_pointee(snapshot));

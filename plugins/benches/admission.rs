@@ -50,6 +50,7 @@ fn keys(ips: &[IpAddr]) -> Vec<RequestKeys> {
         .map(|ip| RequestKeys {
             endpoint: endpoint.clone(),
             ip: *ip,
+            client: *ip,
             user: None,
             custom: vec![],
         })

@@ -94,6 +94,7 @@ fn cache_hit(c: &mut Criterion) {
     let keys = RequestKeys {
         endpoint: Arc::from("goods"),
         ip: "10.0.0.1".parse().unwrap(),
+        client: "10.0.0.1".parse().unwrap(),
         user: Some("alice".into()),
         custom: vec![],
     };

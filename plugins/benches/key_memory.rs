@@ -60,6 +60,7 @@ fn admit(p: &dyn Policy, ip: IpAddr, endpoint: &Arc<str>, clock: &FakeClock, hea
     let keys = RequestKeys {
         endpoint: endpoint.clone(),
         ip,
+        client: ip,
         user: None,
         custom: vec![],
     };

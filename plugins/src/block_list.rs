@@ -22,7 +22,7 @@
 //! entries, new blocks are refused and counted rather than evicting a block an
 //! operator placed.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +105,8 @@ pub struct BlockList {
     len: AtomicUsize,
     cap: usize,
     hasher: KeyHasher,
+    /// `keys.ipv6_prefix`, for keys named by text.
+    ipv6_prefix: AtomicU8,
     clock: Arc<dyn Clock>,
     blocked: AtomicU64,
     expired: AtomicU64,
@@ -151,6 +153,18 @@ impl BlockList {
         Self::with_hasher(cap, clock, KeyHasher::default())
     }
 
+    /// The `ip` key of an IPv6 client is its network of `bits` bits
+    /// (`keys.ipv6_prefix`): blocks named by text (`ip:2001:db8::7`, from
+    /// the admin) stand for that network too. Set with each snapshot.
+    pub fn set_ipv6_prefix(&self, bits: u8) {
+        self.ipv6_prefix
+            .store(bits.clamp(1, 128), Ordering::Relaxed);
+    }
+
+    fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix.load(Ordering::Relaxed)
+    }
+
     /// A list whose keys hash with `hasher`. In cluster mode that is the
     /// fleet's: a block travels between instances with its key's hash, the
     /// block's identity (its text may be cut), so every instance must hash
@@ -161,6 +175,7 @@ impl BlockList {
             len: AtomicUsize::new(0),
             cap: cap.max(1),
             hasher,
+            ipv6_prefix: AtomicU8::new(64),
             clock,
             blocked: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -296,7 +311,10 @@ impl BlockList {
     fn identify(&self, text: &str, hash: Option<u64>) -> Result<(u64, String), BlockError> {
         match hash {
             Some(hash) => Ok((hash, text.to_string())),
-            None => self.hasher.hash_text(text).map_err(BlockError::BadKey),
+            None => self
+                .hasher
+                .hash_text(text, self.ipv6_prefix())
+                .map_err(BlockError::BadKey),
         }
     }
 
@@ -394,7 +412,10 @@ impl BlockList {
         source: &str,
         status: u16,
     ) -> Result<String, BlockError> {
-        let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+        let (hash, canonical) = self
+            .hasher
+            .hash_text(text, self.ipv6_prefix())
+            .map_err(BlockError::BadKey)?;
         let canonical = cut_key(canonical);
         self.block_hashed(hash, canonical.clone(), ttl, reason, source, status)?;
         Ok(canonical)
@@ -410,7 +431,10 @@ impl BlockList {
                 (hash, shown.unwrap_or_else(|| text.to_string()))
             }
             None => {
-                let (hash, canonical) = self.hasher.hash_text(text).map_err(BlockError::BadKey)?;
+                let (hash, canonical) = self
+                    .hasher
+                    .hash_text(text, self.ipv6_prefix())
+                    .map_err(BlockError::BadKey)?;
                 (hash, cut_key(canonical))
             }
         };
@@ -499,9 +523,56 @@ mod tests {
         RequestKeys {
             endpoint: Arc::from("r"),
             ip: ip.parse().unwrap(),
+            client: ip.parse().unwrap(),
             user: Some("alice".into()),
             custom: vec![],
         }
+    }
+
+    /// Request keys as the gateway extracts them with `ipv6_prefix`.
+    fn keys_v6(client: &str, ipv6_prefix: u8) -> RequestKeys {
+        let client: std::net::IpAddr = client.parse().unwrap();
+        RequestKeys {
+            ip: crate::keys::ip_key(client, ipv6_prefix),
+            client,
+            ..keys("10.0.0.1")
+        }
+    }
+
+    #[test]
+    fn an_ipv6_block_by_text_covers_the_clients_network() {
+        let list = BlockList::new(10, Arc::new(FakeClock::new()));
+        let ip = KeySpec::parse("ip", &[], "k").unwrap();
+        let canonical = list
+            .block_text(
+                "ip:2001:db8:1:2::7",
+                Duration::from_secs(60),
+                "rotating crawler".into(),
+                "admin",
+                403,
+            )
+            .unwrap();
+        assert_eq!(canonical, "ip:2001:db8:1:2::");
+        // Any address of the /64 is blocked; the next /64 is not.
+        let other = list.hash_of(&ip, &keys_v6("2001:db8:1:2:ffff::9", 64));
+        assert!(list.check(other.unwrap()).is_some());
+        let next = list.hash_of(&ip, &keys_v6("2001:db8:1:3::7", 64));
+        assert!(list.check(next.unwrap()).is_none());
+        // With /128, a block names one address.
+        let list = BlockList::new(10, Arc::new(FakeClock::new()));
+        list.set_ipv6_prefix(128);
+        list.block_text(
+            "ip:2001:db8:1:2::7",
+            Duration::from_secs(60),
+            "one host".into(),
+            "admin",
+            403,
+        )
+        .unwrap();
+        let same = list.hash_of(&ip, &keys_v6("2001:db8:1:2::7", 128));
+        assert!(list.check(same.unwrap()).is_some());
+        let other = list.hash_of(&ip, &keys_v6("2001:db8:1:2::8", 128));
+        assert!(list.check(other.unwrap()).is_none());
     }
 
     #[test]
@@ -595,7 +666,7 @@ mod tests {
         assert_eq!((fleet.status, fleet.expires_in_ms), (429, 30_000));
         assert!(list.apply_fleet_unblock("ip:203.0.113.9", None).unwrap());
         assert!(rx.try_recv().is_err());
-        let mallory = list.hasher.hash_text("user:mallory").unwrap().0;
+        let mallory = list.hasher.hash_text("user:mallory", 64).unwrap().0;
         assert!(list.unblock_text("user:mallory").unwrap());
         assert_eq!(
             rx.try_recv().unwrap(),

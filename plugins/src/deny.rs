@@ -99,7 +99,7 @@ impl Policy for Deny {
     }
 
     fn on_request(&self, req: &RequestView<'_>, _permits: &mut Permits) -> Decision {
-        let reason = if self.denies_ip(req.keys.ip) {
+        let reason = if self.denies_ip(req.keys.client) {
             "client address is denied"
         } else if req
             .keys

@@ -15,8 +15,13 @@ use crate::ConfigError;
 pub struct RequestKeys {
     /// The route id, or `route:METHOD` when the config asks for per-method endpoints.
     pub endpoint: Arc<str>,
-    /// The client address, after `trusted_proxies` handling of `X-Forwarded-For`.
+    /// The address the `ip` key counts: the client's IPv4 address, or the
+    /// network of its IPv6 address (`keys.ipv6_prefix`, /64 by default),
+    /// since one IPv6 client holds a whole /64 and could rotate through it.
     pub ip: IpAddr,
+    /// The client's own address, after `trusted_proxies` handling of
+    /// `X-Forwarded-For`: deny lists and logs see this one.
+    pub client: IpAddr,
     /// The user id from the configured header, cookie or query parameter.
     pub user: Option<Box<str>>,
     /// Custom keys, indexed by [`KeyRef::Custom`]. `None` when the request lacks it.
@@ -61,6 +66,20 @@ impl std::fmt::Display for KeyValue<'_> {
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The address the `ip` key counts for `ip`: IPv4 (and IPv4-mapped IPv6)
+/// addresses as they are, IPv6 addresses cut to their first `ipv6_prefix`
+/// bits (1 to 128; 64 as large CDNs count IPv6 clients).
+pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let keep = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
         v4 => v4,
     }
 }
@@ -168,6 +187,7 @@ mod tests {
         RequestKeys {
             endpoint: Arc::from("goods"),
             ip: "203.0.113.7".parse().unwrap(),
+            client: "203.0.113.7".parse().unwrap(),
             user: Some("alice".into()),
             custom: vec![Some("123".into()), None],
         }
@@ -207,5 +227,19 @@ mod tests {
     #[test]
     fn empty_spec_is_an_error() {
         assert!(KeySpec::parse(" ", &names(), "k").is_err());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_keyed_by_its_network() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::7"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("2001:db8:1:2:ffff::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("2001:db8:1:3::1"), 64), ip("2001:db8:1:3::"));
+        assert_eq!(ip_key(ip("2001:db8:1:2::7"), 48), ip("2001:db8:1::"));
+        assert_eq!(ip_key(ip("2001:db8::7"), 128), ip("2001:db8::7"));
+        assert_eq!(ip_key(ip("2001:db8::7"), 1), ip("::"));
+        // IPv4, mapped or not, is one client per address.
+        assert_eq!(ip_key(ip("203.0.113.7"), 64), ip("203.0.113.7"));
+        assert_eq!(ip_key(ip("::ffff:203.0.113.7"), 64), ip("203.0.113.7"));
     }
 }

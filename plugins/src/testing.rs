@@ -12,6 +12,7 @@ pub fn keys(ip: &str, user: Option<&str>) -> RequestKeys {
     RequestKeys {
         endpoint: Arc::from("route"),
         ip: ip.parse().expect("test IP"),
+        client: ip.parse().expect("test IP"),
         user: user.map(Into::into),
         custom: vec![],
     }

@@ -227,8 +227,15 @@ fn compile_keys(file: &FileConfig) -> Result<KeyExtractor, ConfigError> {
         }
         custom.push((name.clone(), compile_source(source, &path)?));
     }
+    let ipv6_prefix = in_range(
+        k.ipv6_prefix
+            .unwrap_or(u32::from(KeyExtractor::DEFAULT_IPV6_PREFIX)),
+        1..=128,
+        "keys.ipv6_prefix",
+    )? as u8;
     Ok(KeyExtractor {
         by_method: k.endpoint == EndpointKeyMode::RouteMethod,
+        ipv6_prefix,
         trusted_proxies,
         user,
         custom,

@@ -215,6 +215,9 @@ pub struct KeysFile {
     pub endpoint: EndpointKeyMode,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
     pub trusted_proxies: Vec<String>,
+    /// The `ip` key of an IPv6 client is its network of this many bits
+    /// (1-128; 64 when unset).
+    pub ipv6_prefix: Option<u32>,
     /// Where the `user` key comes from.
     pub user: Option<KeySourceFile>,
     /// Named custom keys.

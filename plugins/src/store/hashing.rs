@@ -111,8 +111,9 @@ impl KeyHasher {
     /// Hashes a key written as text, `<spec>:<value>` with values joined by
     /// `|` (`ip:10.0.0.1`, `user+endpoint:alice|goods`), exactly as
     /// [`Self::hash_labeled`] hashes the same key taken from a request.
-    /// Parts named `ip` must parse as IP addresses.
-    pub fn hash_text(&self, text: &str) -> Result<(u64, String), String> {
+    /// Parts named `ip` must parse as IP addresses; an IPv6 one stands for
+    /// its network of `ipv6_prefix` bits, as a request's `ip` key does.
+    pub fn hash_text(&self, text: &str, ipv6_prefix: u8) -> Result<(u64, String), String> {
         let (spec, value) = text.split_once(':').ok_or_else(|| {
             format!("\"{text}\" is not <key>:<value>, e.g. ip:203.0.113.7 or user:alice")
         })?;
@@ -133,7 +134,7 @@ impl KeyHasher {
                 let ip: std::net::IpAddr = v
                     .parse()
                     .map_err(|_| format!("\"{v}\" is not an IP address"))?;
-                values.push(KeyValueOwned::Ip(crate::keys::canonical_ip(ip)));
+                values.push(KeyValueOwned::Ip(crate::keys::ip_key(ip, ipv6_prefix)));
             } else {
                 values.push(KeyValueOwned::Str(v));
             }
@@ -177,6 +178,7 @@ mod tests {
         RequestKeys {
             endpoint: Arc::from("goods"),
             ip: "10.0.0.1".parse().unwrap(),
+            client: "10.0.0.1".parse().unwrap(),
             user: Some(user.into()),
             custom: vec![],
         }
@@ -194,17 +196,17 @@ mod tests {
             .unwrap();
         assert_ne!(a, labeled);
         let (from_text, canonical) = h
-            .hash_text("user+endpoint+ip:alice|goods|10.0.0.1")
+            .hash_text("user+endpoint+ip:alice|goods|10.0.0.1", 128)
             .unwrap();
         assert_eq!(from_text, labeled);
         assert_eq!(canonical, "user+endpoint+ip:alice|goods|10.0.0.1");
-        assert!(h.hash_text("user+endpoint:alice").is_err());
-        assert!(h.hash_text("ip:not-an-ip").is_err());
-        assert!(h.hash_text("nocolon").is_err());
+        assert!(h.hash_text("user+endpoint:alice", 128).is_err());
+        assert!(h.hash_text("ip:not-an-ip", 128).is_err());
+        assert!(h.hash_text("nocolon", 128).is_err());
         // Mapped IPv6 is the IPv4 client, as at extraction.
         let ip = KeySpec::parse("ip", &[], "k").unwrap();
         assert_eq!(
-            h.hash_text("ip:::ffff:10.0.0.1").unwrap().0,
+            h.hash_text("ip:::ffff:10.0.0.1", 128).unwrap().0,
             h.hash_labeled("ip", &ip, &keys("x")).unwrap()
         );
     }
@@ -244,11 +246,11 @@ mod tests {
             "c311e3799ab2c8f7"
         );
         assert_eq!(
-            hex(Some(h.hash_text("ip:2001:db8::1").unwrap().0)),
+            hex(Some(h.hash_text("ip:2001:db8::1", 128).unwrap().0)),
             "1ec9fa41c4941c1d"
         );
         assert_eq!(
-            hex(Some(h.hash_text("ip:::ffff:10.0.0.1").unwrap().0)),
+            hex(Some(h.hash_text("ip:::ffff:10.0.0.1", 128).unwrap().0)),
             "5360a41053f9e564"
         );
         // And that is SipHash-1-3 of exactly the documented bytes.

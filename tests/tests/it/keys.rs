@@ -173,3 +173,56 @@ async fn forwarded_proto_is_the_listeners_unless_a_trusted_proxy_says_otherwise(
     assert_eq!(proto(&gw, Some("gopher")).await, "http");
     assert_eq!(proto(&gw, None).await, "http");
 }
+
+/// IPv6 clients hold a whole /64 each: rotating addresses inside it must
+/// not dodge a per-IP limit. The clients arrive through a trusted proxy
+/// (the test client), which names them in `X-Forwarded-For`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_clients_are_limited_per_network_not_per_address() {
+    let up = MockUpstream::start("a").await;
+    let config = |prefix: &str| {
+        format!(
+            "keys:\n  trusted_proxies: [127.0.0.1/32]\n{prefix}clusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: api\n    cluster: up\n    policies:\n      - rate_limit: {{ key: ip, limit: 2, window: 1m }}\n      - deny: {{ ips: [\"2001:db8:dead:1::66\"] }}\n",
+            up.addr
+        )
+    };
+    let c = client();
+    let from = |gw: &breakwater_tests::Gateway, ip: &str| {
+        c.get(gw.url("/x"))
+            .header("x-forwarded-for", ip.to_string())
+            .send()
+    };
+    let gw = gateway(&config("")).start().await;
+    // Three addresses of one /64: the third is over the limit of 2.
+    assert_eq!(from(&gw, "2001:db8:1:2::1").await.unwrap().status(), 200);
+    assert_eq!(from(&gw, "2001:db8:1:2::2").await.unwrap().status(), 200);
+    assert_eq!(
+        from(&gw, "2001:db8:1:2:ffff::3").await.unwrap().status(),
+        429
+    );
+    // Another /64 is another client.
+    assert_eq!(from(&gw, "2001:db8:1:3::1").await.unwrap().status(), 200);
+    // Deny lists still name single addresses: a neighbour is not denied.
+    assert_eq!(
+        from(&gw, "2001:db8:dead:1::66").await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        from(&gw, "2001:db8:dead:1::67").await.unwrap().status(),
+        200
+    );
+    // The access log has the client's own address.
+    let line: Value = eventually(Duration::from_secs(5), "an access log line", || async {
+        gw.access_log()
+            .into_iter()
+            .find(|l| l["ip"] == "2001:db8:1:2:ffff::3")
+    })
+    .await;
+    assert_eq!(line["status"], 429);
+    drop(gw);
+    // `ipv6_prefix: 128` counts every address on its own.
+    let gw = gateway(&config("  ipv6_prefix: 128\n")).start().await;
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"] {
+        assert_eq!(from(&gw, ip).await.unwrap().status(), 200, "{ip}");
+    }
+}
