@@ -32,6 +32,11 @@ pub fn command(load: &WrkLoad, url: &str) -> Command {
     cmd.arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.duration.as_secs().max(1)))
+        // wrk's own default (2 s) counts slower answers as timeouts, not
+        // latencies: a proxy under callgrind answers its first requests
+        // that slowly while valgrind translates its code.
+        .arg("--timeout")
+        .arg("10s")
         .arg("--latency");
     if let Some(script) = &load.script {
         cmd.arg("-s").arg(script);

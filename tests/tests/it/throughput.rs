@@ -80,12 +80,15 @@ async fn the_instruction_count_runs_end_to_end() {
         "valgrind is missing: .ci/setup installs it (apt-get install -y valgrind)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smoke_config(
+    let mut cfg = smoke_config(
         dir.path(),
         vec![Contender::Direct, Contender::BreakwaterChain],
         2,
         None,
     );
+    // A debug build under callgrind answers its first requests in seconds,
+    // while valgrind translates the code: those go to the warm-up.
+    cfg.warmup = Duration::from_secs(2);
     let (samples, skipped) = throughput::callgrind::run(&cfg)
         .await
         .expect("the count runs");
