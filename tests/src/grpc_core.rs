@@ -218,3 +218,51 @@ impl Drop for PyGrpcUpstream {
         let _ = self.child.wait();
     }
 }
+
+/// Panics with the install hint when Apache Dubbo's Python client is missing.
+pub fn require_dubbo() {
+    let ok = Command::new("python3")
+        .args(["-c", "import dubbo"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 with apache-dubbo is missing: .ci/setup installs it (pip install apache-dubbo)"
+    );
+}
+
+/// `count` unary calls of `<service>/Unary` on the gateway at `port` with
+/// Apache Dubbo's Triple client (`tests/python/triple_call.py`): each call's
+/// status name and description. A client that hangs (it waited for ever on
+/// malformed answers) fails the test after 30 s.
+pub async fn triple_calls(port: u16, service: &str, count: usize) -> Vec<(String, String)> {
+    let script = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/triple_call.py"
+    ));
+    let child = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(service)
+        .arg(count.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the Triple client hung on {service}"))
+        .expect("the Triple client ran");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (
+                v["code"].as_str().unwrap_or_default().to_string(),
+                v["details"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use breakwater_tests::grpc_core::{
-    call_async, require_grpcio, CallResult, GrpcCall, PyGrpcUpstream, SHAPES,
+    call_async, require_dubbo, require_grpcio, triple_calls, CallResult, GrpcCall, PyGrpcUpstream,
+    SHAPES,
 };
 use breakwater_tests::{client, eventually, Gateway};
 
@@ -339,4 +340,37 @@ async fn unary_calls_with_an_idempotency_key_join_only_the_same_call() {
     })
     .await;
     assert_eq!(up.calls(), 3);
+}
+
+/// Apache Dubbo's own Triple client (Python `apache-dubbo`) reads the
+/// gateway's refusals as statuses; on malformed trailers-only answers it
+/// waited for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dubbo_triple_client_reads_the_gateways_answers() {
+    require_grpcio();
+    require_dubbo();
+    let up = PyGrpcUpstream::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    let gw = gateway(&format!(
+        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\n  down: {{ protocol: grpc, endpoints: [\"{down}\"] }}\nroutes:\n  - id: limited\n    match: {{ path: {{ prefix: /limited.Echo/ }} }}\n    cluster: echo\n    policies: [{{ rate_limit: {{ key: endpoint, limit: 1, window: 1m }} }}]\n  - id: down\n    match: {{ path: {{ prefix: /down.Echo/ }} }}\n    cluster: down\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let ok = triple_calls(gw.port, "test.Echo", 2).await;
+    assert_eq!(ok, vec![("OK".to_string(), String::new()); 2]);
+    // The first passes the limit (the upstream has no such service); the
+    // second is the gateway's refusal.
+    let limited = triple_calls(gw.port, "limited.Echo", 2).await;
+    assert_eq!(limited[0].0, "UNIMPLEMENTED", "the upstream's: {limited:?}");
+    assert_eq!(limited[1].0, "RESOURCE_EXHAUSTED", "{limited:?}");
+    assert!(limited[1].1.contains("limited.rate_limit"), "{limited:?}");
+    let down = triple_calls(gw.port, "down.Echo", 1).await;
+    assert_eq!(down[0].0, "UNAVAILABLE", "{down:?}");
+    assert!(down[0].1.contains("(down)"), "{down:?}");
+    let unrouted = triple_calls(gw.port, "nothing.Echo", 1).await;
+    assert_eq!(unrouted[0].0, "UNIMPLEMENTED", "{unrouted:?}");
+    assert!(unrouted[0].1.contains("no route"), "{unrouted:?}");
 }
