@@ -263,16 +263,12 @@ impl ProxyHttp for Gateway {
             ctx.disposition = Disposition::Rejected;
             ctx.snapshot = Some(snapshot);
             let resp = render(
-                Refusal {
-                    status: 400,
-                    grpc_status: 3, // INVALID_ARGUMENT
-                    error: "bad_request",
-                    reason: "the request has both Content-Length and Transfer-Encoding",
-                    policy: None,
-                    cluster: None,
-                    route: None,
-                    extra_headers: vec![],
-                },
+                Refusal::gateway(
+                    400,
+                    3, // INVALID_ARGUMENT
+                    "bad_request",
+                    "the request has both Content-Length and Transfer-Encoding",
+                ),
                 ctx.grpc,
             );
             write_local(session, resp, ctx).await?;
@@ -288,16 +284,12 @@ impl ProxyHttp for Gateway {
             ctx.disposition = Disposition::NoRoute;
             ctx.snapshot = Some(snapshot);
             let resp = render(
-                Refusal {
-                    status: 404,
-                    grpc_status: 12, // UNIMPLEMENTED
-                    error: "no_route",
-                    reason: "no route matches this request",
-                    policy: None,
-                    cluster: None,
-                    route: None,
-                    extra_headers: vec![],
-                },
+                Refusal::gateway(
+                    404,
+                    12, // UNIMPLEMENTED
+                    "no_route",
+                    "no route matches this request",
+                ),
                 ctx.grpc,
             );
             write_local(session, resp, ctx).await?;
@@ -325,14 +317,13 @@ impl ProxyHttp for Gateway {
                 ctx.disposition = Disposition::Rejected;
                 Some(render(
                     Refusal {
-                        status: 504,
-                        grpc_status: 4, // DEADLINE_EXCEEDED
-                        error: "deadline_exceeded",
-                        reason: "the caller's deadline had already passed",
-                        policy: None,
-                        cluster: None,
                         route: Some(&route.id),
-                        extra_headers: vec![],
+                        ..Refusal::gateway(
+                            504,
+                            4, // DEADLINE_EXCEEDED
+                            "deadline_exceeded",
+                            "the caller's deadline had already passed",
+                        )
                     },
                     ctx.grpc,
                 ))

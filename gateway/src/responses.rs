@@ -56,6 +56,22 @@ pub struct Refusal<'a> {
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+impl<'a> Refusal<'a> {
+    /// A refusal of the gateway's own, naming no policy, cluster or route.
+    pub fn gateway(status: u16, grpc_status: u8, error: &'a str, reason: &'a str) -> Self {
+        Self {
+            status,
+            grpc_status,
+            error,
+            reason,
+            policy: None,
+            cluster: None,
+            route: None,
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
 pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-breakwater-policy");
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-breakwater-error");
 
