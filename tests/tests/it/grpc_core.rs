@@ -316,12 +316,12 @@ async fn unary_calls_with_an_idempotency_key_join_only_the_same_call() {
     };
     // Two clients send the same call with the same key while it runs.
     let (a, b) = tokio::join!(
-        call_async(target, keyed("sleep:1500", "k1")),
-        call_async(target, keyed("sleep:1500", "k1")),
+        call_async(target, keyed("sleep:3000", "k1")),
+        call_async(target, keyed("sleep:3000", "k1")),
     );
     for r in [&a[0], &b[0]] {
         assert_eq!(r.code, "OK", "{r:?}");
-        assert_eq!(r.messages, [("sleep:1500".to_string(), 3)]);
+        assert_eq!(r.messages, [("sleep:3000".to_string(), 3)]);
     }
     let joined = [&a[0], &b[0]]
         .iter()
@@ -330,11 +330,11 @@ async fn unary_calls_with_an_idempotency_key_join_only_the_same_call() {
     assert_eq!(joined, 1, "one led, one joined: {a:?} {b:?}");
     // Another message under the same key is another call: its own answer.
     let (c, d) = tokio::join!(
-        call_async(target, keyed("sleep:1500", "k2")),
-        call_async(target, keyed("sleep:1400", "k2")),
+        call_async(target, keyed("sleep:3000", "k2")),
+        call_async(target, keyed("sleep:2900", "k2")),
     );
-    assert_eq!(c[0].messages, [("sleep:1500".to_string(), 3)], "{c:?}");
-    assert_eq!(d[0].messages, [("sleep:1400".to_string(), 3)], "{d:?}");
+    assert_eq!(c[0].messages, [("sleep:3000".to_string(), 3)], "{c:?}");
+    assert_eq!(d[0].messages, [("sleep:2900".to_string(), 3)], "{d:?}");
     eventually(Duration::from_secs(5), "three upstream calls", || async {
         (up.calls() >= 3).then_some(())
     })
