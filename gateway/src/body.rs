@@ -33,8 +33,6 @@ use http::{header, HeaderMap, Method, Version};
 use pingora::prelude::*;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::chain::PolicyChain;
-
 /// The largest body read ahead: Pingora's retry buffer (`BODY_BUF_LIMIT` in
 /// pingora-core 0.9, for HTTP/1 and HTTP/2). A larger one would overflow it
 /// and could not be sent upstream any more.
@@ -111,18 +109,13 @@ fn plan(method: &Method, version: Version, headers: &HeaderMap) -> Plan {
     }
 }
 
-/// Reads the request body ahead if a policy of `chain` wants it and it can
-/// be read ahead; see the module doc. An error is the client's (gone, or too
-/// slow for `deadline` or [`READ_AHEAD_TIMEOUT`]).
-pub async fn read_ahead(
-    session: &mut Session,
-    chain: &PolicyChain,
-    deadline: Option<Instant>,
-) -> Result<ReadAhead> {
+/// Reads the request body ahead, when a policy of the route's chain wants it
+/// (the chain stopped before that policy, after the ones before it let the
+/// request through) and it can be read ahead; see the module doc. An error
+/// is the client's (gone, or too slow for `deadline` or
+/// [`READ_AHEAD_TIMEOUT`]).
+pub async fn read_ahead(session: &mut Session, deadline: Option<Instant>) -> Result<ReadAhead> {
     let req = session.req_header();
-    if !chain.wants_body(&req.headers) {
-        return Ok(ReadAhead::Unread);
-    }
     let len = match plan(&req.method, req.version, &req.headers) {
         Plan::Empty => return Ok(ReadAhead::Whole(Bytes::new())),
         Plan::AskSession if session.as_mut().is_body_empty() => {
@@ -184,10 +177,11 @@ async fn read_h2_if_short(session: &mut Session) -> Result<ReadAhead> {
 }
 
 /// Reads the whole body of declared length `len` into Pingora's retry buffer
-/// (for the upstream) and a copy (for the policies).
+/// (for the upstream) and a copy (for the policies). The copy grows as bytes
+/// arrive: a client's claimed length reserves nothing.
 async fn read_all(session: &mut Session, len: usize) -> Result<Bytes> {
     session.as_mut().enable_retry_buffering();
-    let mut body = BytesMut::with_capacity(len);
+    let mut body = BytesMut::with_capacity(len.min(4096));
     while let Some(chunk) = session.read_request_body().await? {
         body.extend_from_slice(&chunk);
     }

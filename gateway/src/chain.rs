@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use breakwater_plugins::{
-    Decision, Outcome, Permits, Policy, RequestKeys, RequestView, WaitOutcome,
+    Decision, Outcome, Permits, Policy, RequestBody, RequestKeys, RequestView, WaitOutcome,
 };
 
 use crate::metrics::DecisionCounters;
@@ -26,6 +26,10 @@ pub struct Verdict {
     /// How many policies let the request through. Those, and only those, are
     /// told the outcome later.
     pub admitted_by: usize,
+    /// The chain stopped before policy `admitted_by`, which must see the
+    /// body (the view's body was [`RequestBody::Pending`]): read it, then
+    /// [`PolicyChain::decide_from`] there.
+    pub needs_body: bool,
 }
 
 impl Verdict {
@@ -45,9 +49,28 @@ impl PolicyChain {
     /// Runs the policies until one does not continue. A policy that asks to
     /// wait (a queue) is awaited here, and the chain goes on after it; the
     /// chain never returns [`Decision::Wait`]. Without waits, no await point
-    /// is reached.
+    /// is reached. With a [`RequestBody::Pending`] body the chain stops
+    /// before the first policy that wants it ([`Verdict::needs_body`]).
     pub async fn decide(&self, view: &RequestView<'_>, permits: &mut Permits) -> Verdict {
-        for (i, entry) in self.entries.iter().enumerate() {
+        self.decide_from(0, view, permits).await
+    }
+
+    /// [`Self::decide`] from policy `start` on (the policies before it have
+    /// let the request through).
+    pub async fn decide_from(
+        &self,
+        start: usize,
+        view: &RequestView<'_>,
+        permits: &mut Permits,
+    ) -> Verdict {
+        for (i, entry) in self.entries.iter().enumerate().skip(start) {
+            if view.body == RequestBody::Pending && entry.policy.wants_body(view.headers) {
+                return Verdict {
+                    decision: Decision::Continue,
+                    admitted_by: i,
+                    needs_body: true,
+                };
+            }
             let decision = match entry.policy.on_request(view, permits) {
                 Decision::Wait(waiter) => match waiter.await {
                     WaitOutcome::Admit(permit) => {
@@ -71,6 +94,7 @@ impl PolicyChain {
                     return Verdict {
                         decision: other,
                         admitted_by: i,
+                        needs_body: false,
                     };
                 }
             }
@@ -78,6 +102,7 @@ impl PolicyChain {
         Verdict {
             decision: Decision::Continue,
             admitted_by: self.entries.len(),
+            needs_body: false,
         }
     }
 
@@ -90,12 +115,6 @@ impl PolicyChain {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Whether a policy must see this request's whole body to decide
-    /// (then the gateway reads a small body ahead: `crate::body`).
-    pub fn wants_body(&self, headers: &http::HeaderMap) -> bool {
-        self.entries.iter().any(|e| e.policy.wants_body(headers))
     }
 }
 
@@ -191,6 +210,9 @@ mod tests {
         };
         let headers = HeaderMap::new();
         let view = RequestView {
+            route: "r",
+            host: None,
+            tls: false,
             method: &Method::GET,
             path: "/",
             query: None,

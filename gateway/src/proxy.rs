@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use breakwater_plugins::abuse::blocked_rejection;
 use breakwater_plugins::keys::canonical_ip;
 use breakwater_plugins::{
-    Decision, ErrorKind, Outcome, Permits, Rejection, RequestKeys, RequestView,
+    Decision, ErrorKind, Outcome, Permits, Rejection, RequestBody, RequestKeys, RequestView,
 };
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
@@ -142,6 +142,37 @@ fn request_host(req: &pingora::http::RequestHeader) -> Option<&str> {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     })
+}
+
+/// What a request's policy view needs besides its header and keys.
+#[derive(Clone, Copy)]
+struct Facts {
+    tls: bool,
+    grpc: bool,
+    now_nanos: u64,
+}
+
+/// What the route's policies are shown of a request.
+fn policy_view<'a>(
+    req: &'a pingora::http::RequestHeader,
+    route: &'a Route,
+    keys: &'a RequestKeys,
+    facts: Facts,
+    body: RequestBody<'a>,
+) -> RequestView<'a> {
+    RequestView {
+        route: &route.id,
+        host: request_host(req),
+        tls: facts.tls,
+        method: &req.method,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+        keys,
+        grpc: facts.grpc,
+        now_nanos: facts.now_nanos,
+        body,
+    }
 }
 
 fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
@@ -335,29 +366,34 @@ impl ProxyHttp for Gateway {
             }
             None if route.chain.is_empty() => None,
             None => {
-                let body = match crate::body::read_ahead(session, &route.chain, ctx.deadline).await
-                {
-                    Ok(body) => body,
-                    Err(e) => {
-                        // The client's fault (gone, or too slow): still
-                        // counted and logged under its route and keys.
-                        ctx.keys = Some(keys);
-                        ctx.snapshot = Some(snapshot);
-                        return Err(e);
-                    }
-                };
-                let req = session.req_header();
-                let view = RequestView {
-                    method: &req.method,
-                    path: req.uri.path(),
-                    query: req.uri.query(),
-                    headers: &req.headers,
-                    keys: &keys,
+                let facts = Facts {
+                    tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
                     grpc: ctx.grpc,
                     now_nanos: snapshot.clock.now_nanos(),
-                    body: body.view(),
                 };
-                let v = route.chain.decide(&view, &mut ctx.permits).await;
+                let view = policy_view(req, route, &keys, facts, RequestBody::Pending);
+                let mut v = route.chain.decide(&view, &mut ctx.permits).await;
+                if v.needs_body {
+                    // A policy must see the body: the ones before it (the
+                    // cheap limiters) have let the request through.
+                    let body = match crate::body::read_ahead(session, ctx.deadline).await {
+                        Ok(body) => body,
+                        Err(e) => {
+                            // The client's fault (gone, or too slow): still
+                            // counted and logged under its route and keys.
+                            ctx.permits.cancel();
+                            ctx.keys = Some(keys);
+                            ctx.snapshot = Some(snapshot);
+                            return Err(e);
+                        }
+                    };
+                    let req = session.req_header();
+                    let view = policy_view(req, route, &keys, facts, body.view());
+                    v = route
+                        .chain
+                        .decide_from(v.admitted_by, &view, &mut ctx.permits)
+                        .await;
+                }
                 ctx.admitted_by = v.admitted_by;
                 ctx.decided_by = v.decided_by(&route.chain).map(|p| p.name().to_string());
                 match v.decision {

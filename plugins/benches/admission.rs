@@ -120,6 +120,9 @@ struct Breakwater {
 impl Admit for Breakwater {
     fn admit(&self, i: usize) -> bool {
         let view = RequestView {
+            route: "r",
+            host: None,
+            tls: false,
             method: &Method::GET,
             path: "/",
             query: None,

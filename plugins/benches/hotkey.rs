@@ -101,6 +101,9 @@ fn cache_hit(c: &mut Criterion) {
     let headers = HeaderMap::new();
     let request = |permits: &mut Permits| {
         let view = RequestView {
+            route: "r",
+            host: None,
+            tls: false,
             method: &Method::GET,
             path: "/goods/1",
             query: None,

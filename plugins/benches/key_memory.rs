@@ -65,6 +65,9 @@ fn admit(p: &dyn Policy, ip: IpAddr, endpoint: &Arc<str>, clock: &FakeClock, hea
         custom: vec![],
     };
     let view = RequestView {
+        route: "r",
+        host: None,
+        tls: false,
         method: &Method::GET,
         path: "/",
         query: None,

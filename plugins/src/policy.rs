@@ -43,6 +43,13 @@ pub struct PolicyEnv<'a> {
 /// What a policy is shown of a request. Borrowed: building it costs nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
+    /// The id of the route the request matched.
+    pub route: &'a str,
+    /// The host the request named (`Host`, or the HTTP/2 authority), without
+    /// its port, as routing saw it.
+    pub host: Option<&'a str>,
+    /// The request arrived over TLS (`https`).
+    pub tls: bool,
     pub method: &'a Method,
     pub path: &'a str,
     pub query: Option<&'a str>,
@@ -68,10 +75,15 @@ pub struct RequestView<'a> {
 pub enum RequestBody<'a> {
     /// The whole body (empty for a request without one).
     Whole(&'a [u8]),
-    /// Not read: no policy asked for it, or it is too large, of unknown
-    /// length (chunked, or HTTP/2 without `content-length`), or its client
-    /// waits for `100 Continue`. It goes upstream as it arrives.
+    /// Not read: it is too large, of unknown length (chunked, or an HTTP/2
+    /// stream that goes on), or its client waits for `100 Continue`. It goes
+    /// upstream as it arrives.
     Unread,
+    /// Not read yet: the chain stops before the first policy that wants it
+    /// ([`Policy::wants_body`]), so that the policies before it (the cheap
+    /// limiters) decide first, and the gateway reads it then. A policy that
+    /// does not want the body sees this.
+    Pending,
 }
 
 /// A policy's verdict on a request.

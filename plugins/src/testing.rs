@@ -62,6 +62,9 @@ impl Env {
         headers: &HeaderMap,
     ) -> (Decision, Permits) {
         let view = RequestView {
+            route: "r",
+            host: None,
+            tls: false,
             method,
             path: "/",
             query: None,

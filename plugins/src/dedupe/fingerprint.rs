@@ -1,8 +1,9 @@
 //! What makes two requests the same request, hashed.
 //!
 //! Two requests with one idempotency key are the same request when their
-//! route (the `endpoint` key), method, path, query, caller (the `user` key,
-//! else the client IP) and body are equal too. A different request with the
+//! route, host (case-insensitive), method, path, query, caller (the `user`
+//! key, else the client's own IP address, not the IPv6 network the `ip` key
+//! counts) and body are equal too. A different request with the
 //! key is a different call, however it came to carry it (reuse, a collision,
 //! or someone aiming at another user's answer).
 //!
@@ -34,7 +35,11 @@ pub(super) fn fingerprint(
         h.update(bytes);
     };
     part(key.as_bytes());
-    part(req.keys.endpoint.as_bytes());
+    part(req.route.as_bytes());
+    match req.host {
+        Some(host) => part(host.to_ascii_lowercase().as_bytes()),
+        None => part(b"\xff"),
+    }
     part(req.method.as_str().as_bytes());
     part(req.path.as_bytes());
     // `/p` and `/p?` are different requests.
@@ -45,7 +50,7 @@ pub(super) fn fingerprint(
         }
         None => part(b""),
     }
-    match (&req.keys.user, req.keys.ip) {
+    match (&req.keys.user, req.keys.client) {
         (Some(user), _) => {
             part(b"user");
             part(user.as_bytes());

@@ -16,7 +16,9 @@ fn dedupe(yaml: &str) -> Dedupe {
 #[derive(Clone)]
 struct Call {
     key: Option<&'static str>,
-    endpoint: &'static str,
+    route: &'static str,
+    host: Option<&'static str>,
+    /// The client's own address (its `ip` key is its /64, for IPv6).
     ip: &'static str,
     user: Option<&'static str>,
     method: Method,
@@ -30,7 +32,8 @@ struct Call {
 fn alice() -> Call {
     Call {
         key: Some("k1"),
-        endpoint: "pay",
+        route: "pay",
+        host: Some("shop.example"),
         ip: "10.0.0.1",
         user: Some("alice"),
         method: Method::POST,
@@ -46,8 +49,12 @@ fn send(p: &Dedupe, c: &Call) -> (Decision, Permits) {
         headers.insert("idempotency-key", HeaderValue::from_static(k));
     }
     let mut k = keys(c.ip, c.user);
-    k.endpoint = c.endpoint.into();
+    k.endpoint = c.route.into();
+    k.ip = crate::keys::ip_key(k.client, 64);
     let view = RequestView {
+        route: c.route,
+        host: c.host,
+        tls: false,
         method: &c.method,
         path: c.path,
         query: c.query,
@@ -98,7 +105,14 @@ fn others() -> Vec<(&'static str, Call)> {
         (
             "another route",
             Call {
-                endpoint: "admin",
+                route: "admin",
+                ..a.clone()
+            },
+        ),
+        (
+            "another host",
+            Call {
+                host: Some("other.example"),
                 ..a.clone()
             },
         ),
@@ -411,4 +425,38 @@ fn sizes_past_their_bounds_are_config_errors() {
         let err = cfg.compile("n".into(), "p").err().expect(yaml);
         assert_eq!(err.path, path, "{yaml}: {err}");
     }
+}
+
+/// Anonymous IPv6 callers are told apart by their own address, not by the
+/// /64 the `ip` key counts: a neighbour on the same network is another
+/// caller.
+#[tokio::test]
+async fn anonymous_ipv6_callers_are_told_apart_by_their_own_address() {
+    let p = dedupe("{ header: idempotency-key }");
+    let anon = |ip| Call {
+        user: None,
+        ip,
+        ..alice()
+    };
+    let (lead, _leader) = send(&p, &anon("2001:db8:1:2::a"));
+    assert!(matches!(lead, Decision::Continue));
+    let (neighbour, _own) = send(&p, &anon("2001:db8:1:2::b"));
+    assert!(
+        matches!(neighbour, Decision::Continue),
+        "a neighbour in the same /64 is another caller"
+    );
+    let (same, _) = send(&p, &anon("2001:db8:1:2::a"));
+    assert!(matches!(same, Decision::Wait(_)), "the same caller joins");
+}
+
+/// The host is part of the request; its case is not.
+#[tokio::test]
+async fn the_host_is_compared_without_its_case() {
+    let p = dedupe("{ header: idempotency-key }");
+    let (_, _leader) = send(&p, &alice());
+    let shouting = Call {
+        host: Some("SHOP.Example"),
+        ..alice()
+    };
+    assert!(matches!(send(&p, &shouting).0, Decision::Wait(_)));
 }

@@ -277,6 +277,9 @@ fn send(
     }
     let keys = user("alice");
     let view = RequestView {
+        route: "r",
+        host: None,
+        tls: false,
         method: &method,
         path,
         query,

@@ -362,3 +362,39 @@ async fn reject_mode_answers_409_to_duplicates_and_to_a_reused_key() {
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(up.count(), 1);
 }
+
+/// The body is read ahead only when the chain reaches `dedupe`: a limiter
+/// listed before it refuses a request whose body never comes at once,
+/// instead of waiting for the body first.
+#[tokio::test(flavor = "multi_thread")]
+async fn limiters_before_dedupe_decide_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&format!(
+        "clusters:\n  orders:\n    endpoints: [\"{}\"]\nroutes:\n  - id: pay\n    cluster: orders\n    policies:\n      - rate_limit: {{ key: ip, limit: 1, window: 1m }}\n      - dedupe: {{ header: idempotency-key }}\n",
+        up.addr
+    ))
+    .start()
+    .await;
+    let ok = client()
+        .post(gw.url("/pay"))
+        .header("idempotency-key", "k0")
+        .body("pay 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // Over the limit, and the 100 bytes it announces never come.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /pay HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await;
+    assert!(read.is_ok(), "refused at once, not after the body");
+    assert_eq!(&head, b"HTTP/1.1 429");
+}
