@@ -152,9 +152,12 @@ impl Reloader {
             hot_events: &state.hot_events,
             fleet: &fleet,
         };
-        build_snapshot(&text, &shared, Some(current))
-            .map(Some)
-            .map_err(|e| e.to_string())
+        let next = build_snapshot(&text, &shared, Some(current)).map_err(|e| e.to_string())?;
+        if let Some(bound) = state.admin_address {
+            crate::config::admin::check_live_address(bound, &next.source.admin, &next.admin)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Some(next))
     }
 
     pub fn last(&self) -> Option<ReloadRecord> {

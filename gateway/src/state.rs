@@ -39,6 +39,9 @@ pub struct GatewayState {
     pub unrouted: StatusCounters,
     /// Cluster mode's link status; `None` without a `cluster` section.
     pub cluster: Option<Arc<FleetStatus>>,
+    /// The address the admin listener was bound to at startup: a reload
+    /// cannot move it, so access rules are checked against it.
+    pub admin_address: Option<std::net::SocketAddr>,
 }
 
 impl GatewayState {
@@ -83,6 +86,7 @@ impl GatewayState {
         blocks.set_ipv6_prefix(snapshot.keys.ipv6_prefix);
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
+        let admin_address = snapshot.source.admin.address.parse().ok();
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
         metrics.register_policy_collector(store.clone(), blocks.clone());
         Ok(Arc::new(Self {
@@ -98,6 +102,7 @@ impl GatewayState {
             ready: AtomicBool::new(false),
             unrouted,
             cluster,
+            admin_address,
         }))
     }
 

@@ -21,7 +21,8 @@ pub fn free_port() -> u16 {
 /// Builds the config around a test's own sections.
 ///
 /// The body is YAML with the placeholders `{listen}` (proxy address),
-/// `{admin}` (admin address) and `{dir}` (the temp dir). `server`,
+/// `{admin}` (admin address), `{admin_port}` (its port alone) and `{dir}`
+/// (the temp dir). `server`,
 /// `listeners`, `admin` and `logging` sections are added unless the body has
 /// its own.
 pub struct GatewayBuilder {
@@ -67,6 +68,7 @@ fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
     out.push_str(body);
     out.replace("{listen}", &format!("127.0.0.1:{port}"))
         .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
+        .replace("{admin_port}", &admin_port.to_string())
         .replace("{dir}", &dir.display().to_string())
 }
 

@@ -47,27 +47,14 @@ pub fn compile_admin(
         }
         _ => {}
     }
-    let loopback = address.ip().to_canonical().is_loopback();
-    match (write_token.is_some(), admin.insecure_no_token, loopback) {
-        (false, false, false) => {
-            return Err(ConfigError::new(
-                "admin.address",
-                format!(
-                    "{} is reachable from other hosts but no admin.token (or admin.token_env) \
-                     is set: set one, bind a loopback address, or set \
-                     admin.insecure_no_token: true to serve it open on purpose",
-                    admin.address
-                ),
-            ))
-        }
-        (true, true, _) => {
-            return Err(ConfigError::new(
-                "admin.insecure_no_token",
-                "a token is set: remove one of the two",
-            ))
-        }
-        _ => {}
+    if write_token.is_some() && admin.insecure_no_token {
+        return Err(ConfigError::new(
+            "admin.insecure_no_token",
+            "a token is set: remove one of the two",
+        ));
     }
+    guarded_on(address, write_token.is_some(), admin.insecure_no_token)
+        .map_err(|why| ConfigError::new("admin.address", format!("{} {why}", admin.address)))?;
     if !(1..=MAX_STREAM_SUBSCRIBERS).contains(&admin.max_stream_subscribers) {
         return Err(ConfigError::new(
             "admin.max_stream_subscribers",
@@ -85,6 +72,39 @@ pub fn compile_admin(
         read_token,
         allowed_hosts,
         max_stream_subscribers: admin.max_stream_subscribers,
+    })
+}
+
+/// Whether an admin listening on `address` is guarded: by loopback, by a
+/// write token, or left open on purpose (`insecure_no_token`).
+fn guarded_on(address: SocketAddr, has_token: bool, insecure: bool) -> Result<(), &'static str> {
+    if has_token || insecure || address.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    Err(
+        "is reachable from other hosts but no admin.token (or admin.token_env) is set: \
+         set one, bind a loopback address, or set admin.insecure_no_token: true to serve \
+         it open on purpose",
+    )
+}
+
+/// A reload's check of the same rule against the address the admin really
+/// listens on (`bound`): `admin.address` changes only with a restart, so a
+/// reload that moves the address to loopback and drops the token would
+/// otherwise leave the live, network-facing admin open.
+pub fn check_live_address(
+    bound: SocketAddr,
+    admin: &AdminFile,
+    access: &AdminAccess,
+) -> Result<(), ConfigError> {
+    guarded_on(bound, access.write_token.is_some(), admin.insecure_no_token).map_err(|why| {
+        ConfigError::new(
+            "admin.token",
+            format!(
+                "the admin still listens on {bound} (a new admin.address needs a restart), \
+                 which {why}"
+            ),
+        )
     })
 }
 

@@ -233,6 +233,43 @@ async fn a_reload_cannot_open_the_admin_to_the_network_without_a_token() {
     );
 }
 
+/// `admin.address` changes only with a restart: a reload that moves it to
+/// loopback and drops the token must not leave the live admin, still on
+/// every interface, open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_cannot_drop_the_token_of_an_admin_still_on_the_network() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&format!(
+        "admin:\n  address: \"0.0.0.0:{{admin_port}}\"\n  token: t0k\n{}",
+        single_route(&up)
+    ))
+    .admin_token("t0k")
+    .start()
+    .await;
+    gw.write_config(&format!(
+        "admin:\n  address: \"127.0.0.1:{}\"\n{}",
+        gw.admin_port,
+        single_route(&up)
+    ));
+    let v = gw.reload().await;
+    assert_eq!(v["result"], "error", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("admin.token: ") && error.contains("0.0.0.0"),
+        "{error}"
+    );
+    // Still guarded: without the token, no reads and no mutations.
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin("/config")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.post(gw.admin("/reload")).send().await.unwrap().status(),
+        401
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_subscribers_are_capped_and_a_dropped_one_frees_its_slot() {
     let up = MockUpstream::start("a").await;
