@@ -24,6 +24,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -47,14 +48,18 @@ pub async fn write(
     grpc: bool,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let has_body = !resp.body.is_empty();
+    let head = session.req_header().method == http::Method::HEAD;
+    // An answer to HEAD sends no body (Pingora's HTTP/2 writer would send
+    // it), only the length of the one a GET would get.
+    let body_len = resp.body.len();
+    let body = if head { Bytes::new() } else { resp.body };
+    let has_body = !body.is_empty();
     let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
     let mut has_length = false;
     for (name, value) in resp.headers {
         has_length |= name == http::header::CONTENT_LENGTH;
         header.append_header(name, value)?;
     }
-    let head = session.req_header().method == http::Method::HEAD;
     let h2 = session.is_http2();
     // HTTP/2 answers with trailers (a trailers-only gRPC answer, or a shared
     // gRPC answer) are framed by their END_STREAM, as gRPC servers send
@@ -62,7 +67,7 @@ pub async fn write(
     let trailers = resp.trailers.filter(|_| h2);
     let framed_by_stream = h2 && (trailers.is_some() || (grpc && !has_body));
     if !(framed_by_stream || (head && has_length)) {
-        header.insert_header(http::header::CONTENT_LENGTH, resp.body.len())?;
+        header.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     }
     if let Some(id) = request_id {
         header.insert_header(REQUEST_ID, id.clone())?;
@@ -73,7 +78,7 @@ pub async fn write(
         !has_body && ends_with_body,
     )];
     if has_body {
-        tasks.push(HttpTask::Body(Some(resp.body), ends_with_body));
+        tasks.push(HttpTask::Body(Some(body), ends_with_body));
     }
     if let Some(t) = trailers {
         tasks.push(HttpTask::Trailer(Some(Box::new(t))));

@@ -108,3 +108,41 @@ async fn grpc_refusals_are_trailers_only_with_pushback() {
         "{log:?}"
     );
 }
+
+/// The gateway's own answers to HEAD over HTTP/2 have no body, only its
+/// length: HEADERS with END_STREAM (a DATA frame on a HEAD is a protocol
+/// error to nghttp2 and others).
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_to_head_over_http2_carry_no_body() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&h2c_config(
+        &up,
+        "    policies:\n      - rate_limit: { key: ip, limit: 1, window: 1m }\n",
+    ))
+    .start()
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let mut head = |path: &str| {
+        let req = http::Request::head(format!("http://127.0.0.1:{}{path}", gw.port))
+            .body(())
+            .unwrap();
+        h2.send_request(req, true).unwrap().0
+    };
+    // The first passes; the second is the gateway's own 429.
+    let ok = head("/x").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let refused = head("/x").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let length: usize = refused.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 0, "the length of the JSON a GET would get");
+    assert!(refused.body().is_end_stream(), "no DATA frame");
+}
