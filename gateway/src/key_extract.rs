@@ -59,11 +59,14 @@ impl Default for KeyExtractor {
 }
 
 /// Per-route endpoint strings, built at compile time so that the hot path
-/// never formats `route:METHOD`.
+/// never formats `route:METHOD`. Methods outside HTTP's nine share
+/// `route:OTHER`: a method is any token a client likes, and an endpoint key
+/// per method token would let it mint keys.
 #[derive(Debug, Default)]
 pub struct EndpointNames {
     plain: Arc<str>,
     by_method: HashMap<Method, Arc<str>>,
+    other: Arc<str>,
 }
 
 impl EndpointNames {
@@ -76,6 +79,8 @@ impl EndpointNames {
             Method::DELETE,
             Method::PATCH,
             Method::OPTIONS,
+            Method::CONNECT,
+            Method::TRACE,
         ]
         .into_iter()
         .map(|m| {
@@ -86,7 +91,13 @@ impl EndpointNames {
         Self {
             plain: route_id.into(),
             by_method,
+            other: format!("{route_id}:OTHER").into(),
         }
+    }
+
+    /// `route:METHOD`, or `route:OTHER` for a method outside HTTP's nine.
+    pub fn with_method(&self, method: &Method) -> Arc<str> {
+        self.by_method.get(method).unwrap_or(&self.other).clone()
     }
 }
 
@@ -111,11 +122,7 @@ impl KeyExtractor {
         // client mint endpoint keys at will and slip past `key: endpoint`.
         let endpoint = &route.endpoint;
         let endpoint = if self.by_method {
-            endpoint
-                .by_method
-                .get(req.method)
-                .cloned()
-                .unwrap_or_else(|| format!("{}:{}", endpoint.plain, req.method).into())
+            endpoint.with_method(req.method)
         } else {
             endpoint.plain.clone()
         };
@@ -347,5 +354,16 @@ mod tests {
             Some("a b")
         );
         assert_eq!(read(KeySource::PathCapture("id".into()), None), None);
+    }
+
+    #[test]
+    fn a_client_cannot_mint_endpoints_with_made_up_methods() {
+        let names = EndpointNames::new("goods");
+        let method = |m: &str| Method::from_bytes(m.as_bytes()).unwrap();
+        let endpoint = |m: &Method| names.with_method(m).to_string();
+        assert_eq!(endpoint(&Method::GET), "goods:GET");
+        assert_eq!(endpoint(&Method::TRACE), "goods:TRACE");
+        assert_eq!(endpoint(&method("FOO1")), "goods:OTHER");
+        assert_eq!(endpoint(&method("FOO2")), "goods:OTHER");
     }
 }
