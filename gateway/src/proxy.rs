@@ -36,6 +36,10 @@ use crate::state::GatewayState;
 
 pub use crate::request_id::REQUEST_ID;
 
+/// How early a timer may fire and still be the deadline's: timeouts are cut
+/// to the time left, and Pingora's timer wheel rounds to a few milliseconds.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The Breakwater proxy service.
 pub struct Gateway {
     pub state: Arc<GatewayState>,
@@ -84,6 +88,12 @@ pub struct RequestCtx {
     pub upstream_grpc_status: Option<u16>,
     /// When the caller (or the route's `total` timeout) stops waiting.
     pub deadline: Option<Instant>,
+    /// The deadline is the caller's own (shorter than the route's `total`):
+    /// running out of it says nothing about the upstream.
+    pub deadline_is_callers: bool,
+    /// The deadline ran out before the upstream was called (in a queue, or
+    /// between retries).
+    pub deadline_before_upstream: bool,
     pub attempts: Attempts,
 }
 
@@ -106,7 +116,27 @@ impl RequestCtx {
             upstream_status: None,
             upstream_grpc_status: None,
             deadline: None,
+            deadline_is_callers: false,
+            deadline_before_upstream: false,
             attempts: Attempts::default(),
+        }
+    }
+
+    /// The outcome class of a failure: [`classify`], except that a timeout
+    /// at the caller's own deadline is [`ErrorKind::DeadlineExceeded`] (the
+    /// upstream may be fine; the caller asked for little).
+    fn failure_kind(&self, e: &Error) -> ErrorKind {
+        let kind = classify(e);
+        let at_deadline = self
+            .deadline
+            .is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
+        match kind {
+            ErrorKind::Timeout | ErrorKind::ConnectTimeout
+                if at_deadline && self.deadline_is_callers =>
+            {
+                ErrorKind::DeadlineExceeded
+            }
+            other => other,
         }
     }
 
@@ -213,7 +243,7 @@ impl Gateway {
         e: &Error,
         connected: bool,
     ) -> bool {
-        let kind = classify(e);
+        let kind = ctx.failure_kind(e);
         let outcome = ctx.attempt_outcome(None, Some(kind));
         ctx.attempts.fail_current(&outcome);
         let Some(snapshot) = ctx.snapshot.clone() else {
@@ -342,6 +372,8 @@ impl ProxyHttp for Gateway {
         let caller = deadline::caller_deadline(&req.headers, route.deadline_header.as_ref());
         let budget = deadline::earliest(caller, route.timeouts.total);
         ctx.deadline = budget.map(|b| ctx.started + b);
+        ctx.deadline_is_callers =
+            caller.is_some_and(|c| route.timeouts.total.is_none_or(|t| c < t));
 
         let local = match self.blocked(&keys) {
             _ if budget.is_some_and(|b| b.is_zero()) => {
@@ -464,6 +496,7 @@ impl ProxyHttp for Gateway {
         if let Some(deadline) = ctx.deadline {
             let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
+                ctx.deadline_before_upstream = true;
                 let mut e = Error::explain(
                     ErrorType::ReadTimedout,
                     "deadline exceeded before calling the upstream",
@@ -711,7 +744,19 @@ impl ProxyHttp for Gateway {
             (ErrorSource::Downstream, _) => {
                 (400, 3, "bad_request", "malformed request".to_string())
             }
-            (ErrorSource::Upstream, _) => match classify(e) {
+            (ErrorSource::Upstream, _) if ctx.deadline_before_upstream => (
+                504,
+                4,
+                "deadline_exceeded",
+                "the deadline passed before the upstream was called".to_string(),
+            ),
+            (ErrorSource::Upstream, _) => match ctx.failure_kind(e) {
+                ErrorKind::DeadlineExceeded => (
+                    504,
+                    4,
+                    "deadline_exceeded",
+                    "the caller's deadline passed before the upstream answered".to_string(),
+                ),
                 ErrorKind::Timeout | ErrorKind::ConnectTimeout => {
                     (504, 4, "upstream_timeout", describe_upstream_error(e))
                 }
@@ -719,12 +764,18 @@ impl ProxyHttp for Gateway {
             },
             _ => (500, 13, "internal", "internal error".to_string()),
         };
+        // A deadline that ran out is the caller's or the route's, not the
+        // cluster's: the answer names the route only.
+        let cluster_name = cluster
+            .as_ref()
+            .filter(|_| error != "deadline_exceeded")
+            .map(|(c, _)| c.as_ref());
         // The response has begun: no new status line can be sent. A gRPC
         // call still learns why from its trailers; others see it cut short.
         if session.response_written().is_some() {
             if ctx.grpc && status > 0 && session.is_http2() {
-                let message = match &cluster {
-                    Some((c, _)) => format!("{reason} ({c})"),
+                let message = match cluster_name {
+                    Some(c) => format!("{reason} ({c})"),
                     None => reason.clone(),
                 };
                 if let Err(write_err) =
@@ -747,6 +798,10 @@ impl ProxyHttp for Gateway {
         } else {
             None
         };
+        // The connection is not reused after a failed exchange: say so
+        // (`Connection: close`), or a client would send its next request on
+        // it and have it reset.
+        session.set_keepalive(None);
         if let Some(stale) = fallback {
             let status = stale.status;
             ctx.disposition = Disposition::Responded;
@@ -766,7 +821,7 @@ impl ProxyHttp for Gateway {
                     error,
                     reason: &reason,
                     policy: None,
-                    cluster: cluster.as_ref().map(|(c, _)| c.as_ref()),
+                    cluster: cluster_name,
                     route: cluster.as_ref().map(|(_, r)| r.as_ref()),
                     extra_headers: vec![],
                 },
@@ -795,7 +850,7 @@ impl ProxyHttp for Gateway {
             None => self.state.unrouted.inc(status),
         }
         if let (Some(_), Some(r)) = (ctx.upstream_started, route) {
-            let outcome = ctx.attempt_outcome(ctx.upstream_status, e.map(classify));
+            let outcome = ctx.attempt_outcome(ctx.upstream_status, e.map(|e| ctx.failure_kind(e)));
             r.cluster.latency.observe(outcome.latency.as_secs_f64());
             ctx.attempts.finish(&outcome);
             if e.is_none() && ctx.permits.has_taps() {

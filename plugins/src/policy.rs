@@ -193,6 +193,11 @@ pub enum ErrorKind {
     Protocol,
     /// The client went away before the exchange finished.
     Abandoned,
+    /// The caller's own deadline (`grpc-timeout`, the deadline header) ran
+    /// out before the upstream finished. It says nothing about the upstream:
+    /// a client that sends `grpc-timeout: 1m` must not trip breakers for
+    /// everyone. (The route's own `total` running out is a [`Self::Timeout`].)
+    DeadlineExceeded,
     /// Anything else.
     Other,
 }
@@ -207,6 +212,7 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Abandoned => "abandoned",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::Other => "other",
         }
     }

@@ -31,7 +31,11 @@ impl Classifier {
     pub fn classify(&self, outcome: &Outcome) -> CallResult {
         let slow = self.slow_call.is_some_and(|s| outcome.latency >= s);
         match outcome.error {
-            Some(ErrorKind::Abandoned) => return CallResult::Abandoned,
+            // The client left, or its own deadline ran out: nothing is
+            // learnt about the upstream.
+            Some(ErrorKind::Abandoned | ErrorKind::DeadlineExceeded) => {
+                return CallResult::Abandoned
+            }
             // A timeout is slow by definition, and a failure.
             Some(ErrorKind::Timeout | ErrorKind::ConnectTimeout) => {
                 return CallResult::Failure {
@@ -106,6 +110,10 @@ mod tests {
         );
         assert_eq!(
             c.classify(&outcome(None, Some(ErrorKind::Abandoned), 1)),
+            CallResult::Abandoned
+        );
+        assert_eq!(
+            c.classify(&outcome(None, Some(ErrorKind::DeadlineExceeded), 5_000)),
             CallResult::Abandoned
         );
         let mut grpc = outcome(Some(200), None, 5);

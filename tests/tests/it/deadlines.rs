@@ -139,3 +139,32 @@ async fn a_trickling_upstream_is_cut_at_the_deadline_and_frees_its_slot() {
     let resp = c.get(gw.url("/x")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A caller's own short deadline is not the upstream's failure: it is
+/// answered `504 deadline_exceeded` and never trips a breaker (a client
+/// sending tiny deadlines would otherwise open it for everyone).
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_short_deadlines_do_not_trip_the_breaker() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&config(
+        &up,
+        "    policies:\n      - circuit_breaker: { consecutive_failures: 3, open: 1m }\n",
+    ))
+    .start()
+    .await;
+    let c = client();
+    for _ in 0..5 {
+        let resp = c
+            .get(gw.url("/slow?ms=1000"))
+            .header("x-timeout-ms", "100")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 504);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "deadline_exceeded", "{v}");
+    }
+    // The breaker saw nothing wrong with the upstream.
+    let resp = c.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
