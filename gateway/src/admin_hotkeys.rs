@@ -1,7 +1,8 @@
 //! The admin's hot-key endpoints:
 //!
-//! - `GET /hotkeys`: every `hotkey` rule with its hot keys (key, rate, since,
-//!   actions), the recent events, and the stream subscribers (live and cap);
+//! - `GET /hotkeys`: every `hotkey` rule with its hot keys (key, hash, rate,
+//!   since, actions), the recent events, and the stream subscribers (live
+//!   and cap);
 //! - `GET /hotkeys/stats?minutes=N`: each rule's top keys over the last N
 //!   complete minutes (at most 60), with counts;
 //! - `GET /hotkeys/stream`: Server-Sent Events, one `hot` or `cooled` event
@@ -10,8 +11,10 @@
 //!   `admin.rs`, holds the slot while [`stream`] runs);
 //! - `DELETE /hotkeys/{rule}/{key}`: forget that a key is hot;
 //!   it turns hot again, with a new event, if it still crosses the threshold;
-//! - `DELETE /cache/{rule}/{key}`: drop a key's cached answers (every `vary`
-//!   variant); `DELETE /cache`: purge every rule's cache.
+//! - `DELETE /cache/{rule}/{key}`: drop a key's cached answers (every route,
+//!   path, query and `vary` variant); the key is its text, or `%23<hash>`
+//!   (`#` and the 16 hex digits `GET /hotkeys` shows), the one way to name a
+//!   single key whose text was cut; `DELETE /cache`: purge every rule's cache.
 //!
 //! Who may call which is decided before these run (`admin::gate`).
 
@@ -25,7 +28,7 @@ use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use breakwater_plugins::hotkey::{HotKeyRule, STATS_MINUTES};
+use breakwater_plugins::hotkey::{HotKeyRule, KeyRef, STATS_MINUTES};
 use breakwater_plugins::Policy;
 
 use crate::admin::{error, json_response, rfc3339};
@@ -67,6 +70,7 @@ pub fn list(state: &GatewayState, streams: Value) -> Response<Vec<u8>> {
                     let ago = Duration::from_nanos(now.saturating_sub(k.since_nanos));
                     json!({
                         "key": k.key,
+                        "hash": format!("{:016x}", k.hash),
                         "rate_per_sec": (k.rate * 10.0).round() / 10.0,
                         "since": rfc3339(wall.checked_sub(ago).unwrap_or(wall)),
                         "actions": r.actions(),
@@ -170,9 +174,17 @@ pub fn invalidate(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
             "no hotkey rule with a cache by that name",
         );
     };
-    cache.invalidate_key(&key);
-    tracing::info!(target: "breakwater::cache", rule, key = %key, "cache entries invalidated by the admin");
-    json_response(StatusCode::OK, &json!({ "invalidated": key, "rule": rule }))
+    let named = KeyRef::parse(&key);
+    let by = match named {
+        KeyRef::Hash(_) => "hash",
+        KeyRef::Text(_) => "text",
+    };
+    cache.invalidate(named);
+    tracing::info!(target: "breakwater::cache", rule, key = %key, by, "cache entries invalidated by the admin");
+    json_response(
+        StatusCode::OK,
+        &json!({ "invalidated": key, "by": by, "rule": rule }),
+    )
 }
 
 /// `DELETE /cache`.

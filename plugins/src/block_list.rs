@@ -127,7 +127,7 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const ENTRY_BYTES: usize = 800;
 
 /// `#0123456789abcdef`, the form in which the admin names a block by hash.
-fn parse_hash_ref(text: &str) -> Option<u64> {
+pub(crate) fn parse_hash_ref(text: &str) -> Option<u64> {
     let hex = text.strip_prefix('#')?;
     (hex.len() == 16)
         .then(|| u64::from_str_radix(hex, 16).ok())

@@ -133,7 +133,8 @@ impl<K: Hash + Eq + Copy + Send + Sync + 'static> Flights<K> {
 }
 
 /// Headers not copied into a shared answer: per-connection ones, and the
-/// leader's request id.
+/// leader's request id. `Age` is kept: it says how old the upstream's answer
+/// is, which the hot-key cache counts against its max-age.
 pub fn shareable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -143,7 +144,6 @@ pub fn shareable(name: &HeaderName) -> bool {
             | "content-length"
             | "x-request-id"
             | "date"
-            | "age"
             | "cache-status"
     )
 }

@@ -8,8 +8,8 @@
 //! | `/trickle?every_ms=N&bytes=M` | M bytes, one every N ms (chunked encoding) |
 //! | anything else | echo JSON: method, path, query, headers, body length and FNV hash |
 //!
-//! On the echo, `?cc=V` answers with `Cache-Control: V` and `?vary=V` with
-//! `Vary: V`.
+//! On the echo, `?cc=V` answers with `Cache-Control: V`, `?vary=V` with
+//! `Vary: V` and `?age=V` with `Age: V`.
 //!
 //! Every answer carries `x-upstream: <name>` and `x-upstream-custom: yes`.
 
@@ -182,9 +182,13 @@ async fn handle(
         builder.body(StreamBody::new(drip).boxed())
     } else {
         // `?cc=no-store` answers with that `Cache-Control`, `?vary=cookie`
-        // with that `Vary`.
+        // with that `Vary`, `?age=50` with that `Age`.
         let builder = match query_str(query, "cc") {
             Some(cc) => builder.header("cache-control", cc),
+            None => builder,
+        };
+        let builder = match query_str(query, "age") {
+            Some(age) => builder.header("age", age),
             None => builder,
         };
         let builder = match query_str(query, "vary") {

@@ -2,26 +2,33 @@
 //! `always: true`), served from memory to GET and HEAD.
 //!
 //! - **Key**: what makes two requests the same resource (RFC 9111 §4.1): the
-//!   rule (so the route), the rule's key value, the method class (GET), the
-//!   path, the normalized query, the configured `vary` request headers, and
-//!   the upstream's own `Vary` as a secondary key. [`super::cache_key`] has
-//!   the exact rule, [`super::cache_query`] the query normalization.
+//!   route, the scheme and host, the rule's key value, the method class
+//!   (GET), the path, the normalized query, the credential (with
+//!   `authorized: true`), the configured `vary` request headers, and the
+//!   upstream's own `Vary` as a secondary key. [`super::cache_key`] has the
+//!   exact rule, [`super::cache_query`] the query normalization.
 //! - **GET fills, HEAD only reads**: a HEAD is answered from a stored GET
 //!   answer (without its body). A HEAD miss goes upstream on its own: it
 //!   never stores, never leads a fill that GETs would wait for, never waits
 //!   for one (`Cache-Status: breakwater; fwd=miss; detail=head`).
-//! - **Bounded**: a moka cache weighed in bytes (body, headers, key text and
-//!   a fixed overhead per entry, variant index entries included), evicting by
-//!   its TinyLFU policy past `max_bytes`.
-//! - **Fresh, then stale**: an entry is fresh for `ttl` (or the upstream's
-//!   `max-age`, if shorter), then kept `stale_ttl` longer for stale-if-error:
-//!   served only when the upstream fails (no answer, or a 5xx) or a later
-//!   policy (an open breaker) refuses the refill.
+//! - **Bounded**: a moka cache weighed in bytes (body, headers, the key's
+//!   text cut to 128 bytes, and a fixed overhead per entry, variant index
+//!   entries included), evicting by its TinyLFU policy past `max_bytes`.
+//! - **Fresh, then stale**: an entry is fresh for `ttl` (or what is left of
+//!   the upstream's `max-age` after its `Age`, if shorter:
+//!   [`super::cache_freshness`]), then kept `stale_ttl` longer for
+//!   stale-if-error: served only when the upstream fails (no answer, or a
+//!   5xx) or a later policy (an open breaker) refuses the refill.
 //! - **What is stored**: configured statuses (200 by default; never 206 or
 //!   304, which answer one request's `Range` or condition); never a response
 //!   with `Cache-Control: no-store`, `private` or `no-cache`, with
-//!   `max-age=0`, with `Set-Cookie` or with `Vary: *`; never a request with
-//!   `Authorization` unless `authorized: true`; bodies up to `max_body`.
+//!   `max-age=0`, with an `Age` that reaches its max-age, with `Set-Cookie`
+//!   or with `Vary: *`; never a request with `Authorization` unless
+//!   `authorized: true`; bodies up to `max_body` (at most 1 GiB).
+//! - **Dropped by key**: a key's entries (every route, path, query and
+//!   variant) go when it cools, found by the key's hash, which the hot event
+//!   carries; the admin drops them by the key's text or its hash
+//!   ([`KeyRef`]).
 //! - **Single flight**: concurrent GET misses on one key (the variant key,
 //!   when a stored answer told which headers the resource varies on) make
 //!   one upstream request; the others wait for it (up to `wait`) and get a
@@ -29,7 +36,8 @@
 //!   they waited on (the configured `vary` and the names known from a
 //!   stored answer); otherwise they go upstream themselves. If the answer
 //!   cannot be stored or the fill fails, they get the stale copy if one is
-//!   kept, else go upstream.
+//!   kept, else go upstream. Past [`MAX_FILLS`] fills in flight, a miss goes
+//!   upstream untracked (no single flight), still with its stale fallback.
 //! - Every answer that involved the cache carries `Cache-Status` (RFC 9211).
 //!
 //! Limits: `If-None-Match` and other conditions are not evaluated (a stored
@@ -44,22 +52,25 @@ use http::{HeaderName, HeaderValue, Method};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
-pub use super::cache_entry::CachedResponse;
 use super::cache_entry::{cache_status, Entry, Expiry, VariantIndex};
+pub use super::cache_entry::{CachedResponse, RuleKey};
+use super::cache_freshness::freshness;
 use super::cache_key::{CacheKeys, Vary};
+use crate::block_list::parse_hash_ref;
 use crate::bounds::{in_range, nanos};
 use crate::duration::HumanDuration;
 use crate::flight::{Accept, Flights, Role};
+use crate::key_text::cut_key;
 use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutcome};
 
 /// `cache:` in a `hotkey` rule.
 ///
 /// ```yaml
 /// cache:
-///   ttl: 5s                  # fresh for (or the upstream's max-age, if shorter)
+///   ttl: 5s                  # fresh for (or the upstream's max-age less its Age, if shorter)
 ///   stale_ttl: 30s           # then served on upstream errors / an open breaker
 ///   max_bytes: 67108864      # the rule's cache, in bytes
-///   max_body: 1048576        # largest body stored
+///   max_body: 1048576        # largest body stored (at most 1 GiB)
 ///   statuses: [200]          # never 206 or 304 (one request's Range or condition)
 ///   vary: [accept-encoding]  # request headers that are part of the key
 ///   authorized: false        # true: also cache requests with Authorization
@@ -109,7 +120,11 @@ fn default_wait() -> HumanDuration {
 }
 
 /// Keys being filled at once per rule, at most.
-const MAX_FILLS: usize = 10_000;
+pub(super) const MAX_FILLS: usize = 10_000;
+
+/// The largest `max_body`: entries are weighed in `u32` bytes, and a fill
+/// buffers the whole body before storing it.
+const MAX_BODY: usize = 1 << 30;
 
 /// Why waiters do not get a fill that is fine but may not be theirs: it
 /// varies on a header they were not matched on, or on anything. They go
@@ -193,10 +208,10 @@ impl CacheConfig {
                 "must be between 1 KiB and 64 GiB",
             ));
         }
-        if self.max_body == 0 || self.max_body as u64 > self.max_bytes {
+        if self.max_body == 0 || self.max_body > MAX_BODY || self.max_body as u64 > self.max_bytes {
             return Err(ConfigError::new(
                 format!("{path}.max_body"),
-                "must be > 0 and at most max_bytes",
+                format!("must be between 1 and {MAX_BODY} (1 GiB) and at most max_bytes"),
             ));
         }
         if self.statuses.is_empty() {
@@ -243,7 +258,7 @@ impl CacheConfig {
                     .expire_after(Expiry)
                     .support_invalidation_closures()
                     .build(),
-                keys: CacheKeys::new(vary),
+                keys: CacheKeys::new(vary, self.authorized),
                 ttl: nanos(ttl),
                 stale_ttl: nanos(self.stale_ttl.as_duration()),
                 max_body: self.max_body,
@@ -259,34 +274,23 @@ impl CacheConfig {
     }
 }
 
-/// How long the upstream lets a response be stored: `None` for "not at
-/// all", `Some(None)` for "no limit of its own", `Some(Some(d))` for max-age.
-fn upstream_permission(headers: &[(HeaderName, HeaderValue)]) -> Option<Option<Duration>> {
-    let mut max_age = None;
-    for (name, value) in headers {
-        if name == http::header::SET_COOKIE {
-            return None;
-        }
-        if name != http::header::CACHE_CONTROL {
-            continue;
-        }
-        for directive in value.to_str().unwrap_or("").split(',') {
-            let d = directive.trim().to_ascii_lowercase();
-            match d.split_once('=') {
-                None if matches!(d.as_str(), "no-store" | "private" | "no-cache") => return None,
-                Some(("private" | "no-cache", _)) => return None,
-                Some(("max-age" | "s-maxage", v)) => {
-                    let secs = v.trim_matches('"').parse::<u64>().ok()?;
-                    if secs == 0 {
-                        return None;
-                    }
-                    max_age = Some(Duration::from_secs(secs).min(max_age.unwrap_or(Duration::MAX)));
-                }
-                _ => {}
-            }
-        }
+/// How the admin names a key whose entries it drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef<'a> {
+    /// `#<16 hex digits>`: the key's hash, as `GET /hotkeys` lists it. The
+    /// one way to name a single key whose text was cut.
+    Hash(u64),
+    /// The key's text. A text past 128 bytes is compared cut, so it names
+    /// every key whose text is cut alike.
+    Text(&'a str),
+}
+
+impl<'a> KeyRef<'a> {
+    /// `#0123456789abcdef` is a hash (as on the block list), anything else
+    /// a text.
+    pub fn parse(s: &'a str) -> Self {
+        parse_hash_ref(s).map_or(KeyRef::Text(s), KeyRef::Hash)
     }
-    Some(max_age)
 }
 
 impl ResponseCache {
@@ -295,7 +299,8 @@ impl ResponseCache {
     }
 
     /// The cache's part in a request for a key the rule serves from cache.
-    /// `key_hash` identifies the rule's key value; `key_text` renders it.
+    /// `key_hash` identifies the rule's key value (cooling drops its entries
+    /// by it); `key_text` renders it, only when a fill starts.
     pub fn on_request(
         &self,
         req: &RequestView<'_>,
@@ -344,7 +349,7 @@ impl ResponseCache {
                 matched_on.unwrap_or_default(),
                 req.headers.clone(),
                 now,
-                key_text(),
+                RuleKey::new(key_hash, key_text()),
             ))
         });
         match role {
@@ -381,7 +386,12 @@ impl ResponseCache {
                     }
                 }))
             }
-            Role::Untracked => Decision::Continue,
+            // Too many fills in flight: this miss is not shared, but is a
+            // miss all the same, with its stale copy for errors.
+            Role::Untracked => {
+                self.forward(permits, &stale, now, false);
+                Decision::Continue
+            }
         }
     }
 
@@ -442,14 +452,19 @@ impl ResponseCache {
         }
     }
 
-    /// Drops every entry of the rule's key `key`: every path, query and
-    /// variant, and the variant indexes.
-    pub fn invalidate_key(&self, key: &str) {
-        let key: Box<str> = key.into();
-        let _ = self
-            .store
-            .entries
-            .invalidate_entries_if(move |_, v| v.key() == &*key);
+    /// Drops every entry of the rule's key `key`: every route, path, query
+    /// and variant, and the variant indexes. Entries go lazily, as moka
+    /// runs its pending tasks (on later reads and writes, or
+    /// [`Self::counts`]); none is served after this returns.
+    pub fn invalidate(&self, key: KeyRef<'_>) {
+        let entries = &self.store.entries;
+        let _ = match key {
+            KeyRef::Hash(hash) => entries.invalidate_entries_if(move |_, v| v.key().hash == hash),
+            KeyRef::Text(text) => {
+                let text: Box<str> = cut_key(text.to_string()).into();
+                entries.invalidate_entries_if(move |_, v| v.key().text == text)
+            }
+        };
     }
 
     pub fn purge(&self) {
@@ -485,7 +500,7 @@ impl Store {
         matched_on: Box<[HeaderName]>,
         headers: http::HeaderMap,
         now: u64,
-        key: String,
+        key: RuleKey,
     ) -> Accept {
         Box::new(move |resp: &Arc<LocalResponse>| {
             // An answer with trailers is not stored: entries keep none.
@@ -495,19 +510,26 @@ impl Store {
             {
                 return Err("the response is not cacheable");
             }
-            let Some(max_age) = upstream_permission(&resp.headers) else {
-                return Err("the upstream forbids storing the response");
-            };
+            let upstream = freshness(&resp.headers)?;
             let Vary::On(names) = Vary::of(&resp.headers) else {
                 return Err(VARIES_ON_ANYTHING);
             };
             // The upstream's max-age may be any number: saturate, never wrap.
-            let fresh = max_age.map_or(self.ttl, |d| nanos(d).min(self.ttl));
+            let fresh = upstream
+                .lifetime
+                .map_or(self.ttl, |d| nanos(d).min(self.ttl));
             let answer = Arc::new(CachedResponse {
-                key: key.as_str().into(),
+                key: key.clone(),
                 status: resp.status,
-                headers: resp.headers.clone(),
+                // `answer` says the entry's own `Age`.
+                headers: resp
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n != http::header::AGE)
+                    .cloned()
+                    .collect(),
                 body: resp.body.clone(),
+                initial_age: upstream.age,
                 stored_at: now,
                 fresh_until: now.saturating_add(fresh),
                 stale_until: now.saturating_add(fresh).saturating_add(self.stale_ttl),
@@ -529,7 +551,7 @@ impl Store {
                 self.entries.insert(
                     primary,
                     Entry::Variants(Arc::new(VariantIndex {
-                        key: key.as_str().into(),
+                        key,
                         names,
                         stored_at: now,
                         stale_until,

@@ -1,7 +1,8 @@
 //! What the hot-key cache stores under a key: an answer, or (under a
 //! resource's primary key, when the upstream's answers carry `Vary`) the
 //! index that names the headers its variants are keyed on. Both are weighed
-//! in bytes and expire at their `stale_until`.
+//! in bytes, expire at their `stale_until`, and name the rule's key value
+//! they belong to ([`RuleKey`]), by which cooling and the admin drop them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
+use crate::key_text::cut_key;
 use crate::LocalResponse;
 
 /// Bytes charged per entry besides its body, headers and key text (the
 /// entry, the moka node, the key).
-const ENTRY_OVERHEAD: u32 = 160;
+pub(super) const ENTRY_OVERHEAD: u32 = 160;
 /// Bytes charged per header besides its name and value.
 const HEADER_OVERHEAD: usize = 16;
 
@@ -24,14 +26,46 @@ pub(super) enum Entry {
     Variants(Arc<VariantIndex>),
 }
 
+/// The rule's key value an entry belongs to.
+///
+/// Entries are dropped by its `hash` when the key cools: the hot event names
+/// the key by the same hash, and only by a cut text. The text is kept for
+/// the admin's `DELETE /cache/{rule}/{key}`, cut to
+/// [`KEY_TEXT_MAX`](crate::key_text::KEY_TEXT_MAX) bytes like every key text
+/// kept: the key is client-chosen and may be a 1 MiB header value, which an
+/// entry must not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleKey {
+    /// The hash the rule knows the key by (the detector's and the hot
+    /// events').
+    pub hash: u64,
+    /// Its text, cut.
+    pub text: Box<str>,
+}
+
+impl RuleKey {
+    /// The key `hash` rendered as `text`, which is cut.
+    pub fn new(hash: u64, text: String) -> Self {
+        Self {
+            hash,
+            text: cut_key(text).into_boxed_str(),
+        }
+    }
+}
+
 /// One stored answer.
 #[derive(Debug)]
 pub struct CachedResponse {
     /// The rule's key value, for invalidation by key.
-    pub key: Box<str>,
+    pub key: RuleKey,
     pub status: u16,
+    /// The upstream's headers but `Age`, which [`CachedResponse::answer`]
+    /// computes.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// Seconds the answer had spent in caches upstream when it was stored
+    /// (its `Age`).
+    pub initial_age: u64,
     /// Policy clock, nanoseconds.
     pub stored_at: u64,
     pub fresh_until: u64,
@@ -43,7 +77,7 @@ pub struct CachedResponse {
 #[derive(Debug)]
 pub(super) struct VariantIndex {
     /// The rule's key value, for invalidation by key.
-    pub key: Box<str>,
+    pub key: RuleKey,
     /// Lowercase, sorted, never empty.
     pub names: Box<[HeaderName]>,
     pub stored_at: u64,
@@ -53,7 +87,7 @@ pub(super) struct VariantIndex {
 
 impl Entry {
     /// The rule's key value it belongs to.
-    pub(super) fn key(&self) -> &str {
+    pub(super) fn key(&self) -> &RuleKey {
         match self {
             Entry::Answer(a) => &a.key,
             Entry::Variants(v) => &v.key,
@@ -76,7 +110,7 @@ impl Entry {
                     .iter()
                     .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
                     .sum();
-                a.body.len() + headers + a.key.len()
+                a.body.len() + headers + a.key.text.len()
             }
             Entry::Variants(v) => {
                 let names: usize = v
@@ -84,9 +118,11 @@ impl Entry {
                     .iter()
                     .map(|n| n.as_str().len() + HEADER_OVERHEAD)
                     .sum();
-                names + v.key.len()
+                names + v.key.text.len()
             }
         };
+        // Bodies are at most 1 GiB (`max_body`) and key texts 128 bytes:
+        // the weight saturates only for headers of over 3 GiB.
         u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD)
@@ -94,11 +130,12 @@ impl Entry {
 }
 
 impl CachedResponse {
-    /// The answer for a client, with `Age` and `Cache-Status`; without the
-    /// body for a HEAD.
+    /// The answer for a client, with `Age` (its age upstream plus its time
+    /// here, RFC 9111 §5.1) and `Cache-Status`; without the body for a HEAD.
     pub(super) fn answer(&self, now: u64, head: bool, status: String) -> LocalResponse {
         let mut headers = self.headers.clone();
-        let age = now.saturating_sub(self.stored_at) / 1_000_000_000;
+        let resident = now.saturating_sub(self.stored_at) / 1_000_000_000;
+        let age = self.initial_age.saturating_add(resident);
         headers.push((http::header::AGE, HeaderValue::from(age)));
         headers.push((cache_status(), header_value(status)));
         if head {

@@ -2,11 +2,23 @@
 //! §4.1; nginx's `proxy_cache_key` plus its Vary handling).
 //!
 //! The **primary key** hashes:
-//! - the rule's key value (the cache is per rule, so the route is in it too);
+//! - the route's id: a rule declared by name on several routes is one
+//!   policy with one cache, and each route keeps its own answers in it;
+//! - the scheme (`https` or `http`) and the host the request named (without
+//!   its port, ASCII case-insensitive; a request that named none differs
+//!   from every host), like nginx's `$scheme$proxy_host`: one route may
+//!   serve several hosts (tenants) whose answers differ;
+//! - the rule's key value;
 //! - the method class: GET. Only GET answers are stored; a HEAD looks up the
 //!   GET entry and is answered without the body;
 //! - the path, byte for byte as received;
 //! - the query, normalized ([`super::cache_query`]);
+//! - with `authorized: true`, the `Authorization` value, byte for byte: each
+//!   credential has its own entries (without it, requests that carry
+//!   `Authorization` bypass the cache). `Cookie` is never part of the key:
+//!   an upstream whose answers depend on it must mark them `private` (not
+//!   stored) or `Vary: Cookie` (stored per cookie value), or the route must
+//!   not cache them;
 //! - the values of the configured `vary` request headers, byte for byte, in
 //!   order (a header absent differs from a header present and empty).
 //!
@@ -31,7 +43,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::cache_query::hash_query;
+use super::cache_query::{hash_query, write_field};
 use crate::RequestView;
 
 /// The method class every entry is stored under (HEAD reads it too).
@@ -43,13 +55,16 @@ pub(super) struct CacheKeys {
     hasher: foldhash::quality::RandomState,
     /// The configured `vary` request headers.
     vary: Arc<[HeaderName]>,
+    /// `authorized: true`: the credential is part of the key.
+    authorized: bool,
 }
 
 impl CacheKeys {
-    pub(super) fn new(vary: Vec<HeaderName>) -> Self {
+    pub(super) fn new(vary: Vec<HeaderName>, authorized: bool) -> Self {
         Self {
             hasher: Default::default(),
             vary: vary.into(),
+            authorized,
         }
     }
 
@@ -59,13 +74,19 @@ impl CacheKeys {
     }
 
     /// The key of the resource `req` asks for, with `key_hash` the rule's
-    /// key value.
+    /// key value. Allocates nothing.
     pub(super) fn primary(&self, req: &RequestView<'_>, key_hash: u64) -> u64 {
         let mut h = self.hasher.build_hasher();
         GET_CLASS.hash(&mut h);
+        req.route.hash(&mut h);
+        req.tls.hash(&mut h);
+        hash_host(&mut h, req.host);
         key_hash.hash(&mut h);
         req.path.hash(&mut h);
         hash_query(&mut h, req.query);
+        if self.authorized {
+            hash_values(&mut h, &[http::header::AUTHORIZATION], req.headers);
+        }
         hash_values(&mut h, &self.vary, req.headers);
         h.finish()
     }
@@ -77,6 +98,18 @@ impl CacheKeys {
         primary.hash(&mut h);
         hash_values(&mut h, names, headers);
         h.finish()
+    }
+}
+
+/// The host, lowercased byte by byte as it is fed (host names are
+/// case-insensitive, RFC 9110 §4.2.3); none differs from every host.
+fn hash_host(h: &mut impl Hasher, host: Option<&str>) {
+    match host {
+        None => h.write_u8(0),
+        Some(host) => {
+            h.write_u8(1);
+            write_field(h, host.bytes().map(|b| b.to_ascii_lowercase()));
+        }
     }
 }
 
@@ -128,6 +161,64 @@ impl Vary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::keys;
+    use crate::RequestBody;
+
+    /// The primary key of `GET /` to `host` on route `r` over plain HTTP,
+    /// with `headers`.
+    fn primary_of(k: &CacheKeys, host: Option<&str>, headers: &HeaderMap) -> u64 {
+        let keys = keys("10.0.0.1", None);
+        let view = RequestView {
+            route: "r",
+            host,
+            tls: false,
+            method: &http::Method::GET,
+            path: "/",
+            query: None,
+            headers,
+            keys: &keys,
+            grpc: false,
+            now_nanos: 0,
+            body: RequestBody::Unread,
+        };
+        k.primary(&view, 7)
+    }
+
+    #[test]
+    fn hosts_differ_by_name_not_by_case() {
+        let k = CacheKeys::new(vec![], false);
+        let none = HeaderMap::new();
+        let a = primary_of(&k, Some("tenant-a.shop.test"), &none);
+        assert_eq!(a, primary_of(&k, Some("Tenant-A.SHOP.test"), &none));
+        assert_ne!(a, primary_of(&k, Some("tenant-b.shop.test"), &none));
+        assert_ne!(a, primary_of(&k, None, &none));
+        assert_ne!(primary_of(&k, Some(""), &none), primary_of(&k, None, &none));
+        // Past one 32-byte block of the field writer, too.
+        let long = "a-rather-long-tenant-name-of-forty-bytes.shop.test";
+        assert_eq!(
+            primary_of(&k, Some(long), &none),
+            primary_of(&k, Some(&long.to_ascii_uppercase()), &none)
+        );
+    }
+
+    #[test]
+    fn the_credential_is_part_of_the_key_only_when_authorized() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_static(v));
+            h
+        };
+        let authorized = CacheKeys::new(vec![], true);
+        let alice = primary_of(&authorized, None, &with("Bearer alice"));
+        assert_ne!(alice, primary_of(&authorized, None, &with("Bearer bob")));
+        assert_ne!(alice, primary_of(&authorized, None, &HeaderMap::new()));
+        assert_eq!(alice, primary_of(&authorized, None, &with("Bearer alice")));
+        let plain = CacheKeys::new(vec![], false);
+        assert_eq!(
+            primary_of(&plain, None, &with("Bearer alice")),
+            primary_of(&plain, None, &with("Bearer bob"))
+        );
+    }
 
     fn vary(values: &[&str]) -> Vary {
         let headers: Vec<_> = values

@@ -70,7 +70,7 @@ fn compare(a: &[u8], b: &[u8]) -> Ordering {
 /// hash depends on the bytes alone and not on how they were cut (a
 /// `Hasher` gives `write(b"ab")` and `write(b"a"); write(b"b")` different
 /// results). The length after the bytes keeps consecutive fields apart.
-fn write_field(h: &mut impl Hasher, bytes: impl Iterator<Item = u8>) {
+pub(super) fn write_field(h: &mut impl Hasher, bytes: impl Iterator<Item = u8>) {
     let mut block = [0u8; 32];
     let (mut filled, mut total) = (0, 0usize);
     for b in bytes {

@@ -12,7 +12,7 @@ use crate::{
     Clock, Decision, LocalResponse, Permits, Policy, RequestKeys, RequestView, WaitOutcome,
 };
 
-fn rule(env: &Env, extra: &str) -> HotKeyRule {
+pub(super) fn rule(env: &Env, extra: &str) -> HotKeyRule {
     let yaml = format!(
         "{{ key: user, threshold: 1000, window: 1s, actions: [cache], cache: {{ always: true, ttl: 5s, stale_ttl: 30s{extra} }} }}"
     );
@@ -25,12 +25,12 @@ fn rule(env: &Env, extra: &str) -> HotKeyRule {
     .unwrap()
 }
 
-fn user(name: &str) -> RequestKeys {
+pub(super) fn user(name: &str) -> RequestKeys {
     keys("10.0.0.1", Some(name))
 }
 
 /// The upstream's answer, fed through the request's taps.
-fn answer(permits: &mut Permits, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+pub(super) fn answer(permits: &mut Permits, status: u16, headers: &[(&str, &str)], body: &[u8]) {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
         h.append(
@@ -42,14 +42,14 @@ fn answer(permits: &mut Permits, status: u16, headers: &[(&str, &str)], body: &[
     permits.tap_body(body, true);
 }
 
-fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
     r.headers
         .iter()
         .find(|(n, _)| n == name)
         .and_then(|(_, v)| v.to_str().ok())
 }
 
-fn status_header(p: &Permits) -> String {
+pub(super) fn status_header(p: &Permits) -> String {
     p.response_headers()
         .iter()
         .find(|(n, _)| n == "cache-status")
@@ -212,7 +212,7 @@ fn vary_headers_split_entries_and_invalidation_drops_every_variant() {
         };
         assert_eq!(&hit.body[..], body);
     }
-    r.cache().unwrap().invalidate_key("alice");
+    r.cache().unwrap().invalidate(KeyRef::Text("alice"));
     r.cache().unwrap().counts(); // runs moka's pending invalidations
     for enc in ["gzip", "identity"] {
         assert!(matches!(
@@ -255,11 +255,39 @@ fn only_hot_keys_are_cached_without_always_and_cooling_drops_them() {
     assert_eq!(r.cache().unwrap().counts().entries, 0);
 }
 
+/// Where a request was sent: its route, the host it named and its scheme.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin {
+    pub route: &'static str,
+    pub host: Option<&'static str>,
+    pub tls: bool,
+}
+
+/// Route `r`, no host, plain HTTP.
+pub(super) const PLAIN: Origin = Origin {
+    route: "r",
+    host: None,
+    tls: false,
+};
+
 /// Runs `method target` (a path with an optional `?query`) for alice, with
 /// `headers`, through the rule: tests of what makes two requests the same.
 fn send(
     env: &Env,
     r: &HotKeyRule,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (Decision, Permits) {
+    send_to(env, r, PLAIN, &user("alice"), method, target, headers)
+}
+
+/// [`send`] from `keys`, to `origin`.
+pub(super) fn send_to(
+    env: &Env,
+    r: &HotKeyRule,
+    origin: Origin,
+    keys: &RequestKeys,
     method: Method,
     target: &str,
     headers: &[(&str, &str)],
@@ -275,16 +303,15 @@ fn send(
             HeaderValue::from_str(v).unwrap(),
         );
     }
-    let keys = user("alice");
     let view = RequestView {
-        route: "r",
-        host: None,
-        tls: false,
+        route: origin.route,
+        host: origin.host,
+        tls: origin.tls,
         method: &method,
         path,
         query,
         headers: &h,
-        keys: &keys,
+        keys,
         grpc: false,
         now_nanos: env.clock.now_nanos(),
         body: crate::RequestBody::Unread,
@@ -475,7 +502,7 @@ fn the_upstreams_vary_keeps_variants_apart_and_serves_each_its_own() {
         &[("accept-language", "fr")],
     ));
     // Invalidation drops the key's every variant.
-    r.cache().unwrap().invalidate_key("alice");
+    r.cache().unwrap().invalidate(KeyRef::Text("alice"));
     r.cache().unwrap().counts();
     for lang in ["en", "de"] {
         drop(miss(
@@ -660,4 +687,118 @@ fn a_max_age_past_u64_nanoseconds_keeps_the_ttl() {
         env.decide(&r, &user("alice")).0,
         Decision::Respond(_)
     ));
+}
+
+#[test]
+fn a_max_body_past_1_gib_is_a_config_error() {
+    let env = Env::new();
+    // Entries are weighed in u32 bytes: a larger body would weigh as 4 GiB.
+    let yaml = "{ key: user, threshold: 1000, window: 1s, actions: [cache], cache: { max_bytes: 68719476736, max_body: 8589934592 } }";
+    let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
+    let err = cfg
+        .compile(
+            "h".into(),
+            "routes[0].policies[0].hotkey",
+            &env.policy_env(),
+        )
+        .err()
+        .expect("rejected");
+    assert_eq!(
+        err.to_string(),
+        "routes[0].policies[0].hotkey.cache.max_body: must be between 1 and 1073741824 (1 GiB) and at most max_bytes"
+    );
+    let yaml = "{ key: user, threshold: 1000, window: 1s, actions: [cache], cache: { max_bytes: 68719476736, max_body: 1073741824 } }";
+    let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
+    assert!(cfg
+        .compile(
+            "h".into(),
+            "routes[0].policies[0].hotkey",
+            &env.policy_env()
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_miss_past_the_fill_table_says_so_and_keeps_its_stale_fallback() {
+    let env = Env::new();
+    let r = rule(&env, "");
+    let mut p = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    answer(&mut p, 200, &[], b"goods");
+    drop(p);
+    env.clock.advance(Duration::from_secs(6));
+    // Fill the single-flight table with other resources' fills in flight.
+    let in_flight: Vec<Permits> = (0..super::cache::MAX_FILLS)
+        .map(|i| miss(&env, &r, Method::GET, &format!("/other/{i}"), &[]))
+        .collect();
+    // The stale resource's refill is not tracked, but still a cache miss
+    // with its stale copy for errors.
+    let mut p = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    assert!(!p.has_taps(), "not tracked: the table is full");
+    assert_eq!(status_header(&p), "breakwater; fwd=stale");
+    let stale = p.take_fallback().expect("stale-if-error fallback");
+    assert_eq!(&stale.body[..], b"goods");
+    // And a new resource's miss says so too.
+    let p = miss(&env, &r, Method::GET, "/new", &[]);
+    assert_eq!(status_header(&p), "breakwater; fwd=miss");
+    drop(in_flight);
+}
+
+/// A rule whose own `ttl` is longer than the upstream's `max-age`.
+fn long_ttl_rule(env: &Env) -> HotKeyRule {
+    let yaml = "{ key: user, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 300s, stale_ttl: 30s } }";
+    let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
+    cfg.compile("goods.hotkey".into(), "p", &env.policy_env())
+        .unwrap()
+}
+
+#[test]
+fn the_upstreams_age_counts_against_its_max_age() {
+    let env = Env::new();
+    let r = long_ttl_rule(&env);
+    let mut p = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    // The answer spent 50 of its 60 s in caches before this one.
+    answer(
+        &mut p,
+        200,
+        &[("cache-control", "max-age=60"), ("age", "50")],
+        b"goods",
+    );
+    drop(p);
+    env.clock.advance(Duration::from_secs(9));
+    let fresh = hit(&env, &r, Method::GET, "/goods/1", &[]);
+    assert_eq!(
+        header(&fresh, "cache-status"),
+        Some("breakwater; hit; ttl=1")
+    );
+    // One `Age`, counting its time upstream and here.
+    let ages: Vec<_> = fresh.headers.iter().filter(|(n, _)| n == "age").collect();
+    assert_eq!(ages.len(), 1, "{:?}", fresh.headers);
+    assert_eq!(header(&fresh, "age"), Some("59"));
+    env.clock.advance(Duration::from_secs(2));
+    let p = miss(&env, &r, Method::GET, "/goods/1", &[]);
+    assert_eq!(
+        status_header(&p),
+        "breakwater; fwd=stale",
+        "stale after 10 s"
+    );
+}
+
+#[test]
+fn an_answer_as_old_as_its_max_age_is_not_stored_as_fresh() {
+    let env = Env::new();
+    let r = long_ttl_rule(&env);
+    for (i, age) in ["60", "61", "99999999999999999999999"].iter().enumerate() {
+        let path = format!("/goods/{i}");
+        let mut p = miss(&env, &r, Method::GET, &path, &[]);
+        answer(
+            &mut p,
+            200,
+            &[("cache-control", "max-age=60"), ("age", age)],
+            b"old",
+        );
+        drop(p);
+        let p = miss(&env, &r, Method::GET, &path, &[]);
+        assert_eq!(status_header(&p), "breakwater; fwd=miss", "Age: {age}");
+    }
+    assert_eq!(r.cache().unwrap().counts().stored, 0);
 }

@@ -5,8 +5,11 @@
 
 mod cache;
 mod cache_entry;
+mod cache_freshness;
 mod cache_key;
 mod cache_query;
+#[cfg(test)]
+mod cache_scope_tests;
 #[cfg(test)]
 mod cache_tests;
 mod config;
@@ -17,7 +20,7 @@ mod sketch;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheConfig, CacheCounts, CachedResponse, ResponseCache};
+pub use cache::{CacheConfig, CacheCounts, CachedResponse, KeyRef, ResponseCache, RuleKey};
 pub use config::{HotAction, HotKeyConfig, HotLimit};
 pub use detector::{
     DetectorConfig, HotChange, HotEvent, HotKey, HotKeyDetector, Observation, CANDIDATE_BYTES,

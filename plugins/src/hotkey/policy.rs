@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::cache::ResponseCache;
+use super::cache::{KeyRef, ResponseCache};
 use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
@@ -178,9 +178,10 @@ impl HotKeyRule {
     /// Counts, invalidates and publishes a key's cooling.
     fn announce_cooled(&self, event: &HotEvent) {
         self.cooled_events.fetch_add(1, Ordering::Relaxed);
-        // A cooled key's answers are not served from cache any more.
+        // A cooled key's answers are not served from cache any more. The
+        // event's text may be cut; its hash is the one the entries keep.
         if let Some(cache) = self.cache.as_ref().filter(|c| !c.always()) {
-            cache.invalidate_key(&event.key);
+            cache.invalidate(KeyRef::Hash(event.hash));
         }
         self.hub.publish(&self.name, &self.actions, event);
     }

@@ -399,3 +399,189 @@ async fn the_upstreams_vary_keeps_variants_apart() {
     }
     assert_eq!(seen(&up, "/goods/4"), 2);
 }
+
+/// A hotkey rule on `ip` that caches every key for 30 s.
+const ALWAYS_ON_IP: &str =
+    "key: ip, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s }";
+
+async fn get_host(gw: &Gateway, path: &str, host: &str) -> reqwest::Response {
+    get_with(gw, path, &[("host", host)]).await
+}
+
+fn host_of(body: &Value) -> String {
+    body["headers"]["host"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_behind_one_route_never_share_an_answer() {
+    let up = MockUpstream::start("a").await;
+    let config = format!(
+        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 3000\nroutes:\n  - id: shop\n    cluster: up\n    policies:\n      - hotkey: {{ {ALWAYS_ON_IP} }}\n",
+        up.addr
+    );
+    let gw = gateway(&config).start().await;
+    // One client (one ip key), one path: only the host differs.
+    let r = get_host(&gw, "/", "tenant-a.shop.test").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    let r = get_host(&gw, "/", "tenant-b.shop.test").await;
+    assert_eq!(
+        cache_status(&r),
+        "breakwater; fwd=miss",
+        "tenant a's answer"
+    );
+    assert_eq!(host_of(&r.json().await.unwrap()), "tenant-b.shop.test");
+    // Each tenant is then served its own; the host's case does not matter.
+    for (host, own) in [
+        ("tenant-a.shop.test", "tenant-a.shop.test"),
+        ("TENANT-A.shop.test", "tenant-a.shop.test"),
+        ("tenant-b.shop.test", "tenant-b.shop.test"),
+    ] {
+        let r = get_host(&gw, "/", host).await;
+        assert!(
+            cache_status(&r).starts_with("breakwater; hit"),
+            "{host}: {}",
+            cache_status(&r)
+        );
+        assert_eq!(host_of(&r.json().await.unwrap()), own, "{host}");
+    }
+    assert_eq!(seen(&up, "/"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_that_share_a_named_rule_keep_their_own_answers() {
+    let up = MockUpstream::start("a").await;
+    let route = |id: &str, host: &str| {
+        format!(
+            "  - id: {id}\n    match: {{ host: {host} }}\n    cluster: up\n    policies:\n      - hotkey: {{ name: goods-hot, {ALWAYS_ON_IP} }}\n"
+        )
+    };
+    let config = format!(
+        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 3000\nroutes:\n{}{}",
+        up.addr,
+        route("shop-a", "a.test"),
+        route("shop-b", "b.test"),
+    );
+    let gw = gateway(&config).start().await;
+    assert_eq!(
+        cache_status(&get_host(&gw, "/goods/1", "a.test").await),
+        "breakwater; fwd=miss"
+    );
+    let r = get_host(&gw, "/goods/1", "b.test").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss", "route a's answer");
+    assert_eq!(host_of(&r.json().await.unwrap()), "b.test");
+    for host in ["a.test", "b.test"] {
+        let r = get_host(&gw, "/goods/1", host).await;
+        assert!(cache_status(&r).starts_with("breakwater; hit"), "{host}");
+        assert_eq!(host_of(&r.json().await.unwrap()), host);
+    }
+    assert_eq!(seen(&up, "/goods/1"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_authorized_each_credential_gets_its_own_answer() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s, authorized: true } }",
+        "",
+    ))
+    .start()
+    .await;
+    let auth_of = |body: &Value| {
+        body["headers"]["authorization"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for token in ["Bearer alice", "Bearer mallory"] {
+        let r = get_with(&gw, "/goods/1", &[("authorization", token)]).await;
+        assert_eq!(cache_status(&r), "breakwater; fwd=miss", "{token}");
+        assert_eq!(auth_of(&r.json().await.unwrap()).as_deref(), Some(token));
+    }
+    for token in ["Bearer alice", "Bearer mallory", "Bearer alice"] {
+        let r = get_with(&gw, "/goods/1", &[("authorization", token)]).await;
+        assert!(cache_status(&r).starts_with("breakwater; hit"), "{token}");
+        assert_eq!(auth_of(&r.json().await.unwrap()).as_deref(), Some(token));
+    }
+    // Without a credential: another resource, not anyone's answer.
+    let r = get(&gw, "/goods/1").await;
+    assert_eq!(cache_status(&r), "breakwater; fwd=miss");
+    assert_eq!(auth_of(&r.json().await.unwrap()), None);
+    assert_eq!(seen(&up, "/goods/1"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_drops_a_long_keys_answers_by_its_hash() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&cached_route(
+        &up,
+        "{ key: user, threshold: 5, window: 10s, hot_ttl: 60s, actions: [cache], cache: { ttl: 30s } }",
+        "",
+    ))
+    .start()
+    .await;
+    // A user id of 300 bytes: its text is cut to 128 in every listing.
+    let long = "u".repeat(300);
+    let as_long = [("x-user-id", long.as_str())];
+    breakwater_tests::eventually(
+        Duration::from_secs(10),
+        "the long key served from cache once hot",
+        || async {
+            let r = get_with(&gw, "/goods/1", &as_long).await;
+            cache_status(&r)
+                .starts_with("breakwater; hit")
+                .then_some(())
+        },
+    )
+    .await;
+    let hotkeys = gw.admin_json("/hotkeys").await;
+    let hot = &hotkeys["rules"][0]["hot"][0];
+    let shown = hot["key"].as_str().unwrap();
+    assert_eq!(shown.len(), 128, "{hot}");
+    assert!(shown.ends_with('…'), "{hot}");
+    let hash = hot["hash"].as_str().expect("the hot key's hash is listed");
+    assert_eq!(hash.len(), 16, "{hot}");
+    let resp = client()
+        .delete(gw.admin(&format!("/cache/goods.hotkey/%23{hash}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["by"], "hash", "{body}");
+    let r = get_with(&gw, "/goods/1", &as_long).await;
+    assert_eq!(
+        cache_status(&r),
+        "breakwater; fwd=miss",
+        "dropped by its hash"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstreams_age_counts_against_its_max_age() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&always_cached(&up)).start().await;
+    // 50 of its 60 s spent upstream: fresh here for at most 10 more.
+    let path = "/goods/1?cc=max-age=60&age=50";
+    assert_eq!(cache_status(&get(&gw, path).await), "breakwater; fwd=miss");
+    let r = get(&gw, path).await;
+    let status = cache_status(&r);
+    let ttl: u64 = status
+        .strip_prefix("breakwater; hit; ttl=")
+        .unwrap_or_else(|| panic!("a hit: {status}"))
+        .parse()
+        .unwrap();
+    assert!(ttl <= 10, "{status}");
+    let ages: Vec<_> = r.headers().get_all("age").iter().collect();
+    assert_eq!(ages.len(), 1, "{ages:?}");
+    let age: u64 = ages[0].to_str().unwrap().parse().unwrap();
+    assert!((50..60).contains(&age), "Age: {age}");
+    // As old as its max-age: already stale, never stored.
+    let path = "/goods/2?cc=max-age=60&age=60";
+    for _ in 0..2 {
+        assert_eq!(cache_status(&get(&gw, path).await), "breakwater; fwd=miss");
+    }
+    assert_eq!(seen(&up, "/goods/2"), 2);
+}
