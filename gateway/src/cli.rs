@@ -41,9 +41,16 @@ pub fn main() -> ExitCode {
     let insecure = crate::config::admin::insecure_warning(&snapshot.source.admin);
     if cli.test {
         // The runtime directory is checked, not created: `-t` changes nothing.
-        if let Err(e) = runtime_dir::resolve(&snapshot.source.server, Prepare::CheckOnly) {
-            eprintln!("breakwater: {}: server: {e}", cli.conf.display());
-            return ExitCode::FAILURE;
+        match runtime_dir::resolve(&snapshot.source.server, Prepare::CheckOnly) {
+            Ok(paths) => {
+                for passed_over in paths.passed_over {
+                    eprintln!("breakwater: warning: {passed_over}");
+                }
+            }
+            Err(e) => {
+                eprintln!("breakwater: {}: {e}", cli.conf.display());
+                return ExitCode::FAILURE;
+            }
         }
         if let Some(warning) = insecure {
             eprintln!("breakwater: warning: {warning}");

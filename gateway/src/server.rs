@@ -93,6 +93,9 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
         ..Opt::default()
     };
     let paths = runtime_dir::resolve(&source.server, Prepare::Create)?;
+    for passed_over in &paths.passed_over {
+        tracing::warn!("{passed_over}");
+    }
     tracing::debug!(pid_file = %paths.pid_file, upgrade_sock = %paths.upgrade_sock, "runtime paths");
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&source.server, paths));
     server.bootstrap();

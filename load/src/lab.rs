@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -104,7 +105,12 @@ async fn start_gateway(
     run: &str,
 ) -> std::io::Result<(Spawned, SocketAddr)> {
     let dir = cfg.work_dir.join(run);
-    std::fs::create_dir_all(&dir)?;
+    // Private (0700 whatever the umask): the gateway refuses an upgrade
+    // socket in a directory that others can write to.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     let (port, admin) = (free_port()?, free_port()?);
     let path = dir.join("gateway.yaml");
     std::fs::write(

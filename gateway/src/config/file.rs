@@ -60,11 +60,13 @@ pub struct ServerFile {
     /// keepalive cache).
     pub upstream_keepalive_pool_size: usize,
     /// Where the pid is written (with `-d`). Default: `breakwater.pid` in the
-    /// private runtime directory (`server::runtime_dir`).
+    /// private runtime directory (`runtime_dir`).
     pub pid_file: Option<String>,
     /// Unix socket used to hand listeners to a new process on `-u` upgrades.
     /// Whoever can connect to it first takes the listening sockets, so it
-    /// defaults to `upgrade.sock` in the private runtime directory.
+    /// defaults to `upgrade.sock` in the private runtime directory, and a
+    /// path set here must be absolute, in a directory checked by the same
+    /// rule (`runtime_dir`).
     pub upgrade_sock: Option<String>,
     /// Reload when the config file changes. When false, only SIGHUP and
     /// `POST /reload` reload, as with nginx.

@@ -313,24 +313,65 @@ fn a_runtime_directory_others_can_write_to_is_refused() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(&want), "{args:?}: {err}");
     }
-    // Explicit paths are the operator's choice and are used as given.
-    std::fs::write(
-        &path,
-        format!(
-            "server:\n  pid_file: {0}/bw.pid\n  upgrade_sock: {0}/u.sock\n{GOOD}",
-            runtime.display()
-        ),
-    )
-    .unwrap();
-    let out = run_briefly(
-        Command::new(BIN)
-            .args(["-t", "-c"])
-            .arg(&path)
-            .env("RUNTIME_DIRECTORY", &runtime),
+    // Explicit paths are the operator's choice and are used as given, but
+    // the upgrade socket's directory is held to the same rule.
+    let write_paths = |dir: &std::path::Path| {
+        std::fs::write(
+            &path,
+            format!(
+                "server:\n  pid_file: {0}/bw.pid\n  upgrade_sock: {0}/u.sock\n{GOOD}",
+                dir.display()
+            ),
+        )
+        .unwrap()
+    };
+    let check = || {
+        run_briefly(
+            Command::new(BIN)
+                .args(["-t", "-c"])
+                .arg(&path)
+                .env("RUNTIME_DIRECTORY", &runtime),
+        )
+    };
+    write_paths(&runtime);
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!(
+        "server.upgrade_sock: {}/u.sock is not in a private directory: {} is writable by \
+         group or others (mode 0777)",
+        runtime.display(),
+        runtime.display()
     );
+    assert!(err.contains(&want), "{err}");
+    write_paths(dir.path());
+    let out = check();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_runtime_directory_under_a_parent_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The directory is private, but anyone may rename it and put theirs
+    // in its place.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runtime = open.join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, _, err) = check_with_env(GOOD, &[("RUNTIME_DIRECTORY", runtime.to_str().unwrap())]);
+    assert_eq!(code, 1, "{err}");
+    let want = format!(
+        "the runtime directory {} is not private: {} is writable by group or others (mode 0777) \
+         and not sticky",
+        runtime.display(),
+        open.display()
+    );
+    assert!(err.contains(&want), "{err}");
 }
