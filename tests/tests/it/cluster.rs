@@ -379,7 +379,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
     assert_eq!(r.status(), 201);
     for gw in &gws[1..] {
         eventually(
-            Duration::from_secs(3),
+            Duration::from_secs(10),
             "the long block reaches the peer",
             || async { (status_for(gw, &evil).await == 403).then_some(()) },
         )
@@ -399,7 +399,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
             .unwrap();
         assert!(shown.len() <= 128, "kept cut: {} bytes", shown.len());
         let left = eventually(
-            Duration::from_secs(3),
+            Duration::from_secs(10),
             "the block reaches the peer",
             || async {
                 let v = gw.admin_json("/blocks").await;
