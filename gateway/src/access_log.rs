@@ -6,7 +6,7 @@
 
 use pingora::prelude::*;
 
-use crate::proxy::RequestCtx;
+use crate::context::RequestCtx;
 use crate::route::Route;
 
 pub fn write(

@@ -31,7 +31,9 @@ use pingora::prelude::*;
 use pingora::protocols::http::HttpTask;
 
 use crate::request_id::REQUEST_ID;
-use crate::responses::GatewayResponse;
+use breakwater_plugins::{LocalResponse, Rejection};
+
+use crate::responses::{render, GatewayResponse, Scope};
 
 /// Unread request body an early answer drains, at most.
 pub const DRAIN_LIMIT: usize = 64 * 1024;
@@ -131,4 +133,63 @@ pub async fn drain_request_body(session: &mut Session) -> bool {
     tokio::time::timeout(DRAIN_WAIT, drain)
         .await
         .unwrap_or(false)
+}
+
+/// Writes a local answer, then reads (and drops) what the client still sends.
+pub async fn write_and_drain(
+    session: &mut Session,
+    resp: GatewayResponse,
+    grpc: bool,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    write(session, resp, grpc, request_id).await?;
+    drain_request_body(session).await;
+    Ok(())
+}
+
+/// Answers a request that failed: with `stale` when a policy's stale copy
+/// replaces the failure, else with the rendered `rejection` (nothing for a
+/// client that left). When the response has already begun, no status line
+/// can be sent: a gRPC call still learns why from its trailers; others see
+/// it cut short. Returns the status given (0: none).
+pub async fn failure(
+    session: &mut Session,
+    rejection: Rejection,
+    scope: Scope<'_>,
+    stale: Option<LocalResponse>,
+    grpc: bool,
+    request_id: Option<&HeaderValue>,
+) -> u16 {
+    let status = rejection.status;
+    if session.response_written().is_some() {
+        if grpc && status > 0 && session.is_http2() {
+            let message = match scope.cluster {
+                Some(c) => format!("{} ({c})", rejection.reason),
+                None => rejection.reason.clone(),
+            };
+            let code = rejection.grpc_status.as_u8();
+            if let Err(write_err) = write_grpc_trailers(session, code, &message).await {
+                tracing::debug!(%write_err, "could not write the gRPC trailers");
+            }
+        }
+        return status;
+    }
+    // The connection is not reused after a failed exchange: say so
+    // (`Connection: close`), or a client would send its next request on it
+    // and have it reset.
+    session.set_keepalive(None);
+    if let Some(stale) = stale {
+        let status = stale.status;
+        if let Err(write_err) = write(session, stale.into(), grpc, request_id).await {
+            tracing::debug!(%write_err, "could not write the stale response");
+        }
+        return status;
+    }
+    if status > 0 {
+        let resp = render(rejection, scope, grpc);
+        if let Err(write_err) = write_and_drain(session, resp, grpc, request_id).await {
+            tracing::debug!(%write_err, "could not write the error response");
+        }
+    }
+    status
 }

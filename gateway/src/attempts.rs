@@ -1,15 +1,10 @@
 //! Upstream attempts of one request: endpoint choice, outlier ejection and
 //! budgeted retries.
 //!
-//! Retry rules (none unless the route has a `retry:` section):
-//! - only idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or any
-//!   method on a route marked `idempotent: true`);
-//! - only failures the upstream provably did not process: the connection was
-//!   refused, or it was reset before any response byte on a fresh connection;
-//! - never while the route's cluster breaker is open or half-open;
-//! - never beyond `attempts`, and never without a token from the cluster's
-//!   retry budget;
-//! - to another endpoint when there is one, after a jittered backoff.
+//! The retry rules are a pure function in `breakwater_plugins::retry`
+//! (which failures, idempotency, attempts, the breaker, the budget); this
+//! module performs its verdict: the backoff, then another endpoint when
+//! there is one.
 //!
 //! Pingora's own retry of an idempotent request whose *reused* keep-alive
 //! connection turned out closed is kept as it is: that request never reached
@@ -18,7 +13,8 @@
 use std::net::SocketAddr;
 
 use breakwater_plugins::breaker::{BreakerState, CircuitBreaker};
-use breakwater_plugins::{ErrorKind, Outcome, Permit};
+use breakwater_plugins::retry::{self, Attempt, NoRetry};
+use breakwater_plugins::Guard;
 use http::Method;
 use pingora::upstreams::peer::HttpPeer;
 
@@ -31,23 +27,17 @@ pub struct Attempts {
     pub count: u32,
     /// Endpoints already tried, avoided by retries when others exist.
     tried: Vec<SocketAddr>,
-    /// The endpoint breaker's permit for the attempt in flight.
-    endpoint_permit: Option<Box<dyn Permit>>,
     /// Set when an answer's status was turned into a retry.
     status_retry: bool,
 }
 
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
+/// A chosen peer and its outlier detector's guard for the attempt, if any.
+pub type Choice = (Box<HttpPeer>, Option<Box<dyn Guard>>);
 
 impl Attempts {
     /// Chooses the endpoint for the next attempt; for a retry, first waits
     /// the backoff.
-    pub async fn next_peer(&mut self, route: &Route) -> Option<Box<HttpPeer>> {
+    pub async fn next_peer(&mut self, route: &Route) -> Option<Choice> {
         self.count += 1;
         let cluster = &route.cluster;
         cluster.attempts.inc();
@@ -64,7 +54,7 @@ impl Attempts {
             .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>());
         let tried = &self.tried;
         let fresh = |a: SocketAddr| !tried.contains(&a) || tried.len() >= cluster.addrs.len();
-        let (peer, permit) = match breakers {
+        let choice = match breakers {
             None => (
                 cluster
                     .next_peer_where(fresh)
@@ -73,15 +63,10 @@ impl Attempts {
             ),
             Some(b) => select_with_breakers(cluster, b, fresh)?,
         };
-        if let Some(addr) = peer._address.as_inet() {
+        if let Some(addr) = choice.0._address.as_inet() {
             self.tried.push(*addr);
         }
-        // A permit still held belongs to an attempt Pingora retried on its
-        // own (a stale pooled connection): it never reached that endpoint.
-        if let Some(stale) = std::mem::replace(&mut self.endpoint_permit, permit) {
-            stale.cancel();
-        }
-        Some(peer)
+        Some(choice)
     }
 
     /// Whether the attempt that just failed with `kind` may be retried,
@@ -91,25 +76,17 @@ impl Attempts {
         &mut self,
         route: &Route,
         method: &Method,
-        kind: ErrorKind,
+        kind: breakwater_plugins::ErrorKind,
         responded: bool,
     ) -> bool {
-        let unprocessed = match kind {
-            ErrorKind::ConnectRefused => true,
-            ErrorKind::Reset => !responded,
-            _ => false,
-        };
-        unprocessed && self.allowed(route, method)
+        self.decide(route, method, Attempt::Failed { kind, responded })
     }
 
     /// Whether an answer with `status` is to be retried (the route opted in
     /// for that status), taking a budget token if so.
     pub fn may_retry_status(&mut self, route: &Route, method: &Method, status: u16) -> bool {
-        let opted_in = route
-            .retry
-            .as_ref()
-            .is_some_and(|p| p.on_statuses.contains(&status));
-        self.status_retry = opted_in && self.allowed(route, method);
+        self.status_retry =
+            route.retry.is_some() && self.decide(route, method, Attempt::Answered { status });
         self.status_retry
     }
 
@@ -118,13 +95,8 @@ impl Attempts {
         std::mem::take(&mut self.status_retry)
     }
 
-    /// The checks every retry passes — the route retries, the method is
-    /// idempotent, attempts are left, the cluster breaker is closed — and
-    /// then the budget pays for it.
-    fn allowed(&self, route: &Route, method: &Method) -> bool {
-        let Some(policy) = &route.retry else {
-            return false;
-        };
+    /// Performs the retry rules ([`retry::retry`]) and counts the verdict.
+    fn decide(&self, route: &Route, method: &Method, attempt: Attempt) -> bool {
         let breaker_closed = route
             .cluster_breaker
             .as_deref()
@@ -134,39 +106,25 @@ impl Attempts {
                     .iter()
                     .all(|b| b.state() == BreakerState::Closed)
             });
-        if !((policy.idempotent || idempotent(method))
-            && self.count <= policy.attempts
-            && breaker_closed)
-        {
-            return false;
-        }
-        if route.cluster.budget.try_withdraw() {
-            route.cluster.retries.inc();
-            true
-        } else {
-            route.cluster.budget_exhausted.inc();
-            false
-        }
-    }
-
-    /// The attempt in flight ended with `outcome` and will be retried
-    /// elsewhere: its endpoint breaker learns it now.
-    pub fn fail_current(&mut self, outcome: &Outcome) {
-        if let Some(p) = self.endpoint_permit.take() {
-            p.complete(outcome);
-        }
-    }
-
-    /// The request is over: the last endpoint's breaker learns how.
-    pub fn finish(&mut self, outcome: &Outcome) {
-        if let Some(p) = self.endpoint_permit.take() {
-            p.complete(outcome);
+        let cx = retry::Context {
+            method,
+            made: self.count,
+            breaker_closed,
+            budget: &route.cluster.budget,
+        };
+        match retry::retry(route.retry.as_ref(), attempt, cx) {
+            Ok(()) => {
+                route.cluster.retries.inc();
+                true
+            }
+            Err(NoRetry::BudgetExhausted) => {
+                route.cluster.budget_exhausted.inc();
+                false
+            }
+            Err(_) => false,
         }
     }
 }
-
-/// A chosen peer and its endpoint breaker's permit, if any.
-type Choice = (Box<HttpPeer>, Option<Box<dyn Permit>>);
 
 /// Picks an endpoint round-robin among those `eligible`, skipping endpoints
 /// whose breaker is open (or whose half-open probes are all out), with the
@@ -203,6 +161,6 @@ fn select_with_breakers(
         ._address
         .as_inet()
         .and_then(|a| breakers.observe_endpoint(*a))
-        .map(|p| Box::new(p) as Box<dyn Permit>);
+        .map(|p| Box::new(p) as Box<dyn Guard>);
     Some((peer, permit))
 }

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use breakwater_plugins::{
-    Decision, Outcome, Permits, Policy, RequestBody, RequestKeys, RequestView, WaitOutcome,
-};
+use breakwater_plugins::block_list::BlockList;
+use breakwater_plugins::{Decision, Exchange, Policy, RequestBody, RequestView, WaitOutcome};
 
 use crate::metrics::DecisionCounters;
 
@@ -20,16 +19,19 @@ pub struct PolicyChain {
     pub entries: Vec<ChainEntry>,
 }
 
-/// What the chain decided, and who decided it.
+/// What the chain decided, and where it stopped.
 pub struct Verdict {
     pub decision: Decision,
-    /// How many policies let the request through. Those, and only those, are
-    /// told the outcome later.
-    pub admitted_by: usize,
-    /// The chain stopped before policy `admitted_by`, which must see the
+    /// The policy the chain stopped at: the one that decided, or with
+    /// `needs_body` the one that must see the body; the chain's length when
+    /// every policy let the request through.
+    pub stopped_at: usize,
+    /// The chain stopped before policy `stopped_at`, which must see the
     /// body (the view's body was [`RequestBody::Pending`]): read it, then
     /// [`PolicyChain::decide_from`] there.
     pub needs_body: bool,
+    /// The block list refused the request, before any policy.
+    pub blocked: bool,
 }
 
 impl Verdict {
@@ -37,10 +39,20 @@ impl Verdict {
     pub fn decided_by<'c>(&self, chain: &'c PolicyChain) -> Option<&'c dyn Policy> {
         match self.decision {
             Decision::Continue => None,
+            _ if self.blocked => None,
             _ => chain
                 .entries
-                .get(self.admitted_by)
+                .get(self.stopped_at)
                 .map(|e| e.policy.as_ref()),
+        }
+    }
+
+    /// The name of what ended the chain, for logs: the policy, or for a
+    /// block the rule or admin that placed it.
+    pub fn decider(&self, chain: &PolicyChain) -> Option<String> {
+        match &self.decision {
+            Decision::Reject(r) if self.blocked => Some(r.policy.clone()),
+            _ => self.decided_by(chain).map(|p| p.name().to_string()),
         }
     }
 }
@@ -51,8 +63,27 @@ impl PolicyChain {
     /// chain never returns [`Decision::Wait`]. Without waits, no await point
     /// is reached. With a [`RequestBody::Pending`] body the chain stops
     /// before the first policy that wants it ([`Verdict::needs_body`]).
-    pub async fn decide(&self, view: &RequestView<'_>, permits: &mut Permits) -> Verdict {
-        self.decide_from(0, view, permits).await
+    /// What the admitted policies hold for the request is left in
+    /// `exchange`.
+    ///
+    /// The block list (abuse detection's and the admin's blocks) is every
+    /// chain's implicit first entry: a blocked `ip` or `user` is refused
+    /// before any policy runs, on every route.
+    pub async fn decide(
+        &self,
+        blocks: &BlockList,
+        view: &RequestView<'_>,
+        exchange: &mut Exchange,
+    ) -> Verdict {
+        if let Some(r) = blocks.refuse(view.keys) {
+            return Verdict {
+                decision: Decision::Reject(r),
+                stopped_at: 0,
+                needs_body: false,
+                blocked: true,
+            };
+        }
+        self.decide_from(0, view, exchange).await
     }
 
     /// [`Self::decide`] from policy `start` on (the policies before it have
@@ -61,21 +92,22 @@ impl PolicyChain {
         &self,
         start: usize,
         view: &RequestView<'_>,
-        permits: &mut Permits,
+        exchange: &mut Exchange,
     ) -> Verdict {
         for (i, entry) in self.entries.iter().enumerate().skip(start) {
             if view.body == RequestBody::Pending && entry.policy.wants_body(view.headers) {
                 return Verdict {
                     decision: Decision::Continue,
-                    admitted_by: i,
+                    stopped_at: i,
                     needs_body: true,
+                    blocked: false,
                 };
             }
-            let decision = match entry.policy.on_request(view, permits) {
+            let decision = match entry.policy.on_request(view, exchange) {
                 Decision::Wait(waiter) => match waiter.await {
-                    WaitOutcome::Admit(permit) => {
-                        if let Some(p) = permit {
-                            permits.push(p);
+                    WaitOutcome::Admit(guard) => {
+                        if let Some(g) = guard {
+                            exchange.hold(g);
                         }
                         Decision::Continue
                     }
@@ -84,32 +116,27 @@ impl PolicyChain {
                 },
                 other => other,
             };
-            match decision {
-                Decision::Continue => entry.counters.allowed.inc(),
-                other => {
-                    match other {
-                        Decision::Reject(_) => entry.counters.rejected.inc(),
-                        _ => entry.counters.responded.inc(),
-                    }
-                    return Verdict {
-                        decision: other,
-                        admitted_by: i,
-                        needs_body: false,
-                    };
+            let counter = match &decision {
+                Decision::Continue => {
+                    entry.counters.allowed.inc();
+                    continue;
                 }
-            }
+                Decision::Reject(_) => &entry.counters.rejected,
+                _ => &entry.counters.responded,
+            };
+            counter.inc();
+            return Verdict {
+                decision,
+                stopped_at: i,
+                needs_body: false,
+                blocked: false,
+            };
         }
         Verdict {
             decision: Decision::Continue,
-            admitted_by: self.entries.len(),
+            stopped_at: self.entries.len(),
             needs_body: false,
-        }
-    }
-
-    /// Tells the first `admitted_by` policies how the request ended.
-    pub fn on_outcome(&self, admitted_by: usize, keys: &RequestKeys, outcome: &Outcome) {
-        for entry in self.entries.iter().take(admitted_by) {
-            entry.policy.on_outcome(keys, outcome);
+            blocked: false,
         }
     }
 
@@ -130,16 +157,29 @@ impl std::fmt::Debug for PolicyChain {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use breakwater_plugins::{LocalResponse, Rejection};
+    use breakwater_plugins::{
+        End, Guard, LocalResponse, Outcome, Rejection, RejectionKind, RequestKeys,
+    };
     use http::{HeaderMap, Method};
     use std::any::Any;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A test policy that answers a fixed decision and counts outcomes.
+    /// A test policy that answers a fixed decision and, when it lets a
+    /// request through, leaves a guard that counts how requests end.
     struct Fixed {
         name: &'static str,
         answer: fn() -> Decision,
-        outcomes: AtomicUsize,
+        outcomes: Arc<AtomicUsize>,
+    }
+
+    struct Count(Arc<AtomicUsize>);
+
+    impl Guard for Count {
+        fn finish(self: Box<Self>, end: End<'_>) {
+            if let End::Upstream(_) = end {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 
     impl Policy for Fixed {
@@ -149,11 +189,12 @@ mod tests {
         fn kind(&self) -> &'static str {
             "fixed"
         }
-        fn on_request(&self, _: &RequestView<'_>, _: &mut Permits) -> Decision {
-            (self.answer)()
-        }
-        fn on_outcome(&self, _: &RequestKeys, _: &Outcome) {
-            self.outcomes.fetch_add(1, Ordering::SeqCst);
+        fn on_request(&self, _: &RequestView<'_>, exchange: &mut Exchange) -> Decision {
+            let decision = (self.answer)();
+            if let Decision::Continue = decision {
+                exchange.hold(Box::new(Count(self.outcomes.clone())));
+            }
+            decision
         }
         fn as_any(&self) -> &dyn Any {
             self
@@ -164,7 +205,7 @@ mod tests {
         Arc::new(Fixed {
             name,
             answer,
-            outcomes: AtomicUsize::new(0),
+            outcomes: Arc::default(),
         })
     }
 
@@ -173,14 +214,7 @@ mod tests {
         let metrics = Metrics::new();
         let pass = fixed("pass", || Decision::Continue);
         let reject = fixed("reject", || {
-            Decision::Reject(Rejection {
-                status: 403,
-                grpc_status: 7,
-                kind: "denied",
-                policy: "reject".into(),
-                reason: "no".into(),
-                headers: vec![],
-            })
+            Decision::Reject(Rejection::new(RejectionKind::Denied, 403, "reject", "no"))
         });
         let never = fixed("never", || {
             Decision::Respond(LocalResponse {
@@ -222,11 +256,13 @@ mod tests {
             now_nanos: 0,
             body: breakwater_plugins::RequestBody::Unread,
         };
-        let verdict = chain.decide(&view, &mut Permits::default()).await;
+        let mut exchange = Exchange::default();
+        let blocks = BlockList::new(16, Arc::new(breakwater_plugins::FakeClock::new()));
+        let verdict = chain.decide(&blocks, &view, &mut exchange).await;
         assert!(matches!(verdict.decision, Decision::Reject(_)));
-        assert_eq!(verdict.admitted_by, 1);
+        assert_eq!(verdict.stopped_at, 1);
         assert_eq!(verdict.decided_by(&chain).unwrap().name(), "reject");
-        chain.on_outcome(verdict.admitted_by, &keys, &Outcome::default());
+        exchange.finish(&Outcome::default());
         assert_eq!(pass.outcomes.load(Ordering::SeqCst), 1);
         assert_eq!(reject.outcomes.load(Ordering::SeqCst), 0);
         assert_eq!(never.outcomes.load(Ordering::SeqCst), 0);

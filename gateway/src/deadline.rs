@@ -89,6 +89,30 @@ pub fn forward(
     out
 }
 
+/// Sets the peer's timeouts: the route's, each cut to the time `left`
+/// before the deadline, since nothing upstream may outlast it.
+pub fn bound_timeouts(
+    o: &mut pingora::upstreams::peer::PeerOptions,
+    t: &crate::route::RouteTimeouts,
+    left: Option<Duration>,
+) {
+    if let Some(c) = t.connect {
+        o.connection_timeout = Some(c);
+    }
+    if let Some(r) = t.response {
+        o.read_timeout = Some(r);
+    }
+    if let Some(left) = left {
+        for timeout in [
+            &mut o.connection_timeout,
+            &mut o.read_timeout,
+            &mut o.write_timeout,
+        ] {
+            *timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,11 @@ use http::{HeaderMap, HeaderValue};
 pub const FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 pub const FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
+/// The request came over TLS (`https`).
+pub fn is_tls(session: &pingora::proxy::Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// Whether the request carries exactly one `X-Forwarded-Proto`, `http` or
 /// `https`: the only values kept from a trusted proxy.
 pub fn proto_is_valid(headers: &HeaderMap) -> bool {

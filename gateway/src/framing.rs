@@ -11,8 +11,20 @@
 //! hook runs, so the raw header block is scanned — only for HTTP/1 requests
 //! that carry a `Transfer-Encoding`, so other requests pay one map lookup.
 
+use breakwater_plugins::{Rejection, RejectionKind};
 use http::header::TRANSFER_ENCODING;
 use pingora::prelude::*;
+
+/// The refusal for a request framed both ways, if this one is.
+pub fn refusal(session: &Session) -> Option<Rejection> {
+    framed_twice(session).then(|| {
+        Rejection::gateway(
+            RejectionKind::BadRequest,
+            400,
+            "the request has both Content-Length and Transfer-Encoding",
+        )
+    })
+}
 
 /// Whether the client framed its request body both ways.
 pub fn framed_twice(session: &Session) -> bool {

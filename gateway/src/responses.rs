@@ -5,6 +5,7 @@
 //! and for gRPC callers a trailers-only response with `grpc-status` and
 //! `grpc-message`, since a gRPC client ignores HTTP bodies.
 
+use breakwater_plugins::{GrpcCode, Rejection, RejectionKind};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
@@ -43,45 +44,24 @@ struct ErrorBody<'a> {
     route: Option<&'a str>,
 }
 
-/// What went wrong, for [`render`].
-pub struct Refusal<'a> {
-    pub status: u16,
-    pub grpc_status: u8,
-    /// Machine-readable class: `no_route`, `denied`, `upstream_timeout`, ...
-    pub error: &'a str,
-    pub reason: &'a str,
-    pub policy: Option<&'a str>,
-    pub cluster: Option<&'a str>,
+/// Whom a refusal names besides its policy: the route and, for upstream
+/// failures, the cluster.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
     pub route: Option<&'a str>,
-    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl<'a> Refusal<'a> {
-    /// A refusal of the gateway's own, naming no policy, cluster or route.
-    pub fn gateway(status: u16, grpc_status: u8, error: &'a str, reason: &'a str) -> Self {
-        Self {
-            status,
-            grpc_status,
-            error,
-            reason,
-            policy: None,
-            cluster: None,
-            route: None,
-            extra_headers: Vec::new(),
-        }
-    }
+    pub cluster: Option<&'a str>,
 }
 
 pub const POLICY_HEADER: HeaderName = HeaderName::from_static("x-breakwater-policy");
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-breakwater-error");
 
 /// Builds the HTTP or gRPC form of a refusal.
-pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
-    let mut headers = r.extra_headers;
-    if let Ok(v) = HeaderValue::from_str(r.error) {
-        headers.push((ERROR_HEADER, v));
-    }
-    if let Some(p) = r.policy.and_then(|p| HeaderValue::from_str(p).ok()) {
+pub fn render(r: Rejection, scope: Scope<'_>, grpc: bool) -> GatewayResponse {
+    let policy = r.policy().map(str::to_owned);
+    let policy = policy.as_deref();
+    let mut headers = r.headers;
+    headers.push((ERROR_HEADER, HeaderValue::from_static(r.kind.as_str())));
+    if let Some(p) = policy.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.push((POLICY_HEADER, p));
     }
     if grpc {
@@ -91,14 +71,14 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
         ));
         headers.push((
             HeaderName::from_static("grpc-status"),
-            HeaderValue::from(u16::from(r.grpc_status)),
+            HeaderValue::from(u16::from(r.grpc_status.as_u8())),
         ));
-        let pushback = retry_pushback_ms(r.error, r.grpc_status, &headers);
+        let pushback = retry_pushback_ms(r.kind, r.grpc_status, &headers);
         headers.push((
             HeaderName::from_static("grpc-retry-pushback-ms"),
             HeaderValue::from(pushback),
         ));
-        let message = grpc_message(r.reason, r.policy.or(r.cluster));
+        let message = grpc_message(&r.reason, policy.or(scope.cluster));
         if let Ok(v) = HeaderValue::from_str(&message) {
             headers.push((HeaderName::from_static("grpc-message"), v));
         }
@@ -110,11 +90,11 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
         };
     }
     let body = serde_json::to_vec(&ErrorBody {
-        error: r.error,
-        reason: r.reason,
-        policy: r.policy,
-        cluster: r.cluster,
-        route: r.route,
+        error: r.kind.as_str(),
+        reason: &r.reason,
+        policy,
+        cluster: scope.cluster,
+        route: scope.route,
     })
     .unwrap_or_default();
     headers.push((
@@ -138,19 +118,23 @@ pub fn render(r: Refusal<'_>, grpc: bool) -> GatewayResponse {
 /// is negative. Negative while a breaker is open (retrying cannot help until
 /// it probes) and for refusals a retry cannot fix; otherwise the refusal's
 /// `Retry-After`, or one second.
-fn retry_pushback_ms(error: &str, grpc_status: u8, headers: &[(HeaderName, HeaderValue)]) -> i64 {
-    if error == "circuit_open" {
+fn retry_pushback_ms(
+    kind: RejectionKind,
+    grpc_status: GrpcCode,
+    headers: &[(HeaderName, HeaderValue)],
+) -> i64 {
+    if kind == RejectionKind::CircuitOpen {
         return -1;
     }
     let retry_after = headers
         .iter()
         .find(|(n, _)| n == http::header::RETRY_AFTER)
         .and_then(|(_, v)| v.to_str().ok()?.trim().parse::<i64>().ok());
-    match (retry_after, grpc_status) {
-        (Some(secs), _) => secs.saturating_mul(1000),
+    match retry_after {
+        Some(secs) => secs.saturating_mul(1000),
         // RESOURCE_EXHAUSTED, UNAVAILABLE: worth retrying a little later.
-        (None, 8 | 14) => 1000,
-        (None, _) => -1,
+        None if grpc_status.is_transient() => 1000,
+        None => -1,
     }
 }
 
@@ -177,25 +161,15 @@ mod tests {
     use super::*;
 
     fn grpc_refusal(
-        error: &'static str,
-        grpc_status: u8,
+        kind: RejectionKind,
+        grpc: GrpcCode,
         retry_after: Option<u64>,
     ) -> GatewayResponse {
-        render(
-            Refusal {
-                status: 429,
-                grpc_status,
-                error,
-                reason: "r",
-                policy: Some("p"),
-                cluster: None,
-                route: None,
-                extra_headers: retry_after
-                    .map(|s| vec![(http::header::RETRY_AFTER, HeaderValue::from(s))])
-                    .unwrap_or_default(),
-            },
-            true,
-        )
+        let mut r = Rejection::new(kind, 429, "p", "r").with_grpc(grpc);
+        if let Some(s) = retry_after {
+            r = r.with_header(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        render(r, Scope::default(), true)
     }
 
     fn pushback(r: &GatewayResponse) -> &str {
@@ -208,24 +182,39 @@ mod tests {
 
     #[test]
     fn grpc_refusals_tell_clients_when_to_retry() {
-        assert_eq!(pushback(&grpc_refusal("rate_limited", 8, Some(2))), "2000");
-        assert_eq!(pushback(&grpc_refusal("overloaded", 14, None)), "1000");
-        assert_eq!(pushback(&grpc_refusal("circuit_open", 14, Some(5))), "-1");
-        assert_eq!(pushback(&grpc_refusal("denied", 7, None)), "-1");
+        use GrpcCode::*;
+        use RejectionKind::*;
+        assert_eq!(
+            pushback(&grpc_refusal(RateLimited, ResourceExhausted, Some(2))),
+            "2000"
+        );
+        assert_eq!(
+            pushback(&grpc_refusal(Overloaded, Unavailable, None)),
+            "1000"
+        );
+        assert_eq!(
+            pushback(&grpc_refusal(CircuitOpen, Unavailable, Some(5))),
+            "-1"
+        );
+        assert_eq!(
+            pushback(&grpc_refusal(Denied, PermissionDenied, None)),
+            "-1"
+        );
     }
 
-    fn refusal() -> Refusal<'static> {
-        Refusal {
-            status: 403,
-            grpc_status: 7,
-            error: "denied",
-            reason: "client address is denied",
-            policy: Some("goods.deny"),
-            cluster: None,
-            route: Some("goods"),
-            extra_headers: vec![],
-        }
+    fn refusal() -> Rejection {
+        Rejection::new(
+            RejectionKind::Denied,
+            403,
+            "goods.deny",
+            "client address is denied",
+        )
     }
+
+    const GOODS: Scope<'static> = Scope {
+        route: Some("goods"),
+        cluster: None,
+    };
 
     fn header<'a>(r: &'a GatewayResponse, name: &str) -> Option<&'a str> {
         r.headers
@@ -236,7 +225,7 @@ mod tests {
 
     #[test]
     fn http_refusal_is_json_naming_the_policy() {
-        let r = render(refusal(), false);
+        let r = render(refusal(), GOODS, false);
         assert_eq!(r.status, 403);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"], "denied");
@@ -250,8 +239,8 @@ mod tests {
     #[test]
     fn grpc_refusal_is_trailers_only_with_encoded_message() {
         let mut f = refusal();
-        f.reason = "100% denied";
-        let r = render(f, true);
+        f.reason = "100% denied".into();
+        let r = render(f, GOODS, true);
         assert_eq!(r.status, 200);
         assert!(r.body.is_empty());
         assert_eq!(header(&r, "grpc-status"), Some("7"));

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::cluster::Fleet;
 use breakwater_plugins::hotkey::HotEventHub;
-use breakwater_plugins::{Clock, KeyRef, KeySpec, MonotonicClock};
+use breakwater_plugins::{Clock, MonotonicClock};
 
 use crate::cluster::FleetStatus;
 use crate::config::compile::{compile, CompileContext};
@@ -28,9 +28,6 @@ pub struct GatewayState {
     /// Hot and cooled events of `hotkey` rules; outlives snapshots, so
     /// subscribers keep their stream across reloads.
     pub hot_events: Arc<HotEventHub>,
-    /// The `ip` and `user` keys, which the block list is checked for on every request.
-    pub ip_key: KeySpec,
-    pub user_key: KeySpec,
     pub reloader: Reloader,
     /// Set once the reload triggers (file watch, SIGHUP) are armed; `/healthz`
     /// answers 503 until then.
@@ -96,8 +93,6 @@ impl GatewayState {
             clock,
             blocks,
             hot_events,
-            ip_key: KeySpec::single(KeyRef::Ip, "ip"),
-            user_key: KeySpec::single(KeyRef::User, "user"),
             reloader: Reloader::default(),
             ready: AtomicBool::new(false),
             unrouted,

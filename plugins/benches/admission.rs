@@ -25,7 +25,7 @@ use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::cluster::{Fleet, FleetSettings, SectionReply};
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use breakwater_plugins::{
-    Clock, MonotonicClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView,
+    Clock, Exchange, MonotonicClock, Policy, PolicyEnv, RequestKeys, RequestView,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, Method};
@@ -133,7 +133,7 @@ impl Admit for Breakwater {
             body: breakwater_plugins::RequestBody::Unread,
         };
         matches!(
-            self.policy.on_request(&view, &mut Permits::default()),
+            self.policy.on_request(&view, &mut Exchange::default()),
             breakwater_plugins::Decision::Continue
         )
     }

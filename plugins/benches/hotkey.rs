@@ -70,7 +70,7 @@ fn cache_hit(c: &mut Criterion) {
     use breakwater_plugins::block_list::BlockList;
     use breakwater_plugins::hotkey::HotKeyConfig;
     use breakwater_plugins::{
-        Clock, Decision, FakeClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView,
+        Clock, Decision, Exchange, FakeClock, Policy, PolicyEnv, RequestKeys, RequestView,
     };
     use http::{HeaderMap, HeaderValue, Method};
     use std::sync::Arc;
@@ -99,7 +99,7 @@ fn cache_hit(c: &mut Criterion) {
         custom: vec![],
     };
     let headers = HeaderMap::new();
-    let request = |permits: &mut Permits| {
+    let request = |permits: &mut Exchange| {
         let view = RequestView {
             route: "r",
             host: None,
@@ -116,18 +116,18 @@ fn cache_hit(c: &mut Criterion) {
         rule.on_request(&view, permits)
     };
     // Fill it.
-    let mut permits = Permits::default();
+    let mut permits = Exchange::default();
     assert!(matches!(request(&mut permits), Decision::Continue));
     let mut answer = HeaderMap::new();
     answer.insert("content-type", HeaderValue::from_static("application/json"));
     answer.insert("etag", HeaderValue::from_static("\"v1\""));
     answer.insert("x-upstream", HeaderValue::from_static("goods-1"));
-    permits.tap_header(200, &answer);
-    permits.tap_body(&[b'x'; 1024], true);
+    permits.response_head(200, &answer);
+    permits.response_body(&[b'x'; 1024], true);
     drop(permits);
     c.bench_function("hotkey_cache_hit", |b| {
         b.iter(|| {
-            let mut permits = Permits::default();
+            let mut permits = Exchange::default();
             let d = request(&mut permits);
             assert!(matches!(d, Decision::Respond(_)));
             std::hint::black_box(d)

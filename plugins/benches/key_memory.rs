@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::rate_limit::RateLimitConfig;
-use breakwater_plugins::{FakeClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView};
+use breakwater_plugins::{Exchange, FakeClock, Policy, PolicyEnv, RequestKeys, RequestView};
 use http::{HeaderMap, Method};
 
 #[path = "counting_alloc.rs"]
@@ -77,7 +77,7 @@ fn admit(p: &dyn Policy, ip: IpAddr, endpoint: &Arc<str>, clock: &FakeClock, hea
         now_nanos: breakwater_plugins::Clock::now_nanos(clock),
         body: breakwater_plugins::RequestBody::Unread,
     };
-    p.on_request(&view, &mut Permits::default());
+    p.on_request(&view, &mut Exchange::default());
 }
 
 fn main() {

@@ -25,7 +25,7 @@ use crate::rate_limit::config_checks::{check_max_keys, check_status, default_max
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyNames, KeyState, KeyedStore};
 use crate::window::{hottest, SlidingWindow, WindowSpec};
-use crate::{Clock, ConfigError, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
+use crate::{Clock, ConfigError, Decision, Exchange, KeySpec, Policy, PolicyEnv, RequestView};
 
 /// `abuse:` in a route's `policies`.
 ///
@@ -140,7 +140,7 @@ impl Policy for Abuse {
         "abuse"
     }
 
-    fn on_request(&self, req: &RequestView<'_>, _permits: &mut Permits) -> Decision {
+    fn on_request(&self, req: &RequestView<'_>, _exchange: &mut Exchange) -> Decision {
         let Some(hash) = self.blocks.hash_of(&self.key, req.keys) else {
             return Decision::Continue;
         };

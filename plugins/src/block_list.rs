@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::cluster::BlockChange;
 use crate::key_text::{cut_key, cut_to, NOTE_TEXT_MAX};
 use crate::store::KeyHasher;
-use crate::{Clock, KeySpec, Rejection, RequestKeys};
+use crate::{Clock, KeySpec, Rejection, RejectionKind, RequestKeys};
 
 /// One block.
 #[derive(Debug, Clone)]
@@ -134,17 +134,19 @@ pub(crate) fn parse_hash_ref(text: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The keys every request is checked for: `ip` and `user`.
+static IP_KEY: std::sync::LazyLock<KeySpec> =
+    std::sync::LazyLock::new(|| KeySpec::single(crate::KeyRef::Ip, "ip"));
+static USER_KEY: std::sync::LazyLock<KeySpec> =
+    std::sync::LazyLock::new(|| KeySpec::single(crate::KeyRef::User, "user"));
+
 /// The refusal for a blocked key.
 pub fn blocked_rejection(hit: &BlockHit) -> Rejection {
     let secs = hit.remaining.as_nanos().div_ceil(1_000_000_000).max(1) as u64;
-    Rejection {
-        status: hit.status,
-        grpc_status: if hit.status == 429 { 8 } else { 7 },
-        kind: "blocked",
-        policy: hit.source.clone(),
-        reason: format!("{} is blocked for {secs}s more: {}", hit.key, hit.reason),
-        headers: vec![(http::header::RETRY_AFTER, http::HeaderValue::from(secs))],
-    }
+    let reason = format!("{} is blocked for {secs}s more: {}", hit.key, hit.reason);
+    // 429 blocks are RESOURCE_EXHAUSTED to gRPC callers, others PERMISSION_DENIED.
+    Rejection::new(RejectionKind::Blocked, hit.status, &hit.source, reason)
+        .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(secs))
 }
 
 impl BlockList {
@@ -214,6 +216,20 @@ impl BlockList {
     /// The block-list hash of a request's key under `spec`.
     pub fn hash_of(&self, spec: &KeySpec, keys: &RequestKeys) -> Option<u64> {
         self.hasher.hash_labeled(spec.text(), spec, keys)
+    }
+
+    /// The list's verdict on a request, checked on every route before any
+    /// policy (the chain's implicit first entry): its `ip`, then its `user`.
+    /// An empty list costs one atomic load.
+    pub fn refuse(&self, keys: &RequestKeys) -> Option<Rejection> {
+        if self.is_empty() {
+            return None;
+        }
+        [&*IP_KEY, &*USER_KEY]
+            .into_iter()
+            .filter_map(|spec| self.hash_of(spec, keys))
+            .find_map(|hash| self.check(hash))
+            .map(|hit| blocked_rejection(&hit))
     }
 
     /// Whether the key with this hash is blocked now.

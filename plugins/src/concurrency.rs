@@ -1,7 +1,7 @@
 //! `concurrency_limit`: a bulkhead on requests in flight.
 //!
 //! A request takes a slot before it goes upstream and holds it until the
-//! exchange ends, whatever the ending: the slot is a guard ([`Permit`]) whose
+//! exchange ends, whatever the ending: the slot is a [`Guard`] whose
 //! drop returns it, so success, upstream error, timeout and a client that
 //! hangs up all release it. When every slot is taken, the request waits in a
 //! bounded FIFO queue for at most `queue.timeout`, or is refused at once with
@@ -25,7 +25,8 @@ use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
 use crate::report::{LimitCounts, LimitReport};
 use crate::{
-    ConfigError, Decision, Outcome, Permit, Permits, Policy, Rejection, RequestView, WaitOutcome,
+    ConfigError, Decision, Exchange, Guard, Policy, Rejection, RejectionKind, RequestView,
+    WaitOutcome,
 };
 
 /// `concurrency_limit:` in a route's `policies`.
@@ -114,9 +115,8 @@ struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
-impl Permit for Slot {
-    fn complete(self: Box<Self>, _outcome: &Outcome) {}
-}
+/// Dropping it frees the slot, however the request ended.
+impl Guard for Slot {}
 
 /// Counts a waiter while its future lives, including when it is dropped.
 struct Waiting(Arc<AtomicU64>);
@@ -128,17 +128,10 @@ impl Drop for Waiting {
 }
 
 fn overloaded(name: &str, status: u16, reason: String) -> Rejection {
-    Rejection {
-        status,
-        grpc_status: 14, // UNAVAILABLE
-        kind: "overloaded",
-        policy: name.to_string(),
-        reason,
-        headers: vec![(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("1"),
-        )],
-    }
+    Rejection::new(RejectionKind::Overloaded, status, name, reason).with_header(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    )
 }
 
 impl ConcurrencyLimit {
@@ -160,10 +153,10 @@ impl Policy for ConcurrencyLimit {
         "concurrency_limit"
     }
 
-    fn on_request(&self, _req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+    fn on_request(&self, _req: &RequestView<'_>, exchange: &mut Exchange) -> Decision {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             self.admitted.fetch_add(1, Ordering::Relaxed);
-            permits.push(Box::new(Slot { _permit: p }));
+            exchange.hold(Box::new(Slot { _permit: p }));
             return Decision::Continue;
         }
         let Some((queue_max, timeout)) = self.queue else {
@@ -266,7 +259,7 @@ mod tests {
         assert_eq!(p.in_flight(), 2);
         // One completes, one is abandoned: both free their slot.
         let mut pa = pa;
-        pa.complete(&Outcome::default());
+        pa.complete(&crate::Outcome::default());
         drop(pb);
         assert_eq!(p.in_flight(), 0);
         assert!(matches!(env.decide(&p, &k).0, Decision::Continue));

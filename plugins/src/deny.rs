@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, Decision, Permits, Policy, Rejection, RequestView};
+use crate::{ConfigError, Decision, Exchange, Policy, Rejection, RejectionKind, RequestView};
 
 /// `deny:` in a route's `policies`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ impl Policy for Deny {
         "deny"
     }
 
-    fn on_request(&self, req: &RequestView<'_>, _permits: &mut Permits) -> Decision {
+    fn on_request(&self, req: &RequestView<'_>, _exchange: &mut Exchange) -> Decision {
         let reason = if self.denies_ip(req.keys.client) {
             "client address is denied"
         } else if req
@@ -111,14 +111,12 @@ impl Policy for Deny {
         } else {
             return Decision::Continue;
         };
-        Decision::Reject(Rejection {
-            status: self.status,
-            grpc_status: 7, // PERMISSION_DENIED
-            kind: "denied",
-            policy: self.name.clone(),
-            reason: reason.to_string(),
-            headers: Vec::new(),
-        })
+        Decision::Reject(Rejection::new(
+            RejectionKind::Denied,
+            self.status,
+            &self.name,
+            reason,
+        ))
     }
 
     fn as_any(&self) -> &dyn Any {

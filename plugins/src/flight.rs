@@ -1,7 +1,7 @@
 //! Single-flight: one upstream call per key in flight, its response shared.
 //!
 //! The first request for a key *leads*: it goes upstream with a
-//! [`ResponseTap`] that copies the response. Requests for the same key that
+//! [`Guard`] that copies the response. Requests for the same key that
 //! arrive meanwhile *join*: they wait for the leader's copy. `dedupe` (client
 //! retries) and the hot-key cache (concurrent misses) both use it.
 //!
@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::watch;
 
-use crate::{LocalResponse, ResponseTap};
+use crate::{Guard, LocalResponse};
 
 /// What joiners receive.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub struct Flights<K = u64> {
 /// How a request takes part.
 pub enum Role {
     /// Go upstream with this tap registered on the response.
-    Lead(Box<dyn ResponseTap>),
+    Lead(Box<dyn Guard>),
     /// Wait for the leader with [`Joiner::wait`].
     Join(Joiner),
     /// Not tracked (the table is full).
@@ -176,8 +176,12 @@ impl<K: Hash + Eq> Leader<K> {
     }
 }
 
-impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
-    fn header(&mut self, status: u16, headers: &HeaderMap) {
+impl<K: Hash + Eq + Send + Sync> Guard for Leader<K> {
+    fn reads_response(&self) -> bool {
+        true
+    }
+
+    fn response_head(&mut self, status: u16, headers: &HeaderMap) {
         self.status = status;
         self.headers = headers
             .iter()
@@ -186,7 +190,7 @@ impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
             .collect();
     }
 
-    fn body(&mut self, chunk: &[u8], end_of_stream: bool) {
+    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
         if !self.too_large {
             if self.body.len() + chunk.len() > self.max_body {
                 self.too_large = true;
@@ -214,7 +218,7 @@ impl<K: Hash + Eq + Send + Sync> ResponseTap for Leader<K> {
         }
     }
 
-    fn trailers(&mut self, trailers: &HeaderMap) {
+    fn response_trailers(&mut self, trailers: &HeaderMap) {
         self.trailers = Some(trailers.clone());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Nothing in this crate knows about Pingora sessions. A policy sees a small
 //! [`RequestView`] (method, path, headers, the request's keys and the time) and
-//! returns a [`Decision`]. After the upstream answers or fails, it is told the
-//! [`Outcome`]. That seam keeps every policy unit-testable with a fake clock and
+//! returns a [`Decision`]; what it holds for the rest of the request (a
+//! [`Guard`]) lives in the request's [`Exchange`] and learns the [`Outcome`]. That seam keeps every policy unit-testable with a fake clock and
 //! benchmarkable on its own; the gateway crate does all of the I/O.
 
 pub mod abuse;
@@ -17,13 +17,16 @@ pub mod config_error;
 pub mod dedupe;
 pub mod deny;
 pub mod duration;
+pub mod exchange;
 pub mod flight;
 pub mod hotkey;
 pub mod key_text;
 pub mod keys;
 pub mod log_throttle;
+pub mod outcome;
 pub mod policy;
 pub mod rate_limit;
+pub mod rejection;
 pub mod report;
 pub mod retry;
 pub mod store;
@@ -33,8 +36,8 @@ pub mod window;
 
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use config_error::ConfigError;
+pub use exchange::{End, Exchange, Failure, Guard};
 pub use keys::{KeyRef, KeySpec, KeyValue, RequestKeys};
-pub use policy::{
-    Decision, ErrorKind, LocalResponse, Outcome, Permit, Permits, Policy, PolicyEnv, Rejection,
-    RequestBody, RequestView, ResponseTap, WaitOutcome, Waiter,
-};
+pub use outcome::{ErrorKind, Outcome};
+pub use policy::{Decision, Policy, PolicyEnv, RequestBody, RequestView, WaitOutcome, Waiter};
+pub use rejection::{GrpcCode, LocalResponse, Rejection, RejectionKind};

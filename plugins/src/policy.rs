@@ -1,26 +1,23 @@
-//! The seam between the gateway and its policies.
+//! The seam between the gateway and its policies: decide.
 //!
 //! A route's policies run in declared order in the request phase. Each returns
 //! a [`Decision`]; the first one that is not [`Decision::Continue`] ends the
-//! chain and the gateway writes its answer. A policy that must see how the
-//! request ended (a breaker, a concurrency limit) either implements
-//! [`Policy::on_outcome`], or hands out a [`Permit`]: a guard that the gateway
-//! completes with the outcome, or simply drops when the request is abandoned
-//! (client gone, error path, panic). Dropping without completing is how a
-//! permit learns the request was abandoned, so releases happen on every path.
+//! chain and the gateway writes its answer. A policy that must see the rest of
+//! the request (a breaker, a concurrency limit, a cache fill) leaves a
+//! [`Guard`] in the request's [`Exchange`], which the gateway drives through
+//! the upstream attempts, the response and the end (see [`crate::exchange`]).
 
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 
 use crate::block_list::BlockList;
+use crate::exchange::{Exchange, Guard};
 use crate::report::LimitReport;
-use crate::{Clock, RequestKeys};
+use crate::{Clock, LocalResponse, Rejection, RequestKeys};
 
 /// What a policy's config needs from the gateway to compile.
 #[derive(Clone)]
@@ -105,21 +102,11 @@ pub type Waiter = Pin<Box<dyn Future<Output = WaitOutcome> + Send>>;
 
 /// The end of a wait.
 pub enum WaitOutcome {
-    /// Go on, holding this permit (if any) for the rest of the request.
-    Admit(Option<Box<dyn Permit>>),
+    /// Go on, holding this guard (if any) for the rest of the request.
+    Admit(Option<Box<dyn Guard>>),
     Reject(Rejection),
     /// Answer locally (for example with another request's response).
     Respond(LocalResponse),
-}
-
-/// Sees the response the client gets: a policy that shares or stores
-/// responses (request coalescing, caching) registers one with
-/// [`Permits::tap`]. Dropped when the request ends, complete or not.
-pub trait ResponseTap: Send + Sync {
-    fn header(&mut self, status: u16, headers: &HeaderMap);
-    fn body(&mut self, chunk: &[u8], end_of_stream: bool);
-    /// Trailers (gRPC's status lives there); the body's end follows.
-    fn trailers(&mut self, _trailers: &HeaderMap) {}
 }
 
 impl std::fmt::Debug for Decision {
@@ -130,233 +117,6 @@ impl std::fmt::Debug for Decision {
             Decision::Respond(r) => f.debug_tuple("Respond").field(r).finish(),
             Decision::Wait(_) => f.write_str("Wait(..)"),
         }
-    }
-}
-
-/// Why and how a request is refused.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// HTTP status, e.g. 403, 429, 503.
-    pub status: u16,
-    /// The gRPC status code used when the request is gRPC (7 PERMISSION_DENIED,
-    /// 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...).
-    pub grpc_status: u8,
-    /// A short machine-readable class: `denied`, `rate_limited`, `circuit_open`.
-    pub kind: &'static str,
-    /// The name of the policy that refused.
-    pub policy: String,
-    /// A human-readable reason for the body and the logs.
-    pub reason: String,
-    /// Extra response headers (`Retry-After`, `RateLimit`, ...).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// A complete response made by a policy.
-#[derive(Debug, Clone)]
-pub struct LocalResponse {
-    pub status: u16,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-    /// Trailers, sent after the body: a shared gRPC answer's `grpc-status`.
-    pub trailers: Option<HeaderMap>,
-}
-
-/// How the upstream exchange ended, as a policy needs to know it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// The upstream's HTTP status, if it answered.
-    pub status: Option<u16>,
-    /// The `grpc-status` from headers or trailers, if any.
-    pub grpc_status: Option<u16>,
-    /// Time from sending upstream to the end of the exchange.
-    pub latency: Duration,
-    /// Set when the exchange failed rather than answered.
-    pub error: Option<ErrorKind>,
-    /// The endpoint the (last) attempt went to.
-    pub upstream: Option<std::net::SocketAddr>,
-}
-
-/// Classes of upstream failure. Policies care about the class, not the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The connection was refused: the upstream provably did not see the request.
-    ConnectRefused,
-    /// Connecting took longer than the connect timeout.
-    ConnectTimeout,
-    /// Any other failure to connect (no route, TLS handshake).
-    ConnectFailed,
-    /// The upstream did not answer within the read timeout.
-    Timeout,
-    /// The connection broke (reset or closed) during the exchange.
-    Reset,
-    /// The upstream spoke malformed HTTP.
-    Protocol,
-    /// The client went away before the exchange finished.
-    Abandoned,
-    /// The caller's own deadline (`grpc-timeout`, the deadline header) ran
-    /// out before the upstream finished. It says nothing about the upstream:
-    /// a client that sends `grpc-timeout: 1m` must not trip breakers for
-    /// everyone. (The route's own `total` running out is a [`Self::Timeout`].)
-    DeadlineExceeded,
-    /// Anything else.
-    Other,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::ConnectRefused => "connect_refused",
-            ErrorKind::ConnectTimeout => "connect_timeout",
-            ErrorKind::ConnectFailed => "connect_failed",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Reset => "reset",
-            ErrorKind::Protocol => "protocol",
-            ErrorKind::Abandoned => "abandoned",
-            ErrorKind::DeadlineExceeded => "deadline_exceeded",
-            ErrorKind::Other => "other",
-        }
-    }
-}
-
-/// A guard held for the life of an admitted request.
-///
-/// The gateway calls [`Permit::complete`] once with the outcome. If the request
-/// ends without an outcome, the permit is dropped instead; its `Drop` must then
-/// treat the request as abandoned and release whatever it holds.
-pub trait Permit: Send + Sync {
-    /// The request went upstream and ended with `outcome`.
-    fn complete(self: Box<Self>, outcome: &Outcome);
-
-    /// The request never went upstream (a later policy refused it, or it was
-    /// answered locally). Release without counting a success or a failure.
-    /// The default just drops the permit; a permit whose `Drop` counts an
-    /// abandonment must override this.
-    fn cancel(self: Box<Self>) {}
-}
-
-/// The permits handed out to one request, completed or dropped together,
-/// and the taps that watch its response.
-#[derive(Default)]
-pub struct Permits {
-    held: Vec<Box<dyn Permit>>,
-    taps: Vec<Box<dyn ResponseTap>>,
-    taps_ended: bool,
-    fallback: Option<(LocalResponse, Box<dyn FnOnce() + Send + Sync>)>,
-    response_headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Permits {
-    /// Registers a tap on the response.
-    pub fn tap(&mut self, tap: Box<dyn ResponseTap>) {
-        self.taps.push(tap);
-    }
-
-    pub fn has_taps(&self) -> bool {
-        !self.taps.is_empty()
-    }
-
-    /// Feeds the response header to every tap.
-    pub fn tap_header(&mut self, status: u16, headers: &HeaderMap) {
-        for t in &mut self.taps {
-            t.header(status, headers);
-        }
-    }
-
-    /// Feeds a response body chunk to every tap.
-    pub fn tap_body(&mut self, chunk: &[u8], end_of_stream: bool) {
-        if self.taps_ended {
-            return;
-        }
-        self.taps_ended = end_of_stream;
-        for t in &mut self.taps {
-            t.body(chunk, end_of_stream);
-        }
-    }
-
-    /// Feeds the response's trailers to every tap, and ends the response:
-    /// trailers are the last part of it.
-    pub fn tap_trailers(&mut self, trailers: &HeaderMap) {
-        if self.taps_ended {
-            return;
-        }
-        for t in &mut self.taps {
-            t.trailers(trailers);
-        }
-        self.tap_body(&[], true);
-    }
-
-    /// Ends the response for taps that saw no end of stream (a response
-    /// without a body). Call only when the response completed.
-    pub fn end_taps(&mut self) {
-        self.tap_body(&[], true);
-    }
-
-    /// A response to give the client instead of a failure: the upstream
-    /// failing, or a later policy refusing (an open breaker). The hot-key
-    /// cache sets its stale entry here (stale-if-error).
-    /// `on_served` runs if the gateway gives it.
-    pub fn set_fallback(
-        &mut self,
-        response: LocalResponse,
-        on_served: impl FnOnce() + Send + Sync + 'static,
-    ) {
-        self.fallback = Some((response, Box::new(on_served)));
-    }
-
-    /// The fallback, for the gateway to give now.
-    pub fn take_fallback(&mut self) -> Option<LocalResponse> {
-        self.fallback.take().map(|(response, on_served)| {
-            on_served();
-            response
-        })
-    }
-
-    pub fn has_fallback(&self) -> bool {
-        self.fallback.is_some()
-    }
-
-    /// A header for the upstream's response, if the request goes upstream
-    /// (the cache's `Cache-Status` on a miss).
-    pub fn add_response_header(&mut self, name: HeaderName, value: HeaderValue) {
-        self.response_headers.push((name, value));
-    }
-
-    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        &self.response_headers
-    }
-
-    pub fn push(&mut self, permit: Box<dyn Permit>) {
-        self.held.push(permit);
-    }
-
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// Cancels every permit: the request never reached the upstream.
-    pub fn cancel(&mut self) {
-        while let Some(p) = self.held.pop() {
-            p.cancel();
-        }
-    }
-
-    /// Completes every permit with the outcome, in reverse order of admission.
-    pub fn complete(&mut self, outcome: &Outcome) {
-        while let Some(p) = self.held.pop() {
-            p.complete(outcome);
-        }
-    }
-}
-
-impl std::fmt::Debug for Permits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permits")
-            .field("held", &self.held.len())
-            .finish()
     }
 }
 
@@ -380,13 +140,10 @@ pub trait Policy: Send + Sync + 'static {
         false
     }
 
-    /// Decides on a request. A policy that needs to see the outcome may push a
-    /// [`Permit`] into `permits`.
-    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision;
-
-    /// Called once after the upstream answered or failed, for requests this
-    /// policy let through. The default does nothing.
-    fn on_outcome(&self, _keys: &RequestKeys, _outcome: &Outcome) {}
+    /// Decides on a request. A policy that must see the rest of the
+    /// request (its response, how it ended) leaves a [`Guard`] in
+    /// `exchange` ([`Exchange::hold`]).
+    fn on_request(&self, req: &RequestView<'_>, exchange: &mut Exchange) -> Decision;
 
     /// Periodic upkeep off the request path (cooling hot keys, rolling
     /// statistics). The gateway calls it about every 100 ms with the policy
@@ -405,60 +162,5 @@ pub trait Policy: Send + Sync + 'static {
     /// keys, for `GET /limits` and the metrics. `None` for other policies.
     fn limit_report(&self, _top: usize) -> Option<LimitReport> {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    struct CountingPermit {
-        completed: Arc<AtomicUsize>,
-        abandoned: Arc<AtomicUsize>,
-        done: bool,
-    }
-
-    impl Permit for CountingPermit {
-        fn complete(mut self: Box<Self>, _outcome: &Outcome) {
-            self.done = true;
-            self.completed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Drop for CountingPermit {
-        fn drop(&mut self) {
-            if !self.done {
-                self.abandoned.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    }
-
-    #[test]
-    fn permits_complete_once_or_count_as_abandoned_on_drop() {
-        let completed = Arc::new(AtomicUsize::new(0));
-        let abandoned = Arc::new(AtomicUsize::new(0));
-        let make = || {
-            Box::new(CountingPermit {
-                completed: completed.clone(),
-                abandoned: abandoned.clone(),
-                done: false,
-            })
-        };
-
-        let mut finished = Permits::default();
-        finished.push(make());
-        finished.push(make());
-        finished.complete(&Outcome::default());
-        assert!(finished.is_empty());
-        drop(finished);
-        assert_eq!(completed.load(Ordering::SeqCst), 2);
-        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
-
-        let mut dropped = Permits::default();
-        dropped.push(make());
-        drop(dropped);
-        assert_eq!(abandoned.load(Ordering::SeqCst), 1);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::block_list::BlockList;
-use crate::{Clock, Decision, FakeClock, Permits, Policy, PolicyEnv, RequestKeys, RequestView};
+use crate::{Clock, Decision, Exchange, FakeClock, Policy, PolicyEnv, RequestKeys, RequestView};
 
 /// Keys for a request from `ip`, optionally as `user`.
 pub fn keys(ip: &str, user: Option<&str>) -> RequestKeys {
@@ -49,7 +49,7 @@ impl Env {
     }
 
     /// Runs one request through `policy` at the clock's current time.
-    pub fn decide(&self, policy: &dyn Policy, keys: &RequestKeys) -> (Decision, Permits) {
+    pub fn decide(&self, policy: &dyn Policy, keys: &RequestKeys) -> (Decision, Exchange) {
         self.decide_with(policy, keys, &Method::GET, &HeaderMap::new())
     }
 
@@ -60,7 +60,7 @@ impl Env {
         keys: &RequestKeys,
         method: &Method,
         headers: &HeaderMap,
-    ) -> (Decision, Permits) {
+    ) -> (Decision, Exchange) {
         let view = RequestView {
             route: "r",
             host: None,
@@ -74,9 +74,9 @@ impl Env {
             now_nanos: self.clock.now_nanos(),
             body: crate::RequestBody::Whole(&[]),
         };
-        let mut permits = Permits::default();
-        let d = policy.on_request(&view, &mut permits);
-        (d, permits)
+        let mut exchange = Exchange::default();
+        let d = policy.on_request(&view, &mut exchange);
+        (d, exchange)
     }
 
     /// How many of `n` requests `policy` admits at the current time.

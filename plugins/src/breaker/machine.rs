@@ -34,7 +34,7 @@ use serde::Serialize;
 use super::trip::{CallStats, SLOTS};
 use super::{CallResult, Classifier, TripRules};
 use crate::window::WindowSpec;
-use crate::{Clock, Outcome, Permit};
+use crate::{Clock, End, Guard, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -436,16 +436,13 @@ impl BreakerPermit {
     }
 }
 
-impl Permit for BreakerPermit {
-    fn complete(mut self: Box<Self>, outcome: &Outcome) {
+impl Guard for BreakerPermit {
+    fn finish(mut self: Box<Self>, end: End<'_>) {
         if let Some(t) = self.ticket.take() {
-            self.breaker.record(t, outcome);
-        }
-    }
-
-    fn cancel(mut self: Box<Self>) {
-        if let Some(t) = self.ticket.take() {
-            self.breaker.release_unused(t);
+            match end {
+                End::Upstream(outcome) => self.breaker.record(t, outcome),
+                End::NotSent => self.breaker.release_unused(t),
+            }
         }
     }
 }

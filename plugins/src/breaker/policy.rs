@@ -20,7 +20,8 @@ use http::{HeaderName, HeaderValue};
 use super::config::{BreakerConfig, BreakerScope};
 use super::machine::{Breaker, BreakerPermit, BreakerState, Ticket};
 use crate::{
-    ConfigError, Decision, LocalResponse, Permits, Policy, PolicyEnv, Rejection, RequestView,
+    ConfigError, Decision, Exchange, LocalResponse, Policy, PolicyEnv, Rejection, RejectionKind,
+    RequestView,
 };
 
 pub const BREAKER_HEADER: HeaderName = HeaderName::from_static("x-breakwater-breaker");
@@ -170,13 +171,13 @@ impl Policy for CircuitBreaker {
         "circuit_breaker"
     }
 
-    fn on_request(&self, _req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+    fn on_request(&self, _req: &RequestView<'_>, exchange: &mut Exchange) -> Decision {
         let Some(breaker) = &self.cluster else {
             return Decision::Continue;
         };
         match breaker.acquire() {
             Ok(ticket) => {
-                permits.push(Box::new(BreakerPermit::new(breaker.clone(), ticket)));
+                exchange.hold(Box::new(BreakerPermit::new(breaker.clone(), ticket)));
                 Decision::Continue
             }
             Err(retry_after) => {
@@ -184,26 +185,21 @@ impl Policy for CircuitBreaker {
                     return Decision::Respond(f.clone());
                 }
                 let secs = retry_after.as_nanos().div_ceil(1_000_000_000).max(1) as u64;
-                Decision::Reject(Rejection {
-                    status: self.status,
-                    grpc_status: 14, // UNAVAILABLE
-                    kind: "circuit_open",
-                    policy: self.name.clone(),
-                    reason: format!(
-                        "circuit breaker {} is {}: {}",
-                        self.name,
-                        breaker.state().as_str().replace('_', "-"),
-                        breaker.snapshot().last_reason
-                    ),
-                    headers: vec![
-                        (http::header::RETRY_AFTER, HeaderValue::from(secs)),
-                        (
+                let reason = format!(
+                    "circuit breaker {} is {}: {}",
+                    self.name,
+                    breaker.state().as_str().replace('_', "-"),
+                    breaker.snapshot().last_reason
+                );
+                Decision::Reject(
+                    Rejection::new(RejectionKind::CircuitOpen, self.status, &self.name, reason)
+                        .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
+                        .with_header(
                             BREAKER_HEADER,
                             HeaderValue::from_str(&self.name)
                                 .unwrap_or(HeaderValue::from_static("breaker")),
                         ),
-                    ],
-                })
+                )
             }
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::testing::{keys, Env};
-use crate::{Decision, ErrorKind, Outcome, Permit, Permits, PolicyEnv};
+use crate::{Decision, End, ErrorKind, Exchange, Guard, Outcome, PolicyEnv};
 
 fn ok() -> Outcome {
     Outcome {
@@ -172,7 +172,7 @@ fn concurrent_callers_get_exactly_the_probe_limit() {
     ));
     call(&p, &env, fail());
     env.clock.advance(Duration::from_secs(1));
-    let granted: Vec<Permits> = std::thread::scope(|s| {
+    let granted: Vec<Exchange> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let (p, env) = (p.clone(), &env);
@@ -273,7 +273,7 @@ fn endpoint_scope_ejects_up_to_the_max_share() {
     assert_eq!(p.breakers().len(), 4);
     let fail_endpoint = |addr: SocketAddr| {
         let permit = p.admit_endpoint(addr).expect("closed endpoint admits");
-        Box::new(permit).complete(&fail());
+        Box::new(permit).finish(End::Upstream(&fail()));
     };
     fail_endpoint(eps[0]);
     assert!(

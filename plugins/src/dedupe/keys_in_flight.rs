@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use http::HeaderValue;
 
 use crate::store::KeyHasher;
-use crate::{Outcome, Permit};
+use crate::Guard;
 
 /// `reject` mode's table: each idempotency key in flight, with the
 /// fingerprint of the request that holds it. One request per key: a second
@@ -23,7 +23,7 @@ pub(super) struct KeysInFlight {
 
 pub(super) enum Claim {
     /// The key is this request's until the permit is dropped.
-    Held(Box<dyn Permit>),
+    Held(Box<dyn Guard>),
     SameRequest,
     OtherRequest,
     /// The table is full: not deduplicated.
@@ -87,9 +87,8 @@ struct KeyHold {
     keys: Arc<KeysInFlight>,
 }
 
-impl Permit for KeyHold {
-    fn complete(self: Box<Self>, _outcome: &Outcome) {}
-}
+/// Dropping it frees the key, however the request ended.
+impl Guard for KeyHold {}
 
 impl Drop for KeyHold {
     fn drop(&mut self) {

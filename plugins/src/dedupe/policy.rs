@@ -12,7 +12,9 @@ use super::config::OnDuplicate;
 use super::fingerprint::fingerprint;
 use super::keys_in_flight::{Claim, KeysInFlight};
 use crate::flight::{Flights, Joiner, Role};
-use crate::{Decision, Permits, Policy, Rejection, RequestBody, RequestView, WaitOutcome};
+use crate::{
+    Decision, Exchange, Policy, Rejection, RejectionKind, RequestBody, RequestView, WaitOutcome,
+};
 
 pub struct Dedupe {
     name: String,
@@ -51,15 +53,9 @@ struct Counters {
     unhashable: AtomicU64,
 }
 
-fn refusal(name: &str, status: u16, kind: &'static str, reason: String) -> Rejection {
-    Rejection {
-        status,
-        grpc_status: if status == 409 { 6 } else { 14 }, // ALREADY_EXISTS / UNAVAILABLE
-        kind,
-        policy: name.to_string(),
-        reason,
-        headers: Vec::new(),
-    }
+/// 409 answers are ALREADY_EXISTS to a gRPC caller, others UNAVAILABLE.
+fn refusal(name: &str, status: u16, kind: RejectionKind, reason: String) -> Rejection {
+    Rejection::new(kind, status, name, reason)
 }
 
 impl Dedupe {
@@ -111,10 +107,10 @@ impl Dedupe {
         headers.get(&self.header).filter(|v| !v.is_empty())
     }
 
-    fn lead_or_join(&self, fingerprint: u128, permits: &mut Permits) -> Decision {
+    fn lead_or_join(&self, fingerprint: u128, exchange: &mut Exchange) -> Decision {
         match self.flights.begin(fingerprint, || None) {
             Role::Lead(tap) => {
-                permits.tap(tap);
+                exchange.hold(tap);
                 Decision::Continue
             }
             Role::Join(joiner) => self.join(joiner),
@@ -129,7 +125,7 @@ impl Dedupe {
         &self,
         key: &HeaderValue,
         fingerprint: u128,
-        permits: &mut Permits,
+        exchange: &mut Exchange,
     ) -> Decision {
         let refuse = |kind, reason: &str| {
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
@@ -137,15 +133,15 @@ impl Dedupe {
         };
         match self.keys.claim(key, fingerprint) {
             Claim::Held(hold) => {
-                permits.push(hold);
+                exchange.hold(hold);
                 Decision::Continue
             }
             Claim::SameRequest => refuse(
-                "duplicate",
+                RejectionKind::Duplicate,
                 "the same request, with this idempotency key, is already in flight",
             ),
             Claim::OtherRequest => refuse(
-                "idempotency_key_reused",
+                RejectionKind::IdempotencyKeyReused,
                 "this idempotency key is in use by a different request in flight \
                  (another route, method, path, query, caller or body)",
             ),
@@ -172,7 +168,7 @@ impl Policy for Dedupe {
         self.key(headers).is_some()
     }
 
-    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+    fn on_request(&self, req: &RequestView<'_>, exchange: &mut Exchange) -> Decision {
         let Some(key) = self.key(req.headers) else {
             return Decision::Continue;
         };
@@ -183,8 +179,8 @@ impl Policy for Dedupe {
         };
         let fingerprint = fingerprint(self.seed, key, req, body);
         match self.on_duplicate {
-            OnDuplicate::Join => self.lead_or_join(fingerprint, permits),
-            OnDuplicate::Reject => self.claim_or_refuse(key, fingerprint, permits),
+            OnDuplicate::Join => self.lead_or_join(fingerprint, exchange),
+            OnDuplicate::Reject => self.claim_or_refuse(key, fingerprint, exchange),
         }
     }
 
@@ -210,7 +206,7 @@ impl Dedupe {
                 Err(why) => WaitOutcome::Reject(refusal(
                     &name,
                     503,
-                    "duplicate_failed",
+                    RejectionKind::DuplicateFailed,
                     format!("joined the same request in flight, but {why}"),
                 )),
             }

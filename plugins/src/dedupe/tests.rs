@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
 use crate::testing::keys;
-use crate::{Decision, Outcome, Permits, Policy, RequestBody, RequestView, WaitOutcome};
+use crate::{Decision, Exchange, Outcome, Policy, RequestBody, RequestView, WaitOutcome};
 
 fn dedupe(yaml: &str) -> Dedupe {
     let cfg: DedupeConfig = serde_yaml::from_str(yaml).unwrap();
@@ -43,7 +43,7 @@ fn alice() -> Call {
     }
 }
 
-fn send(p: &Dedupe, c: &Call) -> (Decision, Permits) {
+fn send(p: &Dedupe, c: &Call) -> (Decision, Exchange) {
     let mut headers = HeaderMap::new();
     if let Some(k) = c.key {
         headers.insert("idempotency-key", HeaderValue::from_static(k));
@@ -64,13 +64,13 @@ fn send(p: &Dedupe, c: &Call) -> (Decision, Permits) {
         now_nanos: 0,
         body: c.body.map_or(RequestBody::Unread, RequestBody::Whole),
     };
-    let mut permits = Permits::default();
+    let mut permits = Exchange::default();
     let d = p.on_request(&view, &mut permits);
     (d, permits)
 }
 
 /// A client's `POST /pay` with `key`, from 10.0.0.1.
-fn request(p: &Dedupe, key: Option<&'static str>) -> (Decision, Permits) {
+fn request(p: &Dedupe, key: Option<&'static str>) -> (Decision, Exchange) {
     let call = Call {
         key,
         user: None,
@@ -161,14 +161,14 @@ fn others() -> Vec<(&'static str, Call)> {
     ]
 }
 
-fn respond(permits: &mut Permits, body: &[u8]) {
+fn respond(permits: &mut Exchange, body: &[u8]) {
     let mut h = HeaderMap::new();
     h.insert("content-type", HeaderValue::from_static("application/json"));
     h.insert("x-request-id", HeaderValue::from_static("leader"));
-    permits.tap_header(201, &h);
+    permits.response_head(201, &h);
     let (a, b) = body.split_at(body.len() / 2);
-    permits.tap_body(a, false);
-    permits.tap_body(b, true);
+    permits.response_body(a, false);
+    permits.response_body(b, true);
 }
 
 #[tokio::test]
@@ -314,7 +314,7 @@ async fn reject_mode_tells_a_duplicate_from_a_reused_key() {
         let Decision::Reject(same) = send(&p, &alice()).0 else {
             panic!("{what}: the same request in flight is refused")
         };
-        assert_eq!((same.status, same.kind), (409, "duplicate"));
+        assert_eq!((same.status, same.kind.as_str()), (409, "duplicate"));
         assert!(same.reason.contains("already in flight"), "{}", same.reason);
         let Decision::Reject(reused) = send(&p, &other).0 else {
             panic!("{what}: a reused key is refused")
@@ -396,11 +396,11 @@ async fn a_joiner_gets_the_leaders_trailers() {
     };
     let mut h = HeaderMap::new();
     h.insert("content-type", HeaderValue::from_static("application/grpc"));
-    leader.tap_header(200, &h);
-    leader.tap_body(b"\0\0\0\0\x02hi", false);
+    leader.response_head(200, &h);
+    leader.response_body(b"\0\0\0\0\x02hi", false);
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    leader.tap_trailers(&trailers);
+    leader.response_trailers(&trailers);
     let WaitOutcome::Respond(r) = dup.await else {
         panic!("expected the shared answer")
     };

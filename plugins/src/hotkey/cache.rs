@@ -61,7 +61,7 @@ use crate::bounds::{in_range, nanos};
 use crate::duration::HumanDuration;
 use crate::flight::{Accept, Flights, Role};
 use crate::key_text::cut_key;
-use crate::{ConfigError, Decision, LocalResponse, Permits, RequestView, WaitOutcome};
+use crate::{ConfigError, Decision, Exchange, LocalResponse, RequestView, WaitOutcome};
 
 /// `cache:` in a `hotkey` rule.
 ///
@@ -306,7 +306,7 @@ impl ResponseCache {
         req: &RequestView<'_>,
         key_hash: u64,
         key_text: impl FnOnce() -> String,
-        permits: &mut Permits,
+        exchange: &mut Exchange,
     ) -> Decision {
         let head = req.method == Method::HEAD;
         if !(head || req.method == Method::GET) {
@@ -314,7 +314,7 @@ impl ResponseCache {
         }
         if !self.authorized && req.headers.contains_key(http::header::AUTHORIZATION) {
             self.counts.bypass.fetch_add(1, Ordering::Relaxed);
-            permits.add_response_header(
+            exchange.add_response_header(
                 cache_status(),
                 HeaderValue::from_static("breakwater; fwd=bypass; detail=authorization"),
             );
@@ -339,7 +339,7 @@ impl ResponseCache {
         if head {
             // Only GET answers are stored: a HEAD's (no body) would answer
             // GETs empty. So a HEAD neither fills nor leads a fill.
-            self.forward(permits, &stale, now, true);
+            self.forward(exchange, &stale, now, true);
             return Decision::Continue;
         }
         let role = self.flights.begin(found.key, || {
@@ -354,8 +354,8 @@ impl ResponseCache {
         });
         match role {
             Role::Lead(tap) => {
-                permits.tap(tap);
-                self.forward(permits, &stale, now, false);
+                exchange.hold(tap);
+                self.forward(exchange, &stale, now, false);
                 Decision::Continue
             }
             Role::Join(joiner) => {
@@ -389,7 +389,7 @@ impl ResponseCache {
             // Too many fills in flight: this miss is not shared, but is a
             // miss all the same, with its stale copy for errors.
             Role::Untracked => {
-                self.forward(permits, &stale, now, false);
+                self.forward(exchange, &stale, now, false);
                 Decision::Continue
             }
         }
@@ -428,7 +428,7 @@ impl ResponseCache {
     /// A miss goes upstream: says so, with a stale copy as the fallback.
     fn forward(
         &self,
-        permits: &mut Permits,
+        exchange: &mut Exchange,
         stale: &Option<Arc<CachedResponse>>,
         now: u64,
         head: bool,
@@ -440,10 +440,10 @@ impl ResponseCache {
             (false, true) => "breakwater; fwd=miss; detail=head",
             (true, true) => "breakwater; fwd=stale; detail=head",
         };
-        permits.add_response_header(cache_status(), HeaderValue::from_static(status));
+        exchange.add_response_header(cache_status(), HeaderValue::from_static(status));
         if let Some(e) = stale {
             let counts = self.counts.clone();
-            permits.set_fallback(
+            exchange.set_fallback(
                 e.answer(now, head, "breakwater; hit; detail=stale-if-error".into()),
                 move || {
                     counts.stale.fetch_add(1, Ordering::Relaxed);

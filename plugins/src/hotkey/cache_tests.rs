@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use super::*;
 use crate::testing::{keys, Env};
 use crate::{
-    Clock, Decision, LocalResponse, Permits, Policy, RequestKeys, RequestView, WaitOutcome,
+    Clock, Decision, Exchange, LocalResponse, Policy, RequestKeys, RequestView, WaitOutcome,
 };
 
 pub(super) fn rule(env: &Env, extra: &str) -> HotKeyRule {
@@ -30,7 +30,7 @@ pub(super) fn user(name: &str) -> RequestKeys {
 }
 
 /// The upstream's answer, fed through the request's taps.
-pub(super) fn answer(permits: &mut Permits, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+pub(super) fn answer(permits: &mut Exchange, status: u16, headers: &[(&str, &str)], body: &[u8]) {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
         h.append(
@@ -38,8 +38,8 @@ pub(super) fn answer(permits: &mut Permits, status: u16, headers: &[(&str, &str)
             HeaderValue::from_str(v).unwrap(),
         );
     }
-    permits.tap_header(status, &h);
-    permits.tap_body(body, true);
+    permits.response_head(status, &h);
+    permits.response_body(body, true);
 }
 
 pub(super) fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
@@ -49,7 +49,7 @@ pub(super) fn header<'a>(r: &'a LocalResponse, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| v.to_str().ok())
 }
 
-pub(super) fn status_header(p: &Permits) -> String {
+pub(super) fn status_header(p: &Exchange) -> String {
     p.response_headers()
         .iter()
         .find(|(n, _)| n == "cache-status")
@@ -278,7 +278,7 @@ fn send(
     method: Method,
     target: &str,
     headers: &[(&str, &str)],
-) -> (Decision, Permits) {
+) -> (Decision, Exchange) {
     send_to(env, r, PLAIN, &user("alice"), method, target, headers)
 }
 
@@ -291,7 +291,7 @@ pub(super) fn send_to(
     method: Method,
     target: &str,
     headers: &[(&str, &str)],
-) -> (Decision, Permits) {
+) -> (Decision, Exchange) {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
@@ -316,7 +316,7 @@ pub(super) fn send_to(
         now_nanos: env.clock.now_nanos(),
         body: crate::RequestBody::Unread,
     };
-    let mut permits = Permits::default();
+    let mut permits = Exchange::default();
     let d = r.on_request(&view, &mut permits);
     (d, permits)
 }
@@ -342,7 +342,7 @@ fn miss(
     method: Method,
     target: &str,
     headers: &[(&str, &str)],
-) -> Permits {
+) -> Exchange {
     match send(env, r, method.clone(), target, headers) {
         (Decision::Continue, p) => p,
         (other, _) => panic!("{method} {target} {headers:?}: expected a miss, got {other:?}"),
@@ -727,7 +727,7 @@ fn a_miss_past_the_fill_table_says_so_and_keeps_its_stale_fallback() {
     drop(p);
     env.clock.advance(Duration::from_secs(6));
     // Fill the single-flight table with other resources' fills in flight.
-    let in_flight: Vec<Permits> = (0..super::cache::MAX_FILLS)
+    let in_flight: Vec<Exchange> = (0..super::cache::MAX_FILLS)
         .map(|i| miss(&env, &r, Method::GET, &format!("/other/{i}"), &[]))
         .collect();
     // The stale resource's refill is not tracked, but still a cache miss

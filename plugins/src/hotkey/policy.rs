@@ -18,7 +18,7 @@ use crate::cluster::{
 };
 use crate::rate_limit::RateLimit;
 use crate::report::{LimitCounts, LimitReport};
-use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, RequestView};
+use crate::{Clock, Decision, Exchange, KeySpec, Policy, PolicyEnv, RequestView};
 
 /// Minutes of top-key statistics kept per rule.
 pub const STATS_MINUTES: usize = 60;
@@ -243,7 +243,7 @@ impl Policy for HotKeyRule {
         "hotkey"
     }
 
-    fn on_request(&self, req: &RequestView<'_>, permits: &mut Permits) -> Decision {
+    fn on_request(&self, req: &RequestView<'_>, exchange: &mut Exchange) -> Decision {
         let Some(hash) = self.key_hash(req) else {
             return Decision::Continue;
         };
@@ -260,14 +260,14 @@ impl Policy for HotKeyRule {
         }
         if let Some(cache) = self.cache.as_ref().filter(|c| seen.hot || c.always()) {
             let render = || self.key.render(req.keys).unwrap_or_default();
-            let decision = cache.on_request(req, hash, render, permits);
+            let decision = cache.on_request(req, hash, render, exchange);
             if !matches!(decision, Decision::Continue) {
                 return decision;
             }
         }
         if seen.hot {
             if let Some(limiter) = &self.limiter {
-                let decision = limiter.on_request(req, permits);
+                let decision = limiter.on_request(req, exchange);
                 if matches!(decision, Decision::Reject(_)) {
                     self.limited.fetch_add(1, Ordering::Relaxed);
                     return decision;

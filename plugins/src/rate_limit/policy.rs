@@ -26,7 +26,9 @@ use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyHasher, KeyNames, KeyState, KeyedStore};
 use crate::window::{hottest, SlidingWindow, WindowSpec};
-use crate::{Clock, Decision, KeySpec, Permits, Policy, PolicyEnv, Rejection, RequestView};
+use crate::{
+    Clock, Decision, Exchange, KeySpec, Policy, PolicyEnv, Rejection, RejectionKind, RequestView,
+};
 
 /// Sub-buckets of every window kept by this policy.
 const BUCKETS: u32 = 4;
@@ -320,7 +322,7 @@ impl Policy for RateLimit {
         "rate_limit"
     }
 
-    fn on_request(&self, req: &RequestView<'_>, _permits: &mut Permits) -> Decision {
+    fn on_request(&self, req: &RequestView<'_>, _exchange: &mut Exchange) -> Decision {
         let Some(hash) = self.hasher.hash_spec(&self.key, req.keys) else {
             return Decision::Continue;
         };
@@ -359,12 +361,13 @@ impl Policy for RateLimit {
                 }
                 self.counts.rejected.fetch_add(1, Ordering::Relaxed);
                 Decision::Reject(Rejection {
-                    status: self.status,
-                    grpc_status: 8, // RESOURCE_EXHAUSTED
-                    kind: "rate_limited",
-                    policy: self.name.clone(),
-                    reason: self.reason.clone(),
                     headers: rejection_headers(&self.policy_header, &self.name, 0, retry_after),
+                    ..Rejection::new(
+                        RejectionKind::RateLimited,
+                        self.status,
+                        &self.name,
+                        &self.reason,
+                    )
                 })
             }
         }

@@ -1,14 +1,4 @@
-//! Retry discipline: a budget, jittered backoff, and the route's settings.
-//!
-//! Breakwater does not retry unless a route asks for it, and then only what
-//! the gateway can prove the upstream never processed. Even so, a fixed
-//! retry count turns an upstream's bad minute into a multiple of its load —
-//! the seed incident's 2 default retries tripled it. So retries also draw on
-//! a **budget**, as Finagle's and Envoy's do and tower's `retry::budget`
-//! argues: every request to a cluster deposits, every retry withdraws, and
-//! retries may never exceed `budget_percent` of the recent requests (plus a
-//! small `min_retries_per_sec` floor so a quiet cluster can still retry).
-//! When the upstream is sick, the budget runs dry and the retries stop.
+//! The `retry:` and `retry_budget:` sections, the backoff and the budget.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
