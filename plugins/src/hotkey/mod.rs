@@ -3,15 +3,6 @@
 //! finds candidates, exact sliding windows confirm them, hot keys fire
 //! events and drive the rule's actions until they cool.
 
-mod cache;
-mod cache_entry;
-mod cache_freshness;
-mod cache_key;
-mod cache_query;
-#[cfg(test)]
-mod cache_scope_tests;
-#[cfg(test)]
-mod cache_tests;
 mod config;
 mod detector;
 mod events;
@@ -20,7 +11,6 @@ mod sketch;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheConfig, CacheCounts, CachedResponse, KeyRef, ResponseCache, RuleKey};
 pub use config::{HotAction, HotKeyConfig, HotLimit};
 pub use detector::{
     DetectorConfig, HotChange, HotEvent, HotKey, HotKeyDetector, Observation, CANDIDATE_BYTES,

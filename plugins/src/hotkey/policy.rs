@@ -9,10 +9,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::cache::{KeyRef, ResponseCache};
 use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
+use crate::cache::{KeyRef, ResponseCache};
 use crate::cluster::{
     Fleet, GlobalSync, Section, SectionKind, SectionReply, SyncItem, FLEET_BUCKETS,
 };
