@@ -294,8 +294,10 @@ impl<'a> KeyRef<'a> {
 }
 
 impl ResponseCache {
-    pub fn always(&self) -> bool {
-        self.always
+    /// Whether a key's requests are served from the cache: while it is hot,
+    /// and for every key with `always: true`.
+    pub fn serves(&self, hot: bool) -> bool {
+        hot || self.always
     }
 
     /// The cache's part in a request for a key the rule serves from cache.
@@ -449,6 +451,15 @@ impl ResponseCache {
                     counts.stale.fetch_add(1, Ordering::Relaxed);
                 },
             );
+        }
+    }
+
+    /// A key cooled: its answers are not served from cache any more, so they
+    /// go (with `always: true` they stay). `key_hash` is the hash the
+    /// entries keep; the cooling event's text may be cut.
+    pub fn cooled(&self, key_hash: u64) {
+        if !self.always {
+            self.invalidate(KeyRef::Hash(key_hash));
         }
     }
 
