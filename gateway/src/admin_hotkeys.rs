@@ -28,7 +28,8 @@ use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use breakwater_plugins::hotkey::{HotKeyRule, KeyRef, STATS_MINUTES};
+use breakwater_plugins::cache::KeyRef;
+use breakwater_plugins::hotkey::{HotKeyRule, STATS_MINUTES};
 use breakwater_plugins::Policy;
 
 use crate::admin::{error, json_response, rfc3339};

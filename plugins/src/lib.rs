@@ -10,6 +10,7 @@ pub mod abuse;
 pub mod block_list;
 pub mod bounds;
 pub mod breaker;
+pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod concurrency;

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::CacheConfig;
 use super::detector::DetectorConfig;
 use super::policy::HotKeyRule;
 use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_TIMEOUT};
+use crate::cache::CacheConfig;
 use crate::cluster::Scope;
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;

@@ -1,17 +1,10 @@
 //! Hot-key detection and the `hotkey` rule: seed 000's "Burning" pipeline
 //! inline in the gateway. A rule names the key to watch; a windowed sketch
 //! finds candidates, exact sliding windows confirm them, hot keys fire
-//! events and drive the rule's actions until they cool.
+//! events and drive the rule's actions until they cool. The `cache`
+//! action's response cache is [`crate::cache`]: the rule owns one and tells
+//! it which keys are hot and when one cools.
 
-mod cache;
-mod cache_entry;
-mod cache_freshness;
-mod cache_key;
-mod cache_query;
-#[cfg(test)]
-mod cache_scope_tests;
-#[cfg(test)]
-mod cache_tests;
 mod config;
 mod detector;
 mod events;
@@ -20,7 +13,6 @@ mod sketch;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheConfig, CacheCounts, CachedResponse, KeyRef, ResponseCache, RuleKey};
 pub use config::{HotAction, HotKeyConfig, HotLimit};
 pub use detector::{
     DetectorConfig, HotChange, HotEvent, HotKey, HotKeyDetector, Observation, CANDIDATE_BYTES,

@@ -9,10 +9,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::cache::{KeyRef, ResponseCache};
 use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
+use crate::cache::ResponseCache;
 use crate::cluster::{
     Fleet, GlobalSync, Section, SectionKind, SectionReply, SyncItem, FLEET_BUCKETS,
 };
@@ -178,10 +178,8 @@ impl HotKeyRule {
     /// Counts, invalidates and publishes a key's cooling.
     fn announce_cooled(&self, event: &HotEvent) {
         self.cooled_events.fetch_add(1, Ordering::Relaxed);
-        // A cooled key's answers are not served from cache any more. The
-        // event's text may be cut; its hash is the one the entries keep.
-        if let Some(cache) = self.cache.as_ref().filter(|c| !c.always()) {
-            cache.invalidate(KeyRef::Hash(event.hash));
+        if let Some(cache) = &self.cache {
+            cache.cooled(event.hash);
         }
         self.hub.publish(&self.name, &self.actions, event);
     }
@@ -258,7 +256,7 @@ impl Policy for HotKeyRule {
                 return self.block_key(req, hash, duration, status);
             }
         }
-        if let Some(cache) = self.cache.as_ref().filter(|c| seen.hot || c.always()) {
+        if let Some(cache) = self.cache.as_ref().filter(|c| c.serves(seen.hot)) {
             let render = || self.key.render(req.keys).unwrap_or_default();
             let decision = cache.on_request(req, hash, render, exchange);
             if !matches!(decision, Decision::Continue) {

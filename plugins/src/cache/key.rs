@@ -12,7 +12,7 @@
 //! - the method class: GET. Only GET answers are stored; a HEAD looks up the
 //!   GET entry and is answered without the body;
 //! - the path, byte for byte as received;
-//! - the query, normalized ([`super::cache_query`]);
+//! - the query, normalized ([`super::query`]);
 //! - with `authorized: true`, the `Authorization` value, byte for byte: each
 //!   credential has its own entries (without it, requests that carry
 //!   `Authorization` bypass the cache). `Cookie` is never part of the key:
@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::cache_query::{hash_query, write_field};
+use super::query::{hash_query, write_field};
 use crate::RequestView;
 
 /// The method class every entry is stored under (HEAD reads it too).

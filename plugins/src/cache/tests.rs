@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
+use crate::hotkey::{HotKeyConfig, HotKeyRule};
 use crate::testing::{keys, Env};
 use crate::{
     Clock, Decision, Exchange, LocalResponse, Policy, RequestKeys, RequestView, WaitOutcome,
@@ -727,7 +728,7 @@ fn a_miss_past_the_fill_table_says_so_and_keeps_its_stale_fallback() {
     drop(p);
     env.clock.advance(Duration::from_secs(6));
     // Fill the single-flight table with other resources' fills in flight.
-    let in_flight: Vec<Exchange> = (0..super::cache::MAX_FILLS)
+    let in_flight: Vec<Exchange> = (0..super::store::MAX_FILLS)
         .map(|i| miss(&env, &r, Method::GET, &format!("/other/{i}"), &[]))
         .collect();
     // The stale resource's refill is not tracked, but still a cache miss

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::cache_entry::ENTRY_OVERHEAD;
-use super::cache_tests::{answer, rule, send_to, status_header, user, Origin, PLAIN};
+use super::entry::ENTRY_OVERHEAD;
+use super::tests::{answer, rule, send_to, status_header, user, Origin, PLAIN};
 use super::*;
+use crate::hotkey::{HotKeyConfig, HotKeyRule};
 use crate::key_text::{is_cut, KEY_TEXT_MAX};
 use crate::testing::Env;
 use crate::{Clock, Decision, Policy, RequestKeys, WaitOutcome};

@@ -5,8 +5,8 @@
 //!   route, the scheme and host, the rule's key value, the method class
 //!   (GET), the path, the normalized query, the credential (with
 //!   `authorized: true`), the configured `vary` request headers, and the
-//!   upstream's own `Vary` as a secondary key. [`super::cache_key`] has the
-//!   exact rule, [`super::cache_query`] the query normalization.
+//!   upstream's own `Vary` as a secondary key. [`super::key`] has the
+//!   exact rule, [`super::query`] the query normalization.
 //! - **GET fills, HEAD only reads**: a HEAD is answered from a stored GET
 //!   answer (without its body). A HEAD miss goes upstream on its own: it
 //!   never stores, never leads a fill that GETs would wait for, never waits
@@ -16,7 +16,7 @@
 //!   entries included), evicting by its TinyLFU policy past `max_bytes`.
 //! - **Fresh, then stale**: an entry is fresh for `ttl` (or what is left of
 //!   the upstream's `max-age` after its `Age`, if shorter:
-//!   [`super::cache_freshness`]), then kept `stale_ttl` longer for
+//!   [`super::freshness`]), then kept `stale_ttl` longer for
 //!   stale-if-error: served only when the upstream fails (no answer, or a
 //!   5xx) or a later policy (an open breaker) refuses the refill.
 //! - **What is stored**: configured statuses (200 by default; never 206 or
@@ -52,10 +52,10 @@ use http::{HeaderName, HeaderValue, Method};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
-use super::cache_entry::{cache_status, Entry, Expiry, VariantIndex};
-pub use super::cache_entry::{CachedResponse, RuleKey};
-use super::cache_freshness::freshness;
-use super::cache_key::{CacheKeys, Vary};
+use super::entry::{cache_status, Entry, Expiry, VariantIndex};
+use super::entry::{CachedResponse, RuleKey};
+use super::freshness::freshness;
+use super::key::{CacheKeys, Vary};
 use crate::block_list::parse_hash_ref;
 use crate::bounds::{in_range, nanos};
 use crate::duration::HumanDuration;
@@ -294,8 +294,10 @@ impl<'a> KeyRef<'a> {
 }
 
 impl ResponseCache {
-    pub fn always(&self) -> bool {
-        self.always
+    /// Whether a key's requests are served from the cache: while it is hot,
+    /// and for every key with `always: true`.
+    pub fn serves(&self, hot: bool) -> bool {
+        hot || self.always
     }
 
     /// The cache's part in a request for a key the rule serves from cache.
@@ -449,6 +451,15 @@ impl ResponseCache {
                     counts.stale.fetch_add(1, Ordering::Relaxed);
                 },
             );
+        }
+    }
+
+    /// A key cooled: its answers are not served from cache any more, so they
+    /// go (with `always: true` they stay). `key_hash` is the hash the
+    /// entries keep; the cooling event's text may be cut.
+    pub fn cooled(&self, key_hash: u64) {
+        if !self.always {
+            self.invalidate(KeyRef::Hash(key_hash));
         }
     }
 
