@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::config::text::{ADMIN, ADMIN_PORT, DIR, LISTEN};
 use crate::config::ConfigText;
 use crate::ports::PortLease;
 
@@ -69,10 +70,10 @@ fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
         out.push_str("logging:\n  format: json\n  level: info\n  access_log: true\n");
     }
     out.push_str(body);
-    out.replace("{listen}", &format!("127.0.0.1:{port}"))
-        .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
-        .replace("{admin_port}", &admin_port.to_string())
-        .replace("{dir}", &dir.display().to_string())
+    out.replace(LISTEN, &format!("127.0.0.1:{port}"))
+        .replace(ADMIN, &format!("127.0.0.1:{admin_port}"))
+        .replace(ADMIN_PORT, &admin_port.to_string())
+        .replace(DIR, &dir.display().to_string())
 }
 
 impl GatewayBuilder {

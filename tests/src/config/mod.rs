@@ -29,7 +29,7 @@ mod document;
 mod keys;
 mod policy;
 mod route;
-mod text;
+pub(crate) mod text;
 mod upstream;
 
 pub use document::{Admin, Config, Listener, Server};
