@@ -1,30 +1,32 @@
-//! Runs the real gateway binary on ephemeral ports.
+//! Runs the real gateway binary on leased loopback ports.
+//!
+//! The proxy and admin ports are [`PortLease`]s held by the [`Gateway`] for
+//! its whole life (see `ports` for what that guarantees): the gateway binds
+//! them itself, no other process can take them meanwhile, and a sibling
+//! started for a `-u` upgrade finds them still reserved. So a start never
+//! loses a race for its ports and is not retried.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A free loopback port. The port is released before it is used, so a race
-/// with another process is possible; [`GatewayBuilder::start`] retries when
-/// the gateway cannot bind.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
+use crate::config::text::{ADMIN, ADMIN_PORT, DIR, LISTEN};
+use crate::config::ConfigText;
+use crate::ports::PortLease;
+
+/// How long a gateway may take to answer `/healthz` and accept on its port.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Builds the config around a test's own sections.
 ///
-/// The body is YAML with the placeholders `{listen}` (proxy address),
-/// `{admin}` (admin address), `{admin_port}` (its port alone) and `{dir}`
-/// (the temp dir). `server`,
-/// `listeners`, `admin` and `logging` sections are added unless the body has
-/// its own.
+/// The body is a [`crate::config::Config`] or YAML text. Text may use the
+/// placeholders `{listen}` (proxy address), `{admin}` (admin address),
+/// `{admin_port}` (its port alone) and `{dir}` (the temp dir); its
+/// `server`, `listeners`, `admin` and `logging` sections are added unless
+/// it has its own. A `Config` always has all four.
 pub struct GatewayBuilder {
     bin: PathBuf,
     body: String,
@@ -46,6 +48,8 @@ pub struct Gateway {
     /// The environment given to the process, given to siblings too.
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The proxy and admin ports, held until the gateway is dropped.
+    _leases: [PortLease; 2],
 }
 
 fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
@@ -66,23 +70,23 @@ fn render(body: &str, port: u16, admin_port: u16, dir: &Path) -> String {
         out.push_str("logging:\n  format: json\n  level: info\n  access_log: true\n");
     }
     out.push_str(body);
-    out.replace("{listen}", &format!("127.0.0.1:{port}"))
-        .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
-        .replace("{admin_port}", &admin_port.to_string())
-        .replace("{dir}", &dir.display().to_string())
+    out.replace(LISTEN, &format!("127.0.0.1:{port}"))
+        .replace(ADMIN, &format!("127.0.0.1:{admin_port}"))
+        .replace(ADMIN_PORT, &admin_port.to_string())
+        .replace(DIR, &dir.display().to_string())
 }
 
 impl GatewayBuilder {
     /// `bin` is the gateway binary; `BREAKWATER_TEST_BIN` in the environment
     /// overrides it, to run tests against another build (e.g. to show that a
     /// new test fails on the previous release).
-    pub fn new(bin: &str, body: &str) -> Self {
+    pub fn new(bin: &str, body: &(impl ConfigText + ?Sized)) -> Self {
         let bin = std::env::var_os("BREAKWATER_TEST_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(bin));
         Self {
             bin,
-            body: body.to_string(),
+            body: body.config_text(),
             args: Vec::new(),
             env: Vec::new(),
             admin_token: None,
@@ -105,21 +109,43 @@ impl GatewayBuilder {
         self
     }
 
-    /// Starts the gateway and waits until `/healthz` is 200 and the proxy port accepts.
-    pub async fn start(self) -> Gateway {
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let (port, admin_port) = (free_port(), free_port());
-            match self.try_start(dir, port, admin_port).await {
-                Ok(gw) => return gw,
-                Err(log) => last_log = log,
-            }
+    /// Runs `breakwater -t` on the file [`GatewayBuilder::start`] would
+    /// write, without starting anything: `Ok` with the gateway's output if
+    /// it accepts the file, else `Err` with it.
+    pub fn check(&self) -> Result<String, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let leases = [PortLease::new(), PortLease::new()];
+        let path = dir.path().join("gateway.yaml");
+        let text = render(&self.body, leases[0].port(), leases[1].port(), dir.path());
+        fs::write(&path, text).expect("write config");
+        let out = Command::new(&self.bin)
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the gateway");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(said)
+        } else {
+            Err(said)
         }
-        panic!("gateway did not start:\n{last_log}");
     }
 
-    async fn try_start(&self, dir: TempDir, port: u16, admin_port: u16) -> Result<Gateway, String> {
+    /// Starts the gateway on leased ports and waits until `/healthz` is 200
+    /// and the proxy port accepts. Panics with the gateway's log if it
+    /// exits or is not ready within 30 s.
+    pub async fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let leases = [PortLease::new(), PortLease::new()];
+        let (port, admin_port) = (leases[0].port(), leases[1].port());
         let config_path = dir.path().join("gateway.yaml");
         let log_path = dir.path().join("gateway.log");
         fs::write(
@@ -129,18 +155,21 @@ impl GatewayBuilder {
         .expect("write config");
         let child = spawn(&self.bin, &config_path, &log_path, &self.args, &self.env);
         let mut gw = Gateway {
-            bin: self.bin.clone(),
+            bin: self.bin,
             port,
             admin_port,
             config_path,
             log_path,
             dir,
-            admin_token: self.admin_token.clone(),
-            env: self.env.clone(),
+            admin_token: self.admin_token,
+            env: self.env,
             child: Some(child),
+            _leases: leases,
         };
-        gw.wait_ready(Duration::from_secs(30)).await?;
-        Ok(gw)
+        if let Err(log) = gw.wait_ready(READY_WITHIN).await {
+            panic!("gateway did not start: {log}");
+        }
+        gw
     }
 }
 
@@ -172,7 +201,7 @@ fn spawn(
 }
 
 impl Gateway {
-    pub fn builder(bin: &str, body: &str) -> GatewayBuilder {
+    pub fn builder(bin: &str, body: &(impl ConfigText + ?Sized)) -> GatewayBuilder {
         GatewayBuilder::new(bin, body)
     }
 
@@ -198,8 +227,13 @@ impl Gateway {
 
     /// Rewrites the config file (same ports and dir) from a new body.
     /// Written to a temp file and renamed over, as editors do.
-    pub fn write_config(&self, body: &str) {
-        let text = render(body, self.port, self.admin_port, self.dir.path());
+    pub fn write_config(&self, body: &(impl ConfigText + ?Sized)) {
+        let text = render(
+            &body.config_text(),
+            self.port,
+            self.admin_port,
+            self.dir.path(),
+        );
         self.write_raw_config(&text);
     }
 

@@ -2,18 +2,24 @@
 //!
 //! [`MockUpstream`] is a real HTTP server on an ephemeral loopback port that
 //! records what it receives. [`Gateway`] runs the real `breakwater` binary on
-//! ephemeral ports with a config written to a temp dir, and kills it when
-//! dropped. [`RedisServer`] and [`RedisCluster`] are real `redis-server`
-//! processes on ephemeral loopback ports. Tests talk to all of them with a
-//! real client and wait on conditions, never on fixed sleeps.
+//! leased loopback ports ([`PortLease`]) with a config written to a temp
+//! dir, and kills it when dropped; [`Config`] builds that config, typed.
+//! [`RedisServer`] and [`RedisCluster`] are real `redis-server` processes on
+//! leased loopback ports. [`ClosedPort`] is an endpoint that refuses
+//! connections. Tests talk to all of them with a real client and wait on
+//! conditions, never on fixed sleeps.
 
+pub mod config;
 pub mod gateway;
 pub mod grpc;
 pub mod grpc_core;
+pub mod ports;
 pub mod redis;
 pub mod upstream;
 
-pub use gateway::{free_port, Gateway, GatewayBuilder};
+pub use config::Config;
+pub use gateway::{Gateway, GatewayBuilder};
+pub use ports::{ClosedPort, PortLease};
 pub use redis::{RedisCluster, RedisServer};
 pub use upstream::{MockUpstream, Recorded};
 

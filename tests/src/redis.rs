@@ -8,6 +8,11 @@
 //! server, a restarted one). Nothing is persisted (`--save ""`,
 //! `--appendonly no`), so a restart comes back empty.
 //!
+//! Each server's port (and a cluster node's bus port) is a [`PortLease`]
+//! the server holds for its whole life (see `ports`): redis-server binds
+//! it with `SO_REUSEADDR`, nobody else can take it, and a
+//! [`RedisServer::restart`] comes back on the same port without a race.
+//!
 //! The API is blocking so that it works from sync and `#[tokio::test]` code
 //! alike; starting takes milliseconds for a server and about a second for a
 //! cluster, during which the calling thread is parked.
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::free_port;
+use crate::ports::PortLease;
 
 /// How long a server may take to answer `PING` after it is spawned.
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -31,6 +36,8 @@ const CLUSTER_OK_WITHIN: Duration = Duration::from_secs(20);
 /// One `redis-server` process on `127.0.0.1`.
 pub struct RedisServer {
     port: u16,
+    /// The port and, for a cluster node, its bus port: held until drop.
+    _leases: Vec<PortLease>,
     /// Working dir (`--dir`) and log; kept across [`RedisServer::restart`] so
     /// a cluster node finds its `nodes-<port>.conf` again.
     dir: TempDir,
@@ -44,7 +51,7 @@ impl RedisServer {
     /// Starts a standalone server on a free port and waits until it answers
     /// `PING`.
     pub fn start() -> RedisServer {
-        launch(|_| Vec::new())
+        launch(false)
     }
 
     pub fn port(&self) -> u16 {
@@ -90,8 +97,9 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port, dir and options (killing it
-    /// first if it still runs) and waits until it answers `PING`. Panics if
-    /// it cannot, e.g. because another process took the port meanwhile.
+    /// first if it still runs) and waits until it answers `PING`. The port
+    /// stayed leased, so no other process can have taken it; panics if the
+    /// server still does not come up.
     pub fn restart(&mut self) {
         self.kill();
         self.child = Some(self.spawn());
@@ -132,7 +140,7 @@ impl RedisServer {
     }
 
     /// Polls `PING` until `+PONG`. `Err` says why not: the process exited
-    /// (a lost race for the port, retried by [`launch`]) or the deadline passed.
+    /// or the deadline passed.
     fn wait_ready(&mut self) -> Result<(), Unready> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
@@ -171,31 +179,44 @@ impl std::fmt::Display for Unready {
     }
 }
 
-/// Starts a server on a free port with the options `extra(port)`. A port
-/// from [`free_port`] is released before redis-server binds it, so a server
-/// that exits at once (lost the race) is retried on new ports.
-fn launch(extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
-    let mut last = String::new();
-    for _attempt in 0..3 {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let mut server = RedisServer {
-            port,
-            log_path: dir.path().join("redis.log"),
-            dir,
-            extra: extra(port),
-            child: None,
-        };
-        server.child = Some(server.spawn());
-        match server.wait_ready() {
-            Ok(()) => return server,
-            Err(Unready::Exited(status)) => {
-                last = format!("exited with {status}:\n{}", server.log());
-            }
-            Err(timeout) => panic!("redis-server on port {port}: {timeout}\n{}", server.log()),
-        }
+/// Starts a server on a leased port, in cluster mode (with a leased bus
+/// port) if `cluster`, and waits until it answers `PING`.
+fn launch(cluster: bool) -> RedisServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut leases = vec![PortLease::new()];
+    let port = leases[0].port();
+    let mut extra = Vec::new();
+    if cluster {
+        // The bus port defaults to port + 10000, which overflows for
+        // ephemeral ports above 55535; lease one instead.
+        let bus = PortLease::new();
+        extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-port",
+            &bus.port().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        leases.push(bus);
     }
-    panic!("redis-server did not start: {last}");
+    let mut server = RedisServer {
+        port,
+        _leases: leases,
+        log_path: dir.path().join("redis.log"),
+        dir,
+        extra,
+        child: None,
+    };
+    server.child = Some(server.spawn());
+    if let Err(why) = server.wait_ready() {
+        panic!("redis-server on port {port}: {why}\n{}", server.log());
+    }
+    server
 }
 
 /// A raw `PING`: true when the answer is `+PONG` (not `-LOADING`, not a
@@ -249,24 +270,7 @@ impl RedisCluster {
             masters >= 3,
             "a Redis Cluster needs at least 3 masters, asked for {masters}"
         );
-        let nodes = (0..masters)
-            .map(|_| {
-                launch(|port| {
-                    // The bus port defaults to port + 10000, which overflows
-                    // for ephemeral ports above 55535; pick a free one instead.
-                    vec![
-                        "--cluster-enabled".to_string(),
-                        "yes".to_string(),
-                        "--cluster-config-file".to_string(),
-                        format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout".to_string(),
-                        "2000".to_string(),
-                        "--cluster-port".to_string(),
-                        free_port().to_string(),
-                    ]
-                })
-            })
-            .collect();
+        let nodes = (0..masters).map(|_| launch(true)).collect();
         let cluster = RedisCluster { nodes };
         let deadline = Instant::now() + CLUSTER_OK_WITHIN;
         let addrs: Vec<String> = cluster

@@ -30,6 +30,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::ports::PortLease;
+
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -56,6 +58,9 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// Keeps the port while the upstream is killed, so that it stays dead
+    /// (refusing connections) until revived, and nobody else takes it.
+    _lease: PortLease,
 }
 
 /// FNV-1a over a byte slice: a cheap content fingerprint for body checks.
@@ -223,9 +228,13 @@ fn serve(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>) -> JoinHand
 }
 
 impl MockUpstream {
-    /// Starts an upstream named `name` on an ephemeral loopback port.
+    /// Starts an upstream named `name` on a leased loopback port (Tokio
+    /// binds with `SO_REUSEADDR`, see `ports`).
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let lease = PortLease::new();
+        let listener = TcpListener::bind(lease.addr())
+            .await
+            .expect("bind the leased port");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
         let task = serve(listener, name.into(), shared.clone());
@@ -234,6 +243,7 @@ impl MockUpstream {
             addr,
             shared,
             task,
+            _lease: lease,
         }
     }
 
@@ -249,7 +259,8 @@ impl MockUpstream {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// Stops listening and drops every open connection: connects are refused.
+    /// Stops listening and drops every open connection: connects are
+    /// refused, and the port stays leased for [`Self::revive`].
     pub fn kill(&mut self) {
         self.task.abort();
         for c in self.shared.conns.lock().unwrap().drain(..) {
@@ -257,11 +268,12 @@ impl MockUpstream {
         }
     }
 
-    /// Listens again on the same port after [`Self::kill`].
+    /// Listens again on the same port after [`Self::kill`], once the old
+    /// listener is closed (its task is aborted, not joined).
     pub async fn revive(&mut self) {
         let listener = crate::eventually(
             Duration::from_secs(5),
-            "the port to be free again",
+            "the old listener to close",
             || async { TcpListener::bind(self.addr).await.ok() },
         )
         .await;
@@ -286,5 +298,34 @@ impl MockUpstream {
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_killed_upstream_refuses_connections_until_revived_on_its_port() {
+        let mut up = MockUpstream::start("a").await;
+        let addr = up.addr;
+        up.kill();
+        crate::eventually(Duration::from_secs(5), "the listener to close", || async {
+            let refused = tokio::net::TcpStream::connect(addr).await.is_err();
+            refused.then_some(())
+        })
+        .await;
+        // Still leased: nobody else can bind the port meanwhile.
+        let plain = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None);
+        assert!(plain.unwrap().bind(&addr.into()).is_err());
+        up.revive().await;
+        assert_eq!(up.addr, addr);
+        let resp = crate::client()
+            .get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(up.count(), 1);
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use breakwater_tests::{client, eventually, metric_value as metric, Gateway, MockUpstream};
+use breakwater_tests::config::{Admin, Cluster, Deny, Route};
+use breakwater_tests::{client, eventually, metric_value as metric, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::{gateway, single_route};
@@ -11,10 +12,7 @@ use crate::{gateway, single_route};
 #[tokio::test(flavor = "multi_thread")]
 async fn mutations_need_the_write_token() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  token: s3cret\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).admin(Admin::default().token("s3cret"));
     let gw = gateway(&body).start().await;
     let c = client();
 
@@ -45,10 +43,7 @@ async fn mutations_need_the_write_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_token_reads_need_a_token_and_the_read_token_cannot_mutate() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  token: w-s3cret\n  read_token: r-s3cret\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).admin(Admin::default().token("w-s3cret").read_token("r-s3cret"));
     let gw = gateway(&body).start().await;
     let c = client();
     let status = |method: reqwest::Method, path: &str, token: Option<&str>| {
@@ -199,10 +194,7 @@ async fn a_web_page_cannot_mutate_but_curl_can() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allowed_hosts_name_the_admin_too() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  allowed_hosts: [gw-1.internal]\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).admin(Admin::default().allowed_hosts(["gw-1.internal"]));
     let gw = gateway(&body).start().await;
     let c = client();
     let post = |host: &str| {
@@ -219,11 +211,7 @@ async fn a_reload_cannot_open_the_admin_to_the_network_without_a_token() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&single_route(&up)).start().await;
     // The address only changes on restart, but the file must stay valid.
-    gw.write_config(&format!(
-        "admin:\n  address: \"0.0.0.0:{}\"\n{}",
-        gw.admin_port,
-        single_route(&up)
-    ));
+    gw.write_config(&single_route(&up).admin(Admin::default().on_all_interfaces()));
     let v = gw.reload().await;
     assert_eq!(v["result"], "error", "{v}");
     let error = v["error"].as_str().unwrap();
@@ -239,18 +227,12 @@ async fn a_reload_cannot_open_the_admin_to_the_network_without_a_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_cannot_drop_the_token_of_an_admin_still_on_the_network() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&format!(
-        "admin:\n  address: \"0.0.0.0:{{admin_port}}\"\n  token: t0k\n{}",
-        single_route(&up)
-    ))
-    .admin_token("t0k")
-    .start()
-    .await;
-    gw.write_config(&format!(
-        "admin:\n  address: \"127.0.0.1:{}\"\n{}",
-        gw.admin_port,
-        single_route(&up)
-    ));
+    let gw = gateway(&single_route(&up).admin(Admin::default().on_all_interfaces().token("t0k")))
+        .admin_token("t0k")
+        .start()
+        .await;
+    // Back on loopback, the port unchanged, and no token.
+    gw.write_config(&single_route(&up).admin(Admin::default()));
     let v = gw.reload().await;
     assert_eq!(v["result"], "error", "{v}");
     let error = v["error"].as_str().unwrap();
@@ -273,10 +255,7 @@ async fn a_reload_cannot_drop_the_token_of_an_admin_still_on_the_network() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_subscribers_are_capped_and_a_dropped_one_frees_its_slot() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  max_stream_subscribers: 2\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).admin(Admin::default().max_stream_subscribers(2));
     let gw = gateway(&body).start().await;
     // A client each: each stream is its own connection.
     let subscribe = || client().get(gw.admin("/hotkeys/stream")).send();
@@ -324,10 +303,7 @@ async fn stream_subscribers_are_capped_and_a_dropped_one_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn token_can_come_from_the_environment() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  token_env: BW_TEST_TOKEN\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).admin(Admin::default().token_env("BW_TEST_TOKEN"));
     let gw = gateway(&body)
         .env("BW_TEST_TOKEN", "from-env")
         .start()
@@ -349,10 +325,14 @@ async fn token_can_come_from_the_environment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_requests_latency_and_decisions() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "clusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n  - id: guarded\n    match: {{ path: {{ prefix: /guarded }} }}\n    cluster: up\n    policies:\n      - deny: {{ users: [mallory] }}\n  - id: all\n    cluster: up\n",
-        up.addr
-    );
+    let body = Config::new()
+        .cluster("up", Cluster::new([up.addr]))
+        .route(
+            Route::new("guarded", "up")
+                .path_prefix("/guarded")
+                .policy(Deny::new().users(["mallory"])),
+        )
+        .route(Route::new("all", "up"));
     let gw = gateway(&body).start().await;
     let c = client();
     for _ in 0..3 {

@@ -3,16 +3,28 @@
 
 use std::time::Duration;
 
-use breakwater_tests::{client, eventually, Gateway, MockUpstream};
+use breakwater_tests::config::{Admin, Breaker, Cluster, Route, Server};
+use breakwater_tests::{client, eventually, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn config(up: &MockUpstream, breaker: &str) -> String {
-    format!(
-        "server:\n  threads: 1\n  pid_file: {{dir}}/bw.pid\n  upgrade_sock: {{dir}}/u.sock\n  watch_config: false\nclusters:\n  orders:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 3000\nroutes:\n  - id: api\n    cluster: orders\n    policies:\n      - circuit_breaker: {breaker}\n",
-        up.addr
-    )
+fn config(up: &MockUpstream, breaker: Breaker) -> Config {
+    Config::new()
+        .server(Server::default().watch_config(false))
+        .cluster("orders", Cluster::new([up.addr]).read_timeout_ms(3000))
+        .route(Route::new("api", "orders").policy(breaker))
+}
+
+/// Two endpoints, each with its own breaker.
+fn per_endpoint(endpoints: [&MockUpstream; 2], failures: u32) -> Config {
+    let breaker = Breaker::consecutive_failures(failures)
+        .per_endpoint()
+        .open("30s")
+        .max_ejection_percent(50);
+    Config::new()
+        .cluster("orders", Cluster::new(endpoints.map(|up| up.addr)))
+        .route(Route::new("api", "orders").policy(breaker))
 }
 
 async fn status(gw: &Gateway) -> u16 {
@@ -32,7 +44,7 @@ async fn breaker(gw: &Gateway, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn opens_on_consecutive_failures_then_spares_the_upstream() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "{ consecutive_failures: 5, open: 30s }"))
+    let gw = gateway(&config(&up, Breaker::consecutive_failures(5).open("30s")))
         .start()
         .await;
     up.fail_with(500);
@@ -74,7 +86,7 @@ async fn opens_on_consecutive_failures_then_spares_the_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_upstream_trips_it_too() {
     let mut up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "{ consecutive_failures: 3, open: 30s }"))
+    let gw = gateway(&config(&up, Breaker::consecutive_failures(3).open("30s")))
         .start()
         .await;
     assert_eq!(status(&gw).await, 200);
@@ -90,7 +102,7 @@ async fn half_open_lets_exactly_the_probes_through_and_recovery_closes() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&config(
         &up,
-        "{ consecutive_failures: 2, open: 1s, half_open_max_probes: 2, half_open_successes: 2 }",
+        Breaker::consecutive_failures(2).open("1s").half_open(2, 2),
     ))
     .start()
     .await;
@@ -139,11 +151,7 @@ async fn a_bad_endpoint_is_ejected_while_the_good_one_serves() {
     let bad = MockUpstream::start("bad").await;
     let good = MockUpstream::start("good").await;
     bad.fail_with(500);
-    let body = format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\", \"{}\"]\nroutes:\n  - id: api\n    cluster: orders\n    policies:\n      - circuit_breaker: {{ scope: endpoint, consecutive_failures: 3, open: 30s, max_ejection_percent: 50 }}\n",
-        bad.addr, good.addr
-    );
-    let gw = gateway(&body).start().await;
+    let gw = gateway(&per_endpoint([&bad, &good], 3)).start().await;
     let mut failures = 0;
     for _ in 0..40 {
         if status(&gw).await != 200 {
@@ -187,11 +195,7 @@ async fn all_endpoints_sick_means_panic_routing_not_a_blackout() {
     let b = MockUpstream::start("b").await;
     a.fail_with(500);
     b.fail_with(500);
-    let body = format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\", \"{}\"]\nroutes:\n  - id: api\n    cluster: orders\n    policies:\n      - circuit_breaker: {{ scope: endpoint, consecutive_failures: 2, open: 30s, max_ejection_percent: 50 }}\n",
-        a.addr, b.addr
-    );
-    let gw = gateway(&body).start().await;
+    let gw = gateway(&per_endpoint([&a, &b], 2)).start().await;
     for _ in 0..10 {
         // Still routed upstream (500), never refused by the gateway (503).
         assert_eq!(status(&gw).await, 500);
@@ -202,10 +206,7 @@ async fn all_endpoints_sick_means_panic_routing_not_a_blackout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_forces_states_and_metrics_show_them() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  token: k\n{}",
-        config(&up, "{ consecutive_failures: 5 }")
-    );
+    let body = config(&up, Breaker::consecutive_failures(5)).admin(Admin::default().token("k"));
     let gw = gateway(&body).admin_token("k").start().await;
     let c = client();
     let url = gw.admin("/breakers/orders.circuit_breaker/open");
@@ -252,15 +253,13 @@ async fn admin_forces_states_and_metrics_show_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_breaker_stays_open_across_an_unrelated_reload() {
     let up = MockUpstream::start("a").await;
-    let body = config(&up, "{ consecutive_failures: 2, open: 60s }");
+    let body = config(&up, Breaker::consecutive_failures(2).open("60s"));
     let gw = gateway(&body).start().await;
     up.fail_with(500);
     status(&gw).await;
     status(&gw).await;
     assert_eq!(status(&gw).await, 503);
-    gw.write_config(&format!(
-        "{body}  - id: other\n    match: {{ path: {{ prefix: /other }} }}\n    cluster: orders\n"
-    ));
+    gw.write_config(&body.route(Route::new("other", "orders").path_prefix("/other")));
     let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     up.fail_with(0);

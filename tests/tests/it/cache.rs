@@ -2,16 +2,43 @@
 
 use std::time::Duration;
 
-use breakwater_tests::{client, metric_value, Gateway, MockUpstream};
+use breakwater_tests::config::{
+    Action, Breaker, Cache, Cluster, Deny, HotKey, KeySource, Keys, Policy, Route,
+};
+use breakwater_tests::{client, metric_value, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn cached_route(up: &MockUpstream, rule: &str, more_policies: &str) -> String {
-    format!(
-        "keys:\n  user: {{ header: x-user-id }}\n  custom:\n    goods_id: {{ path_capture: id }}\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    connect_timeout_ms: 300\n    read_timeout_ms: 3000\nroutes:\n  - id: goods\n    match: {{ path: {{ template: '/goods/{{id}}' }} }}\n    cluster: up\n    policies:\n      - hotkey: {rule}\n{more_policies}",
-        up.addr
-    )
+/// Route `goods` (`/goods/{id}`, custom key `goods_id`) with the hot-key
+/// `rule`, then the `more` policies.
+fn cached_route(up: &MockUpstream, rule: HotKey, more: Vec<Policy>) -> Config {
+    let mut route = Route::new("goods", "up")
+        .path_template("/goods/{id}")
+        .policy(rule);
+    for policy in more {
+        route = route.policy(policy);
+    }
+    Config::new()
+        .keys(
+            Keys::new()
+                .user(KeySource::header("x-user-id"))
+                .custom("goods_id", KeySource::path_capture("id")),
+        )
+        .cluster(
+            "up",
+            Cluster::new([up.addr])
+                .connect_timeout_ms(300)
+                .read_timeout_ms(3000),
+        )
+        .route(route)
+}
+
+/// A rule on `key` that caches every key, hot or not, in `cache`.
+fn always_on(key: &str, cache: Cache) -> HotKey {
+    HotKey::new(key, 1000, "1s")
+        .actions([Action::Cache])
+        .cache(cache.always())
 }
 
 fn seen(up: &MockUpstream, path: &str) -> usize {
@@ -34,8 +61,11 @@ async fn a_hot_key_is_served_from_cache_and_cold_keys_are_not() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 20, window: 1s, hot_ttl: 5s, actions: [cache], cache: { ttl: 3s } }",
-        "",
+        HotKey::new("goods_id", 20, "1s")
+            .hot_ttl("5s")
+            .actions([Action::Cache])
+            .cache(Cache::new().ttl("3s")),
+        vec![],
     ))
     .start()
     .await;
@@ -122,8 +152,8 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     up.slow_down(Duration::from_millis(500));
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 10s } }",
-        "",
+        always_on("goods_id", Cache::new().ttl("10s")),
+        vec![],
     ))
     .start()
     .await;
@@ -159,8 +189,8 @@ async fn no_store_is_respected() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true } }",
-        "",
+        always_on("goods_id", Cache::new()),
+        vec![],
     ))
     .start()
     .await;
@@ -185,8 +215,8 @@ async fn a_server_error_is_answered_with_the_stale_copy() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 1s, stale_ttl: 60s } }",
-        "",
+        always_on("goods_id", Cache::new().ttl("1s").stale_ttl("60s")),
+        vec![],
     ))
     .start()
     .await;
@@ -217,8 +247,11 @@ async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
     let mut up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 1s, stale_ttl: 60s } }",
-        "      - deny: { users: [mallory] }\n      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
+        always_on("goods_id", Cache::new().ttl("1s").stale_ttl("60s")),
+        vec![
+            Deny::new().users(["mallory"]).into(),
+            Breaker::consecutive_failures(3).open("30s").into(),
+        ],
     ))
     .start()
     .await;
@@ -258,12 +291,8 @@ async fn stale_answers_cover_a_dead_upstream_and_an_open_breaker() {
     );
 }
 
-fn always_cached(up: &MockUpstream) -> String {
-    cached_route(
-        up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s } }",
-        "",
-    )
+fn always_cached(up: &MockUpstream) -> Config {
+    cached_route(up, always_on("goods_id", Cache::new().ttl("30s")), vec![])
 }
 
 async fn get_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -401,8 +430,15 @@ async fn the_upstreams_vary_keeps_variants_apart() {
 }
 
 /// A hotkey rule on `ip` that caches every key for 30 s.
-const ALWAYS_ON_IP: &str =
-    "key: ip, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s }";
+fn always_on_ip() -> HotKey {
+    always_on("ip", Cache::new().ttl("30s"))
+}
+
+/// Cluster `up` (3 s read timeout) and `routes`, no keys section.
+fn with_routes(up: &MockUpstream, routes: impl IntoIterator<Item = Route>) -> Config {
+    let config = Config::new().cluster("up", Cluster::new([up.addr]).read_timeout_ms(3000));
+    routes.into_iter().fold(config, Config::route)
+}
 
 async fn get_host(gw: &Gateway, path: &str, host: &str) -> reqwest::Response {
     get_with(gw, path, &[("host", host)]).await
@@ -418,10 +454,7 @@ fn host_of(body: &Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_behind_one_route_never_share_an_answer() {
     let up = MockUpstream::start("a").await;
-    let config = format!(
-        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 3000\nroutes:\n  - id: shop\n    cluster: up\n    policies:\n      - hotkey: {{ {ALWAYS_ON_IP} }}\n",
-        up.addr
-    );
+    let config = with_routes(&up, [Route::new("shop", "up").policy(always_on_ip())]);
     let gw = gateway(&config).start().await;
     // One client (one ip key), one path: only the host differs.
     let r = get_host(&gw, "/", "tenant-a.shop.test").await;
@@ -454,16 +487,11 @@ async fn tenants_behind_one_route_never_share_an_answer() {
 async fn routes_that_share_a_named_rule_keep_their_own_answers() {
     let up = MockUpstream::start("a").await;
     let route = |id: &str, host: &str| {
-        format!(
-            "  - id: {id}\n    match: {{ host: {host} }}\n    cluster: up\n    policies:\n      - hotkey: {{ name: goods-hot, {ALWAYS_ON_IP} }}\n"
-        )
+        Route::new(id, "up")
+            .host(host)
+            .policy(always_on_ip().name("goods-hot"))
     };
-    let config = format!(
-        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 3000\nroutes:\n{}{}",
-        up.addr,
-        route("shop-a", "a.test"),
-        route("shop-b", "b.test"),
-    );
+    let config = with_routes(&up, [route("shop-a", "a.test"), route("shop-b", "b.test")]);
     let gw = gateway(&config).start().await;
     assert_eq!(
         cache_status(&get_host(&gw, "/goods/1", "a.test").await),
@@ -485,8 +513,8 @@ async fn with_authorized_each_credential_gets_its_own_answer() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: goods_id, threshold: 1000, window: 1s, actions: [cache], cache: { always: true, ttl: 30s, authorized: true } }",
-        "",
+        always_on("goods_id", Cache::new().ttl("30s").authorized()),
+        vec![],
     ))
     .start()
     .await;
@@ -517,8 +545,11 @@ async fn the_admin_drops_a_long_keys_answers_by_its_hash() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&cached_route(
         &up,
-        "{ key: user, threshold: 5, window: 10s, hot_ttl: 60s, actions: [cache], cache: { ttl: 30s } }",
-        "",
+        HotKey::new("user", 5, "10s")
+            .hot_ttl("60s")
+            .actions([Action::Cache])
+            .cache(Cache::new().ttl("30s")),
+        vec![],
     ))
     .start()
     .await;

@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use breakwater_tests::config::{
+    Action, Cache, Cluster, Fleet, HotKey, KeySource, Keys, RateLimit, Route,
+};
 use breakwater_tests::{
-    client, eventually, metric_value, Gateway, MockUpstream, RedisCluster, RedisServer,
+    client, eventually, metric_value, Config, Gateway, MockUpstream, RedisCluster, RedisServer,
 };
 
 use crate::gateway;
@@ -18,57 +21,49 @@ const LIMIT: u64 = 100;
 const SEED: &str = "cluster-it-fleet-seed-01";
 const SEED_VAR: &str = "BW_IT_FLEET_SEED";
 
-fn seed_line(id: &str) -> String {
-    if id == "gw-0" {
-        format!("  hash_seed_env: {SEED_VAR}")
+/// Gateway `id` of a fleet sharing `redis`: a global hot-key cache on
+/// `goods`, a global per-user limit on `api`.
+fn fleet_config(up: &MockUpstream, redis: Fleet, id: &str) -> Config {
+    let redis = redis.instance_id(id).expected_instances(3);
+    // Generous for a 2-core machine running many gateways at once: a slow
+    // round must not pass for an outage.
+    let redis = redis.timeout("1s");
+    let redis = if id == "gw-0" {
+        redis.hash_seed_env(SEED_VAR)
     } else {
-        format!("  hash_seed: {SEED}")
-    }
+        redis.hash_seed(SEED)
+    };
+    let hot = HotKey::new("goods_id", 300, "1s")
+        .name("goods-hot")
+        .hot_ttl("2s")
+        .actions([Action::Cache])
+        .cache(Cache::new().ttl("30s"))
+        .global();
+    let limit = RateLimit::new("user", LIMIT, "1s")
+        .name("per-user")
+        .sliding_window()
+        .global();
+    Config::new()
+        .keys(
+            Keys::new()
+                .user(KeySource::header("x-user-id"))
+                .custom("goods_id", KeySource::path_capture("id")),
+        )
+        .fleet(redis)
+        .cluster("up", Cluster::new([up.addr]))
+        .route(
+            Route::new("goods", "up")
+                .path_template("/goods/{id}")
+                .policy(hot),
+        )
+        .route(Route::new("api", "up").policy(limit))
 }
 
-fn fleet_config(up: &MockUpstream, redis: &str, id: &str, extra_policy: &str) -> String {
-    let hot = "{ name: goods-hot, key: goods_id, threshold: 300, window: 1s, hot_ttl: 2s, \
-               actions: [cache], cache: { ttl: 30s }, scope: global }";
-    let limit = format!(
-        "{{ name: per-user, key: user, limit: {LIMIT}, window: 1s, \
-         algorithm: sliding_window, scope: global }}"
-    );
-    [
-        "keys:",
-        "  user: { header: x-user-id }",
-        "  custom:",
-        "    goods_id: { path_capture: id }",
-        "cluster:",
-        &format!("  {redis}"),
-        &format!("  instance_id: {id}"),
-        &seed_line(id),
-        "  expected_instances: 3",
-        // Generous for a 2-core machine running many gateways at once: a
-        // slow round must not pass for an outage.
-        "  timeout: 1s",
-        "clusters:",
-        "  up:",
-        &format!("    endpoints: [\"{}\"]", up.addr),
-        "routes:",
-        "  - id: goods",
-        "    match: { path: { template: '/goods/{id}' } }",
-        "    cluster: up",
-        "    policies:",
-        &format!("      - hotkey: {hot}"),
-        "  - id: api",
-        "    cluster: up",
-        "    policies:",
-        &format!("      - rate_limit: {limit}"),
-        extra_policy,
-    ]
-    .join("\n")
-}
-
-async fn fleet(up: &MockUpstream, redis: &str, n: usize) -> Vec<Gateway> {
+async fn fleet(up: &MockUpstream, redis: Fleet, n: usize) -> Vec<Gateway> {
     let mut gws = Vec::new();
     for i in 0..n {
         gws.push(
-            gateway(&fleet_config(up, redis, &format!("gw-{i}"), ""))
+            gateway(&fleet_config(up, redis.clone(), &format!("gw-{i}")))
                 .env(SEED_VAR, SEED)
                 .start()
                 .await,
@@ -190,7 +185,7 @@ async fn metric(gw: &Gateway, name: &str) -> f64 {
 async fn a_global_limit_holds_fleet_wide_within_the_documented_bound() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 3).await;
     let commands_before = metric(&gws[0], "breakwater_cluster_redis_commands_total").await;
     let rounds_before = metric(&gws[0], "breakwater_cluster_syncs_total{result=\"ok\"}").await;
     // 3 × 100/s offered against 100/s fleet-wide, for 5 s.
@@ -234,7 +229,7 @@ async fn a_global_limit_holds_fleet_wide_within_the_documented_bound() {
 async fn fleet_key_names_in_redis_are_stable_across_builds() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 1).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 1).await;
     let r = client()
         .get(gws[0].url("/api"))
         .header("x-user-id", "alice")
@@ -269,7 +264,7 @@ async fn fleet_key_names_in_redis_are_stable_across_builds() {
 async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 3).await;
     // 150/s per instance: half the threshold each, 1.5× in total, for 4 s.
     // Each request is sent on schedule, not after the previous answer: on a
     // loaded machine a slow answer must not lower the offered rate below
@@ -357,8 +352,8 @@ async fn a_key_hot_only_in_total_is_detected_and_cached_on_every_instance() {
 async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let url = format!("redis: {}", redis.url());
-    let gws = fleet(&up, &url, 3).await;
+    let shared = Fleet::redis(&redis.url());
+    let gws = fleet(&up, shared.clone(), 3).await;
     let c = client();
     let r = c
         .post(gws[0].admin("/blocks"))
@@ -420,7 +415,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
         assert_eq!(status_for(gw, "bob").await, 200);
     }
     // An instance that starts later picks the live block up from Redis.
-    let late = gateway(&fleet_config(&up, &url, "gw-late", ""))
+    let late = gateway(&fleet_config(&up, shared.clone(), "gw-late"))
         .start()
         .await;
     eventually(
@@ -437,7 +432,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
     assert_eq!(status_for(&late, &twin).await, 200);
     // The fleet link is set up once: a reload that changes it is refused and
     // the instance keeps serving its old config.
-    gws[1].write_config(&fleet_config(&up, &url, "gw-renamed", ""));
+    gws[1].write_config(&fleet_config(&up, shared, "gw-renamed"));
     let answer = gws[1].reload().await;
     assert_eq!(answer["result"], "error", "{answer}");
     assert!(
@@ -466,7 +461,7 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
 async fn losing_redis_degrades_to_local_shares_without_errors_and_recovers() {
     let mut redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 3).await;
     redis.kill();
     for gw in &gws {
         wait_mode(gw, "degraded").await;
@@ -505,8 +500,7 @@ async fn losing_redis_degrades_to_local_shares_without_errors_and_recovers() {
 async fn redis_cluster_mode_tags_keys_by_shard_and_limits_fleet_wide() {
     let cluster = RedisCluster::start(3);
     let up = MockUpstream::start("a").await;
-    let nodes = cluster.urls().join(", ");
-    let gws = fleet(&up, &format!("redis_cluster: [{nodes}]"), 2).await;
+    let gws = fleet(&up, Fleet::redis_cluster(cluster.urls()), 2).await;
     let mut users = Vec::new();
     for i in 0..40 {
         users.push(format!("user-{i}"));
@@ -569,7 +563,7 @@ async fn redis_cluster_mode_tags_keys_by_shard_and_limits_fleet_wide() {
 async fn a_stalled_redis_adds_no_latency_to_requests() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 2).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 2).await;
     // Redis stops answering (connections stay open) for 5 s: every sync
     // call runs into the 1 s timeout.
     redis.command(&["CLIENT", "PAUSE", "5000", "ALL"]);
@@ -609,7 +603,7 @@ async fn a_stalled_redis_adds_no_latency_to_requests() {
 async fn users_far_below_a_global_limit_are_never_refused() {
     let redis = RedisServer::start();
     let up = MockUpstream::start("a").await;
-    let gws = fleet(&up, &format!("redis: {}", redis.url()), 3).await;
+    let gws = fleet(&up, Fleet::redis(&redis.url()), 3).await;
     // 60 users, each sending bursts of 8 concurrent requests (a page load)
     // to one instance or another, every 50 ms for 2 s: ~32/s per user against a
     // limit of 100/s. Leases sized to the room, not just to the last

@@ -3,22 +3,26 @@
 
 use std::time::{Duration, Instant};
 
-use breakwater_tests::{client, MockUpstream};
+use breakwater_tests::config::{Breaker, Cluster, Concurrency, Route};
+use breakwater_tests::{client, Config, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn config(up: &MockUpstream, route_extra: &str) -> String {
-    format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 10000\nroutes:\n  - id: api\n    cluster: orders\n    deadline_header: x-timeout-ms\n{route_extra}",
-        up.addr
-    )
+/// Route `api` reading the caller's deadline from `x-timeout-ms`, as
+/// `route` finishes it.
+fn config(up: &MockUpstream, route: impl FnOnce(Route) -> Route) -> Config {
+    Config::new()
+        .cluster("orders", Cluster::new([up.addr]).read_timeout_ms(10000))
+        .route(route(
+            Route::new("api", "orders").deadline_header("x-timeout-ms"),
+        ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remaining_deadline_is_forwarded_decreased() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "")).start().await;
+    let gw = gateway(&config(&up, |r| r)).start().await;
     let echo: Value = client()
         .get(gw.url("/echo"))
         .header("x-timeout-ms", "2000")
@@ -46,7 +50,7 @@ async fn remaining_deadline_is_forwarded_decreased() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_deadline_never_reaches_the_upstream() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "")).start().await;
+    let gw = gateway(&config(&up, |r| r)).start().await;
     let resp = client()
         .get(gw.url("/x"))
         .header("x-timeout-ms", "0")
@@ -72,7 +76,7 @@ async fn an_expired_deadline_never_reaches_the_upstream() {
 async fn the_upstream_timeout_is_the_smaller_of_caller_and_route() {
     let up = MockUpstream::start("a").await;
     // Route total 300 ms, caller allows 10 s.
-    let gw = gateway(&config(&up, "    timeouts: { total: 300ms }\n"))
+    let gw = gateway(&config(&up, |r| r.total_timeout("300ms")))
         .start()
         .await;
     let started = Instant::now();
@@ -89,7 +93,7 @@ async fn the_upstream_timeout_is_the_smaller_of_caller_and_route() {
         started.elapsed()
     );
     // Route allows 10 s, caller only 300 ms.
-    let gw = gateway(&config(&up, "    timeouts: { total: 10s }\n"))
+    let gw = gateway(&config(&up, |r| r.total_timeout("10s")))
         .start()
         .await;
     let started = Instant::now();
@@ -113,10 +117,15 @@ async fn the_upstream_timeout_is_the_smaller_of_caller_and_route() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trickling_upstream_is_cut_at_the_deadline_and_frees_its_slot() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 400\nroutes:\n  - id: api\n    cluster: orders\n    timeouts: {{ total: 1s }}\n    policies: [{{ concurrency_limit: {{ max: 1 }} }}]\n",
-        up.addr
-    ))
+    let gw = gateway(
+        &Config::new()
+            .cluster("orders", Cluster::new([up.addr]).read_timeout_ms(400))
+            .route(
+                Route::new("api", "orders")
+                    .total_timeout("1s")
+                    .policy(Concurrency::max(1)),
+            ),
+    )
     .start()
     .await;
     let c = client();
@@ -146,10 +155,9 @@ async fn a_trickling_upstream_is_cut_at_the_deadline_and_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_short_deadlines_do_not_trip_the_breaker() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(
-        &up,
-        "    policies:\n      - circuit_breaker: { consecutive_failures: 3, open: 1m }\n",
-    ))
+    let gw = gateway(&config(&up, |r| {
+        r.policy(Breaker::consecutive_failures(3).open("1m"))
+    }))
     .start()
     .await;
     let c = client();

@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
+use breakwater_tests::config::{
+    Cluster, Dedupe, KeySource, Keys, Listener, Protocol, RateLimit, Route,
+};
 use breakwater_tests::upstream::fnv;
-use breakwater_tests::{client, eventually, metric_value, MockUpstream};
+use breakwater_tests::{client, eventually, metric_value, Config, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
@@ -19,22 +22,26 @@ enum Proto {
     H2c,
 }
 
-fn config(up: &MockUpstream, mode: &str) -> String {
-    config_over(up, mode, Proto::Http1)
+fn config(up: &MockUpstream, dedupe: Dedupe) -> Config {
+    config_over(up, dedupe, Proto::Http1)
 }
 
-fn config_over(up: &MockUpstream, mode: &str, proto: Proto) -> String {
-    let (listener, cluster) = match proto {
-        Proto::Http1 => ("", ""),
-        Proto::H2c => (
-            "listeners:\n  - address: \"{listen}\"\n    protocol: h2c\n",
-            "    protocol: h2c\n",
-        ),
-    };
-    format!(
-        "{listener}keys:\n  user: {{ header: x-user-id }}\nclusters:\n  orders:\n    endpoints: [\"{}\"]\n{cluster}routes:\n  - id: pay\n    cluster: orders\n    policies:\n      - dedupe: {{ header: idempotency-key, on_duplicate: {mode} }}\n",
-        up.addr
-    )
+fn config_over(up: &MockUpstream, dedupe: Dedupe, proto: Proto) -> Config {
+    let mut config = Config::new();
+    let mut cluster = Cluster::new([up.addr]);
+    if let Proto::H2c = proto {
+        config = config.listener(Listener::h2c());
+        cluster = cluster.protocol(Protocol::H2c);
+    }
+    config
+        .keys(Keys::new().user(KeySource::header("x-user-id")))
+        .cluster("orders", cluster)
+        .route(Route::new("pay", "orders").policy(dedupe))
+}
+
+/// Joins duplicates (the default, written out).
+fn join() -> Dedupe {
+    Dedupe::header("idempotency-key").join()
 }
 
 fn client_for(proto: Proto) -> reqwest::Client {
@@ -98,7 +105,7 @@ async fn first_call_upstream(up: &MockUpstream, n: usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicates_in_flight_join_the_first_call() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "join")).start().await;
+    let gw = gateway(&config(&up, join())).start().await;
     let call = |url: String| {
         tokio::spawn(async move {
             let resp = client()
@@ -144,7 +151,7 @@ async fn duplicates_in_flight_join_the_first_call() {
 async fn another_callers_request_with_the_same_key_gets_its_own_answer() {
     let up = MockUpstream::start("a").await;
     up.slow_down(Duration::from_millis(1500));
-    let gw = gateway(&config(&up, "join")).start().await;
+    let gw = gateway(&config(&up, join())).start().await;
     let url = gw.url("/private/alice");
     let alice = tokio::spawn(async move {
         send(call(&client(), reqwest::Method::GET, url, "alice", "k1")).await
@@ -175,7 +182,7 @@ async fn another_callers_request_with_the_same_key_gets_its_own_answer() {
 async fn the_body_is_part_of_the_request(proto: Proto) {
     let up = MockUpstream::start("a").await;
     up.slow_down(Duration::from_millis(1500));
-    let gw = gateway(&config_over(&up, "join", proto)).start().await;
+    let gw = gateway(&config_over(&up, join(), proto)).start().await;
     let c = client_for(proto);
     let post = |body: &'static str| {
         let req = call(&c, reqwest::Method::POST, gw.url("/pay"), "u1", "k2").body(body);
@@ -245,7 +252,7 @@ fn streamed(data: Vec<u8>, chunk: usize) -> reqwest::Body {
 async fn bodies_not_read_ahead_reach_the_upstream_intact(proto: Proto) {
     let up = MockUpstream::start("a").await;
     up.slow_down(Duration::from_millis(1500));
-    let gw = gateway(&config_over(&up, "join", proto)).start().await;
+    let gw = gateway(&config_over(&up, join(), proto)).start().await;
     let mut clients = vec![("h1", client_for(Proto::Http1))];
     if let Proto::H2c = proto {
         clients.push(("h2", client_for(Proto::H2c)));
@@ -316,7 +323,9 @@ async fn bodies_not_read_ahead_reach_the_upstream_intact_over_h2c() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reject_mode_answers_409_to_duplicates_and_to_a_reused_key() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "reject")).start().await;
+    let gw = gateway(&config(&up, Dedupe::header("idempotency-key").reject()))
+        .start()
+        .await;
     let url = gw.url("/slow?ms=1500");
     let first = tokio::spawn(async move {
         send(call(&client(), reqwest::Method::POST, url, "u1", "k").body("pay 10")).await
@@ -370,10 +379,15 @@ async fn reject_mode_answers_409_to_duplicates_and_to_a_reused_key() {
 async fn limiters_before_dedupe_decide_before_the_body_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\"]\nroutes:\n  - id: pay\n    cluster: orders\n    policies:\n      - rate_limit: {{ key: ip, limit: 1, window: 1m }}\n      - dedupe: {{ header: idempotency-key }}\n",
-        up.addr
-    ))
+    let gw = gateway(
+        &Config::new()
+            .cluster("orders", Cluster::new([up.addr]))
+            .route(
+                Route::new("pay", "orders")
+                    .policy(RateLimit::per_ip(1, "1m"))
+                    .policy(Dedupe::header("idempotency-key")),
+            ),
+    )
     .start()
     .await;
     let ok = client()

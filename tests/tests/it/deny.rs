@@ -1,6 +1,7 @@
 //! The `deny` policy through the real gateway.
 
-use breakwater_tests::{client, MockUpstream};
+use breakwater_tests::config::{Cluster, Deny, KeySource, Keys, Route};
+use breakwater_tests::{client, Config, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
@@ -8,20 +9,21 @@ use crate::gateway;
 #[tokio::test(flavor = "multi_thread")]
 async fn denied_users_and_ranges_get_403_naming_the_policy_and_never_reach_upstream() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        r#"keys:
-  trusted_proxies: [127.0.0.1]
-  user: {{ cookie: uid }}
-clusters:
-  up: {{ endpoints: ["{}"] }}
-routes:
-  - id: shop
-    cluster: up
-    policies:
-      - deny: {{ name: blocklist, ips: [198.51.100.0/24], users: [mallory] }}
-"#,
-        up.addr
-    );
+    let body = Config::new()
+        .keys(
+            Keys::new()
+                .trusted_proxies(["127.0.0.1"])
+                .user(KeySource::cookie("uid")),
+        )
+        .cluster("up", Cluster::new([up.addr]))
+        .route(
+            Route::new("shop", "up").policy(
+                Deny::new()
+                    .name("blocklist")
+                    .ips(["198.51.100.0/24"])
+                    .users(["mallory"]),
+            ),
+        );
     let gw = gateway(&body).start().await;
     let c = client();
 
@@ -62,10 +64,9 @@ routes:
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_callers_get_a_trailers_only_permission_denied() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "clusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: rpc\n    cluster: up\n    policies:\n      - deny: {{ ips: [127.0.0.1] }}\n",
-        up.addr
-    );
+    let body = Config::new()
+        .cluster("up", Cluster::new([up.addr]))
+        .route(Route::new("rpc", "up").policy(Deny::new().ips(["127.0.0.1"])));
     let gw = gateway(&body).start().await;
     let resp = client()
         .post(gw.url("/pkg.Svc/Method"))

@@ -3,19 +3,27 @@
 
 use std::time::Duration;
 
+use breakwater_tests::config::{Breaker, Cluster, Listener, Protocol, RateLimit, Retry, Route};
 use breakwater_tests::grpc::{EchoClient, GrpcUpstream, Msg};
-use breakwater_tests::Gateway;
+use breakwater_tests::{ClosedPort, Config, Gateway};
 use tonic::{Code, Request};
 
 use crate::gateway;
 
-async fn grpc_gateway(up: &GrpcUpstream, policies: &str) -> Gateway {
-    gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo:\n    protocol: grpc\n    endpoints: [\"{}\"]\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n{policies}",
-        up.addr
-    ))
-    .start()
-    .await
+/// h2c downstream, gRPC to the `endpoints` of cluster `echo`, route `echo`
+/// (`/test.Echo/`) finished by `route`.
+fn grpc_config<A: std::fmt::Display>(
+    endpoints: impl IntoIterator<Item = A>,
+    route: impl FnOnce(Route) -> Route,
+) -> Config {
+    Config::new()
+        .listener(Listener::h2c())
+        .cluster("echo", Cluster::new(endpoints).protocol(Protocol::Grpc))
+        .route(route(Route::new("echo", "echo").path_prefix("/test.Echo/")))
+}
+
+async fn grpc_gateway(up: &GrpcUpstream, route: impl FnOnce(Route) -> Route) -> Gateway {
+    gateway(&grpc_config([up.addr], route)).start().await
 }
 
 fn msg(text: &str, n: u32) -> Msg {
@@ -32,7 +40,7 @@ async fn client(gw: &Gateway) -> EchoClient {
 #[tokio::test(flavor = "multi_thread")]
 async fn unary_and_streaming_calls_pass_through() {
     let up = GrpcUpstream::start().await;
-    let gw = grpc_gateway(&up, "").await;
+    let gw = grpc_gateway(&up, |r| r).await;
     let mut c = client(&gw).await;
     let r = c.unary(Request::new(msg("hello", 7))).await.unwrap();
     assert_eq!(r.into_inner(), msg("hello", 7));
@@ -62,11 +70,7 @@ async fn unary_and_streaming_calls_pass_through() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rate_limit_answers_resource_exhausted_with_pushback() {
     let up = GrpcUpstream::start().await;
-    let gw = grpc_gateway(
-        &up,
-        "    policies:\n      - rate_limit: { key: endpoint, limit: 3, window: 1m }\n",
-    )
-    .await;
+    let gw = grpc_gateway(&up, |r| r.policy(RateLimit::new("endpoint", 3, "1m"))).await;
     let mut c = client(&gw).await;
     for _ in 0..3 {
         c.unary(Request::new(msg("ok", 1))).await.unwrap();
@@ -89,10 +93,9 @@ async fn the_rate_limit_answers_resource_exhausted_with_pushback() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unavailable_answers_open_the_breaker_which_then_answers_unavailable_itself() {
     let up = GrpcUpstream::start().await;
-    let gw = grpc_gateway(
-        &up,
-        "    policies:\n      - circuit_breaker: { consecutive_failures: 3, open: 30s }\n",
-    )
+    let gw = grpc_gateway(&up, |r| {
+        r.policy(Breaker::consecutive_failures(3).open("30s"))
+    })
     .await;
     let mut c = client(&gw).await;
     up.fail_with(Code::Unavailable);
@@ -122,7 +125,7 @@ async fn unavailable_answers_open_the_breaker_which_then_answers_unavailable_its
 #[tokio::test(flavor = "multi_thread")]
 async fn deadlines_are_forwarded_decreased_and_expired_ones_are_not_forwarded() {
     let up = GrpcUpstream::start().await;
-    let gw = grpc_gateway(&up, "    timeouts: { total: 10s }\n").await;
+    let gw = grpc_gateway(&up, |r| r.total_timeout("10s")).await;
     let mut c = client(&gw).await;
     let mut req = Request::new(msg("t", 1));
     req.set_timeout(Duration::from_secs(5));
@@ -179,14 +182,15 @@ async fn deadlines_are_forwarded_decreased_and_expired_ones_are_not_forwarded() 
 async fn grpc_calls_are_retried_only_on_routes_that_call_them_idempotent() {
     let up = GrpcUpstream::start().await;
     // An endpoint that refuses connections, beside the live one.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead = ClosedPort::new();
     let config = |idempotent: bool| {
-        format!(
-            "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo:\n    protocol: grpc\n    endpoints: [\"{dead_addr}\", \"{}\"]\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    retry: {{ attempts: 1, backoff: 1ms, max_backoff: 2ms, idempotent: {idempotent} }}\n",
-            up.addr
-        )
+        grpc_config([dead.addr(), up.addr], |r| {
+            r.retry(
+                Retry::attempts(1)
+                    .backoff("1ms", "2ms")
+                    .idempotent(idempotent),
+            )
+        })
     };
     // Not declared idempotent: a call that lands on the dead endpoint fails.
     let gw = gateway(&config(false)).start().await;
@@ -217,11 +221,7 @@ async fn grpc_calls_are_retried_only_on_routes_that_call_them_idempotent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trailers_only_answers_are_one_headers_frame_with_end_stream() {
     let up = GrpcUpstream::start().await;
-    let gw = grpc_gateway(
-        &up,
-        "    policies:\n      - rate_limit: { key: endpoint, limit: 1, window: 1m }\n",
-    )
-    .await;
+    let gw = grpc_gateway(&up, |r| r.policy(RateLimit::new("endpoint", 1, "1m"))).await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();

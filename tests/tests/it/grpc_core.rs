@@ -7,57 +7,58 @@
 
 use std::time::Duration;
 
+use breakwater_tests::config::{
+    Breaker, Cluster, Concurrency, Dedupe, Deny, KeySource, Keys, Listener, Protocol, RateLimit,
+    Route,
+};
 use breakwater_tests::grpc_core::{
     call_async, require_dubbo, require_grpcio, triple_calls, CallResult, GrpcCall, PyGrpcUpstream,
     SHAPES,
 };
-use breakwater_tests::{client, eventually, Gateway};
+use breakwater_tests::{client, eventually, ClosedPort, Config, Gateway};
 
 use crate::gateway;
 
-/// A route selected by `x-case: <id>` on `test.Echo`.
-fn route(id: &str, cluster: &str, extra: &str) -> String {
-    format!(
-        "  - id: {id}\n    match: {{ path: {{ prefix: /test.Echo/ }}, headers: [{{ name: x-case, value: {id} }}] }}\n    cluster: {cluster}\n{extra}"
-    )
+/// A gRPC cluster of these endpoints.
+fn grpc<A: std::fmt::Display>(endpoints: impl IntoIterator<Item = A>) -> Cluster {
+    Cluster::new(endpoints).protocol(Protocol::Grpc)
 }
 
-async fn refusal_gateway(up: &PyGrpcUpstream) -> Gateway {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = closed.local_addr().unwrap();
-    drop(closed);
-    let routes = [
-        route("ok", "echo", ""),
-        route(
-            "denied",
-            "echo",
-            "    policies: [{ deny: { users: [mallory] } }]\n",
-        ),
-        route(
-            "limited",
-            "echo",
-            "    policies: [{ rate_limit: { key: endpoint, limit: 1, window: 1m } }]\n",
-        ),
-        route(
-            "overloaded",
-            "echo",
-            "    policies: [{ concurrency_limit: { max: 1 } }]\n",
-        ),
-        route(
-            "open",
-            "guarded",
-            "    policies: [{ circuit_breaker: { consecutive_failures: 5 } }]\n",
-        ),
-        route("down", "down", ""),
-        route("slow", "sluggish", ""),
-    ]
-    .concat();
-    gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nkeys:\n  user: {{ header: x-user-id }}\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{up}\"] }}\n  guarded: {{ protocol: grpc, endpoints: [\"{up}\"] }}\n  sluggish: {{ protocol: grpc, endpoints: [\"{up}\"], read_timeout_ms: 300 }}\n  down: {{ protocol: grpc, endpoints: [\"{down}\"] }}\nroutes:\n{routes}",
-        up = up.addr
-    ))
-    .start()
-    .await
+/// h2c downstream, gRPC cluster `echo` to `up`, routes `echo`
+/// (`/test.Echo/`) finished by `route`.
+fn echo_config(up: std::net::SocketAddr, route: impl FnOnce(Route) -> Route) -> Config {
+    Config::new()
+        .listener(Listener::h2c())
+        .cluster("echo", grpc([up]))
+        .route(route(Route::new("echo", "echo").path_prefix("/test.Echo/")))
+}
+
+/// A route selected by `x-case: <id>` on `test.Echo`.
+fn case(id: &str, cluster: &str) -> Route {
+    Route::new(id, cluster)
+        .path_prefix("/test.Echo/")
+        .header("x-case", id)
+}
+
+/// A gateway with a route for each refusal; its `down` cluster is the
+/// closed port, which must live as long as the gateway.
+async fn refusal_gateway(up: &PyGrpcUpstream) -> (Gateway, ClosedPort) {
+    let down = ClosedPort::new();
+    let config = Config::new()
+        .listener(Listener::h2c())
+        .keys(Keys::new().user(KeySource::header("x-user-id")))
+        .cluster("echo", grpc([up.addr]))
+        .cluster("guarded", grpc([up.addr]))
+        .cluster("sluggish", grpc([up.addr]).read_timeout_ms(300))
+        .cluster("down", grpc([down.addr()]))
+        .route(case("ok", "echo"))
+        .route(case("denied", "echo").policy(Deny::new().users(["mallory"])))
+        .route(case("limited", "echo").policy(RateLimit::new("endpoint", 1, "1m")))
+        .route(case("overloaded", "echo").policy(Concurrency::max(1)))
+        .route(case("open", "guarded").policy(Breaker::consecutive_failures(5)))
+        .route(case("down", "down"))
+        .route(case("slow", "sluggish"));
+    (gateway(&config).start().await, down)
 }
 
 /// The four call shapes, each sending `text` under `x-case: case`.
@@ -99,7 +100,7 @@ fn pushback(r: &CallResult) -> i64 {
 async fn every_refusal_row_is_a_status_grpc_core_clients_read() {
     require_grpcio();
     let up = PyGrpcUpstream::start();
-    let gw = refusal_gateway(&up).await;
+    let (gw, _down) = refusal_gateway(&up).await;
     let target = ([127, 0, 0, 1], gw.port).into();
     // Refusals an operator makes: a block, and a breaker forced open.
     let c = client();
@@ -193,7 +194,7 @@ async fn every_refusal_row_is_a_status_grpc_core_clients_read() {
 async fn upstream_statuses_in_trailers_reach_grpc_core_clients() {
     require_grpcio();
     let up = PyGrpcUpstream::start();
-    let gw = refusal_gateway(&up).await;
+    let (gw, _down) = refusal_gateway(&up).await;
     let target = ([127, 0, 0, 1], gw.port).into();
     let results = call_async(
         target,
@@ -238,12 +239,9 @@ async fn a_stream_past_its_deadline_ends_with_deadline_exceeded_trailers() {
     // own deadline is what ends the call (grpcio's server would end it
     // itself, the forwarded deadline at work).
     let up = breakwater_tests::grpc::GrpcUpstream::start().await;
-    let gw = gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    timeouts: {{ total: 1s }}\n",
-        up.addr
-    ))
-    .start()
-    .await;
+    let gw = gateway(&echo_config(up.addr, |r| r.total_timeout("1s")))
+        .start()
+        .await;
     let target = ([127, 0, 0, 1], gw.port).into();
     // Two messages, then the upstream stalls past the route's 1 s: the
     // client gets both, then the gateway's status in trailers (not a reset).
@@ -257,10 +255,9 @@ async fn a_stream_past_its_deadline_ends_with_deadline_exceeded_trailers() {
 async fn refusals_with_unread_bodies_do_not_wedge_the_connection() {
     require_grpcio();
     let up = PyGrpcUpstream::start();
-    let gw = gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    policies: [{{ rate_limit: {{ key: endpoint, limit: 40, window: 1m, algorithm: sliding_window }} }}]\n",
-        up.addr
-    ))
+    let gw = gateway(&echo_config(up.addr, |r| {
+        r.policy(RateLimit::new("endpoint", 40, "1m").sliding_window())
+    }))
     .start()
     .await;
     let target = ([127, 0, 0, 1], gw.port).into();
@@ -302,10 +299,9 @@ async fn refusals_with_unread_bodies_do_not_wedge_the_connection() {
 async fn unary_calls_with_an_idempotency_key_join_only_the_same_call() {
     require_grpcio();
     let up = PyGrpcUpstream::start();
-    let gw = gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\nroutes:\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n    policies: [{{ dedupe: {{ header: idempotency-key }} }}]\n",
-        up.addr
-    ))
+    let gw = gateway(&echo_config(up.addr, |r| {
+        r.policy(Dedupe::header("idempotency-key"))
+    }))
     .start()
     .await;
     let target = ([127, 0, 0, 1], gw.port).into();
@@ -350,13 +346,20 @@ async fn the_dubbo_triple_client_reads_the_gateways_answers() {
     require_grpcio();
     require_dubbo();
     let up = PyGrpcUpstream::start();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = closed.local_addr().unwrap();
-    drop(closed);
-    let gw = gateway(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  echo: {{ protocol: grpc, endpoints: [\"{}\"] }}\n  down: {{ protocol: grpc, endpoints: [\"{down}\"] }}\nroutes:\n  - id: limited\n    match: {{ path: {{ prefix: /limited.Echo/ }} }}\n    cluster: echo\n    policies: [{{ rate_limit: {{ key: endpoint, limit: 1, window: 1m }} }}]\n  - id: down\n    match: {{ path: {{ prefix: /down.Echo/ }} }}\n    cluster: down\n  - id: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    cluster: echo\n",
-        up.addr
-    ))
+    let down = ClosedPort::new();
+    let gw = gateway(
+        &Config::new()
+            .listener(Listener::h2c())
+            .cluster("echo", grpc([up.addr]))
+            .cluster("down", grpc([down.addr()]))
+            .route(
+                Route::new("limited", "echo")
+                    .path_prefix("/limited.Echo/")
+                    .policy(RateLimit::new("endpoint", 1, "1m")),
+            )
+            .route(Route::new("down", "down").path_prefix("/down.Echo/"))
+            .route(Route::new("echo", "echo").path_prefix("/test.Echo/")),
+    )
     .start()
     .await;
     let ok = triple_calls(gw.port, "test.Echo", 2).await;

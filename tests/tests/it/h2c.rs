@@ -1,16 +1,18 @@
 //! HTTP/2 with prior knowledge (h2c), downstream and upstream, beside
 //! HTTP/1.1 on the same listener, and gRPC-shaped refusals over it.
 
-use breakwater_tests::{client, MockUpstream};
+use breakwater_tests::config::{Cluster, Listener, Protocol, RateLimit, Route};
+use breakwater_tests::{client, Config, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn h2c_config(up: &MockUpstream, policies: &str) -> String {
-    format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    protocol: h2c\nclusters:\n  up:\n    endpoints: [\"{}\"]\n    protocol: h2c\nroutes:\n  - id: all\n    cluster: up\n{policies}",
-        up.addr
-    )
+/// h2c both ways, route `all` finished by `route`.
+fn h2c_config(up: &MockUpstream, route: impl FnOnce(Route) -> Route) -> Config {
+    Config::new()
+        .listener(Listener::h2c())
+        .cluster("up", Cluster::new([up.addr]).protocol(Protocol::H2c))
+        .route(route(Route::new("all", "up")))
 }
 
 fn h2_client() -> reqwest::Client {
@@ -24,7 +26,7 @@ fn h2_client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_and_http1_share_a_listener_and_the_upstream_speaks_h2c() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&h2c_config(&up, "")).start().await;
+    let gw = gateway(&h2c_config(&up, |r| r)).start().await;
     let h2 = h2_client();
     // Concurrent HTTP/2 requests, with a 1 MiB body each way.
     let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
@@ -68,12 +70,9 @@ async fn h2c_and_http1_share_a_listener_and_the_upstream_speaks_h2c() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_refusals_are_trailers_only_with_pushback() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&h2c_config(
-        &up,
-        "    policies:\n      - rate_limit: { key: ip, limit: 2, window: 1m }\n",
-    ))
-    .start()
-    .await;
+    let gw = gateway(&h2c_config(&up, |r| r.policy(RateLimit::per_ip(2, "1m"))))
+        .start()
+        .await;
     let h2 = h2_client();
     let call = || {
         h2.post(gw.url("/shop.Goods/Get"))
@@ -115,12 +114,9 @@ async fn grpc_refusals_are_trailers_only_with_pushback() {
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_to_head_over_http2_carry_no_body() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&h2c_config(
-        &up,
-        "    policies:\n      - rate_limit: { key: ip, limit: 1, window: 1m }\n",
-    ))
-    .start()
-    .await;
+    let gw = gateway(&h2c_config(&up, |r| r.policy(RateLimit::per_ip(1, "1m"))))
+        .start()
+        .await;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();

@@ -3,16 +3,26 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use breakwater_tests::{client, eventually, metric_value, Gateway, MockUpstream};
+use breakwater_tests::config::{Action, Cluster, HotKey, KeySource, Keys, Route};
+use breakwater_tests::{client, eventually, metric_value, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn goods_route(up: &MockUpstream, keys: &str, rule: &str) -> String {
-    format!(
-        "keys:\n  user: {{ header: x-user-id }}\n  custom:\n    goods_id: {{ path_capture: id }}\n{keys}clusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n  - id: goods\n    match: {{ path: {{ template: '/goods/{{id}}' }} }}\n    cluster: up\n    policies:\n      - hotkey: {rule}\n",
-        up.addr
-    )
+/// Route `goods` (`/goods/{id}`, custom key `goods_id`) with this rule;
+/// `keys` adds to the user and `goods_id` keys.
+fn goods_route(up: &MockUpstream, more_keys: impl FnOnce(Keys) -> Keys, rule: HotKey) -> Config {
+    let keys = Keys::new()
+        .user(KeySource::header("x-user-id"))
+        .custom("goods_id", KeySource::path_capture("id"));
+    Config::new()
+        .keys(more_keys(keys))
+        .cluster("up", Cluster::new([up.addr]))
+        .route(
+            Route::new("goods", "up")
+                .path_template("/goods/{id}")
+                .policy(rule),
+        )
 }
 
 fn unix_ms() -> u64 {
@@ -71,8 +81,8 @@ async fn a_spiking_key_is_detected_quickly_and_cold_keys_are_not() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&goods_route(
         &up,
-        "",
-        "{ key: goods_id, threshold: 100, window: 1s, hot_ttl: 5s }",
+        |k| k,
+        HotKey::new("goods_id", 100, "1s").hot_ttl("5s"),
     ))
     .start()
     .await;
@@ -152,8 +162,8 @@ async fn subscribers_get_hot_and_cooled_events() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&goods_route(
         &up,
-        "",
-        "{ key: goods_id, threshold: 50, window: 1s, hot_ttl: 1s }",
+        |k| k,
+        HotKey::new("goods_id", 50, "1s").hot_ttl("1s"),
     ))
     .start()
     .await;
@@ -197,8 +207,10 @@ async fn block_keeps_an_abusive_ip_off_the_upstream() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&goods_route(
         &up,
-        "  trusted_proxies: [127.0.0.1]\n",
-        "{ key: ip, threshold: 30, window: 1s, actions: [block], block_for: 1m }",
+        |k| k.trusted_proxies(["127.0.0.1"]),
+        HotKey::new("ip", 30, "1s")
+            .actions([Action::Block])
+            .block_for("1m"),
     ))
     .start()
     .await;
@@ -245,8 +257,10 @@ async fn limit_caps_each_hot_key_and_leaves_cold_keys_alone() {
     let up = MockUpstream::start("a").await;
     let gw = gateway(&goods_route(
         &up,
-        "",
-        "{ key: goods_id, threshold: 40, window: 1s, actions: [limit], limit: { limit: 10, window: 1s, burst: 10 } }",
+        |k| k,
+        HotKey::new("goods_id", 40, "1s")
+            .actions([Action::Limit])
+            .limit(10, "1s", 10),
     ))
     .start()
     .await;

@@ -1,38 +1,35 @@
 //! Request keys: client IP with X-Forwarded-For trust, user and custom keys.
 
-use breakwater_tests::{client, eventually, MockUpstream};
+use breakwater_tests::config::{Cluster, Deny, KeySource, Keys, RateLimit, Route};
+use breakwater_tests::{client, eventually, Config, MockUpstream};
 use serde_json::Value;
 use std::time::Duration;
 
 use crate::gateway;
 
-fn config(up: &MockUpstream, trusted: &str, denied_ip: &str) -> String {
-    format!(
-        r#"keys:
-  trusted_proxies: [{trusted}]
-  user: {{ header: x-user-id }}
-  custom:
-    goods_id: {{ path_capture: id }}
-    sku: {{ query: sku }}
-    tenant: {{ cookie: tenant }}
-clusters:
-  up: {{ endpoints: ["{addr}"] }}
-routes:
-  - id: goods
-    match: {{ path: {{ template: "/goods/{{id}}" }} }}
-    cluster: up
-    policies:
-      - deny: {{ ips: ["{denied_ip}"] }}
-"#,
-        addr = up.addr
-    )
+fn config(up: &MockUpstream, trusted: &[&str], denied_ip: &str) -> Config {
+    Config::new()
+        .keys(
+            Keys::new()
+                .trusted_proxies(trusted)
+                .user(KeySource::header("x-user-id"))
+                .custom("goods_id", KeySource::path_capture("id"))
+                .custom("sku", KeySource::query("sku"))
+                .custom("tenant", KeySource::cookie("tenant")),
+        )
+        .cluster("up", Cluster::new([up.addr]))
+        .route(
+            Route::new("goods", "up")
+                .path_template("/goods/{id}")
+                .policy(Deny::new().ips([denied_ip])),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
     let up = MockUpstream::start("a").await;
     // The test client (127.0.0.1) is not trusted, and is denied.
-    let gw = gateway(&config(&up, "10.0.0.0/8", "127.0.0.1"))
+    let gw = gateway(&config(&up, &["10.0.0.0/8"], "127.0.0.1"))
         .start()
         .await;
     let resp = client()
@@ -52,7 +49,7 @@ async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trusted_peer_forwarded_for_uses_rightmost_untrusted_hop() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "127.0.0.1/32, 10.0.0.0/8", "203.0.113.5"))
+    let gw = gateway(&config(&up, &["127.0.0.1/32", "10.0.0.0/8"], "203.0.113.5"))
         .start()
         .await;
     let c = client();
@@ -78,7 +75,7 @@ async fn trusted_peer_forwarded_for_uses_rightmost_untrusted_hop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn user_endpoint_and_custom_keys_are_extracted() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&config(&up, "", "192.0.2.1")).start().await;
+    let gw = gateway(&config(&up, &[], "192.0.2.1")).start().await;
     let resp = client()
         .get(gw.url("/goods/123?sku=red%2D1"))
         .header("x-user-id", "alice")
@@ -106,10 +103,13 @@ async fn user_endpoint_and_custom_keys_are_extracted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_cannot_mint_endpoint_keys_with_a_grpc_content_type() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&format!(
-        "clusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: goods\n    match: {{ path: {{ prefix: /goods/ }} }}\n    cluster: up\n    policies:\n      - rate_limit: {{ key: endpoint, limit: 2, window: 1m }}\n",
-        up.addr
-    ))
+    let gw = gateway(
+        &Config::new().cluster("up", Cluster::new([up.addr])).route(
+            Route::new("goods", "up")
+                .path_prefix("/goods/")
+                .policy(RateLimit::new("endpoint", 2, "1m")),
+        ),
+    )
     .start()
     .await;
     let c = client();
@@ -159,14 +159,14 @@ async fn forwarded_proto_is_the_listeners_unless_a_trusted_proxy_says_otherwise(
         }
     };
     // The test client is not trusted: it cannot claim https.
-    let gw = gateway(&config(&up, "10.0.0.0/8", "192.0.2.1"))
+    let gw = gateway(&config(&up, &["10.0.0.0/8"], "192.0.2.1"))
         .start()
         .await;
     assert_eq!(proto(&gw, Some("https")).await, "http");
     assert_eq!(proto(&gw, None).await, "http");
     drop(gw);
     // A trusted proxy's word is kept, if it is http or https.
-    let gw = gateway(&config(&up, "127.0.0.1/32", "192.0.2.1"))
+    let gw = gateway(&config(&up, &["127.0.0.1/32"], "192.0.2.1"))
         .start()
         .await;
     assert_eq!(proto(&gw, Some("https")).await, "https");
@@ -180,11 +180,19 @@ async fn forwarded_proto_is_the_listeners_unless_a_trusted_proxy_says_otherwise(
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_clients_are_limited_per_network_not_per_address() {
     let up = MockUpstream::start("a").await;
-    let config = |prefix: &str| {
-        format!(
-            "keys:\n  trusted_proxies: [127.0.0.1/32]\n{prefix}clusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: api\n    cluster: up\n    policies:\n      - rate_limit: {{ key: ip, limit: 2, window: 1m }}\n      - deny: {{ ips: [\"2001:db8:dead:1::66\"] }}\n",
-            up.addr
-        )
+    let config = |prefix: Option<u32>| {
+        let mut keys = Keys::new().trusted_proxies(["127.0.0.1/32"]);
+        if let Some(bits) = prefix {
+            keys = keys.ipv6_prefix(bits);
+        }
+        Config::new()
+            .keys(keys)
+            .cluster("up", Cluster::new([up.addr]))
+            .route(
+                Route::new("api", "up")
+                    .policy(RateLimit::per_ip(2, "1m"))
+                    .policy(Deny::new().ips(["2001:db8:dead:1::66"])),
+            )
     };
     let c = client();
     let from = |gw: &breakwater_tests::Gateway, ip: &str| {
@@ -192,7 +200,7 @@ async fn ipv6_clients_are_limited_per_network_not_per_address() {
             .header("x-forwarded-for", ip.to_string())
             .send()
     };
-    let gw = gateway(&config("")).start().await;
+    let gw = gateway(&config(None)).start().await;
     // Three addresses of one /64: the third is over the limit of 2.
     assert_eq!(from(&gw, "2001:db8:1:2::1").await.unwrap().status(), 200);
     assert_eq!(from(&gw, "2001:db8:1:2::2").await.unwrap().status(), 200);
@@ -221,7 +229,7 @@ async fn ipv6_clients_are_limited_per_network_not_per_address() {
     assert_eq!(line["status"], 429);
     drop(gw);
     // `ipv6_prefix: 128` counts every address on its own.
-    let gw = gateway(&config("  ipv6_prefix: 128\n")).start().await;
+    let gw = gateway(&config(Some(128))).start().await;
     for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"] {
         assert_eq!(from(&gw, ip).await.unwrap().status(), 200, "{ip}");
     }

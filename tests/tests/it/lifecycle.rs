@@ -4,15 +4,14 @@
 
 use std::time::Duration;
 
-use breakwater_tests::{client, eventually, MockUpstream};
+use breakwater_tests::config::Server;
+use breakwater_tests::{client, eventually, Config, MockUpstream};
 
 use crate::{gateway, single_route};
 
-/// `body` with a `server` section running `threads` workers.
-fn with_workers(body: &str, threads: usize) -> String {
-    format!(
-        "server:\n  threads: {threads}\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n  pid_file: {{dir}}/bw.pid\n  upgrade_sock: {{dir}}/upgrade.sock\n{body}"
-    )
+/// `config` running `threads` workers.
+fn with_workers(config: Config, threads: usize) -> Config {
+    config.server(Server::default().threads(threads))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,7 +26,7 @@ async fn sigterm_drains_then_exits_with_two_workers() {
 
 async fn sigterm_drains_then_exits(threads: usize) {
     let up = MockUpstream::start("a").await;
-    let mut gw = gateway(&with_workers(&single_route(&up), threads))
+    let mut gw = gateway(&with_workers(single_route(&up), threads))
         .start()
         .await;
     let url = gw.url("/slow?ms=1500");
@@ -63,7 +62,7 @@ async fn graceful_upgrade_with_two_workers_hands_over_the_shared_listener() {
 
 async fn upgrade_without_failed_requests(threads: usize) {
     let up = MockUpstream::start("a").await;
-    let mut old = gateway(&with_workers(&single_route(&up), threads))
+    let mut old = gateway(&with_workers(single_route(&up), threads))
         .start()
         .await;
     let c = client();
@@ -126,10 +125,7 @@ async fn default_runtime_paths_are_private_and_carry_an_upgrade() {
     let up = MockUpstream::start("a").await;
     let xdg = tempfile::tempdir().unwrap();
     // No pid_file or upgrade_sock: the defaults, under $XDG_RUNTIME_DIR.
-    let body = format!(
-        "server:\n  threads: 1\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n{}",
-        single_route(&up)
-    );
+    let body = single_route(&up).server(Server::default().default_runtime_paths());
     let mut old = gateway(&body)
         .env("RUNTIME_DIRECTORY", "")
         .env("XDG_RUNTIME_DIR", &xdg.path().display().to_string())
@@ -263,7 +259,7 @@ fn listener_fds_watched(pid: u32, port: u16) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_worker_accepts_connections_on_the_shared_listener() {
     let up = MockUpstream::start("a").await;
-    let gw = gateway(&with_workers(&single_route(&up), 2)).start().await;
+    let gw = gateway(&with_workers(single_route(&up), 2)).start().await;
     burst(&gw.url("/x")).await;
     assert_eq!(
         listener_fds_watched(gw.pid() as u32, gw.port),

@@ -3,16 +3,28 @@
 
 use std::time::{Duration, Instant};
 
-use breakwater_tests::{client, eventually, Gateway, MockUpstream};
+use breakwater_tests::config::{
+    Abuse, Admin, Cluster, Concurrency, KeySource, Keys, Policy, RateLimit, Route, Server,
+};
+use breakwater_tests::{client, eventually, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn with_policies(up: &MockUpstream, keys: &str, policies: &str) -> String {
-    format!(
-        "{keys}clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 10000\nroutes:\n  - id: api\n    cluster: up\n    policies:\n{policies}",
-        up.addr
-    )
+/// Route `api` to `up` with this one policy.
+fn with_policy(up: &MockUpstream, keys: Keys, policy: impl Into<Policy>) -> Config {
+    Config::new()
+        .keys(keys)
+        .cluster("up", Cluster::new([up.addr]).read_timeout_ms(10000))
+        .route(Route::new("api", "up").policy(policy))
+}
+
+fn user_header() -> Keys {
+    Keys::new().user(KeySource::header("x-user-id"))
+}
+
+fn trusting_loopback() -> Keys {
+    Keys::new().trusted_proxies(["127.0.0.1"])
 }
 
 async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -51,13 +63,14 @@ async fn paced(gw: &Gateway, rate: u64, secs: u64, headers: &[(&str, &str)]) -> 
 async fn steady_load_at_twice_the_limit_admits_the_limit() {
     let up = MockUpstream::start("a").await;
     for algo in ["sliding_window", "gcra"] {
+        let limit = RateLimit::per_ip(40, "1s");
         // A small burst absorbs the jitter of real arrival times; it adds at most 5 of 200.
-        let burst = if algo == "gcra" { ", burst: 5" } else { "" };
-        let body = with_policies(
-            &up,
-            "",
-            &format!("      - rate_limit: {{ key: ip, limit: 40, window: 1s, algorithm: {algo}{burst} }}\n"),
-        );
+        let limit = if algo == "gcra" {
+            limit.gcra().burst(5)
+        } else {
+            limit.sliding_window()
+        };
+        let body = with_policy(&up, Keys::new(), limit);
         let gw = gateway(&body).start().await;
         let (ok, limited) = paced(&gw, 80, 5, &[]).await;
         let expected = 40.0 * 5.0;
@@ -73,15 +86,11 @@ async fn steady_load_at_twice_the_limit_admits_the_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ips_are_limited_independently_and_spoofing_does_not_evade() {
     let up = MockUpstream::start("a").await;
-    let policy = "      - rate_limit: { key: ip, limit: 5, window: 1m }\n";
+    let policy = RateLimit::per_ip(5, "1m");
     // Behind a trusted proxy, two clients each get their own 5.
-    let trusted = gateway(&with_policies(
-        &up,
-        "keys:\n  trusted_proxies: [127.0.0.1]\n",
-        policy,
-    ))
-    .start()
-    .await;
+    let trusted = gateway(&with_policy(&up, trusting_loopback(), policy.clone()))
+        .start()
+        .await;
     for client_ip in ["203.0.113.1", "203.0.113.2"] {
         let mut ok = 0;
         for _ in 0..8 {
@@ -97,7 +106,9 @@ async fn ips_are_limited_independently_and_spoofing_does_not_evade() {
     }
     // Directly exposed, a client that invents a new X-Forwarded-For for each
     // request is still one IP.
-    let exposed = gateway(&with_policies(&up, "", policy)).start().await;
+    let exposed = gateway(&with_policy(&up, Keys::new(), policy))
+        .start()
+        .await;
     let mut ok = 0;
     for i in 0..8 {
         let fake = format!("198.51.100.{i}");
@@ -115,10 +126,12 @@ async fn ips_are_limited_independently_and_spoofing_does_not_evade() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rejections_carry_retry_after_and_ratelimit_headers() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
+    let body = with_policy(
         &up,
-        "keys:\n  user: { header: x-user-id }\n",
-        "      - rate_limit: { name: per-user, key: user, limit: 2, window: 1m, algorithm: sliding_window }\n",
+        user_header(),
+        RateLimit::new("user", 2, "1m")
+            .name("per-user")
+            .sliding_window(),
     );
     let gw = gateway(&body).start().await;
     let alice = [("x-user-id", "alice")];
@@ -158,11 +171,7 @@ async fn rejections_carry_retry_after_and_ratelimit_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_mode_admits_and_reports_what_it_would_reject() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
-        &up,
-        "",
-        "      - rate_limit: { key: ip, limit: 3, window: 1m, shadow: true }\n",
-    );
+    let body = with_policy(&up, Keys::new(), RateLimit::per_ip(3, "1m").shadow());
     let gw = gateway(&body).start().await;
     for _ in 0..10 {
         assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
@@ -179,10 +188,10 @@ async fn shadow_mode_admits_and_reports_what_it_would_reject() {
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_endpoint_and_metrics_show_keys_and_counts() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
+    let body = with_policy(
         &up,
-        "keys:\n  trusted_proxies: [127.0.0.1]\n",
-        "      - rate_limit: { key: ip, limit: 100, window: 1m, algorithm: sliding_window }\n",
+        trusting_loopback(),
+        RateLimit::per_ip(100, "1m").sliding_window(),
     );
     let gw = gateway(&body).start().await;
     for (ip, n) in [("203.0.113.1", 60), ("203.0.113.2", 10)] {
@@ -211,7 +220,7 @@ async fn limits_endpoint_and_metrics_show_keys_and_counts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_limit_holds_under_parallel_slow_requests() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(&up, "", "      - concurrency_limit: { max: 2 }\n");
+    let body = with_policy(&up, Keys::new(), Concurrency::max(2));
     let gw = gateway(&body).start().await;
     let started = Instant::now();
     let calls: Vec<_> = (0..6)
@@ -238,11 +247,7 @@ async fn concurrency_limit_holds_under_parallel_slow_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_queue_lets_waiters_through_in_turn() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
-        &up,
-        "",
-        "      - concurrency_limit: { max: 1, queue: { max: 4, timeout: 5s } }\n",
-    );
+    let body = with_policy(&up, Keys::new(), Concurrency::max(1).queue(4, "5s"));
     let gw = gateway(&body).start().await;
     let calls: Vec<_> = (0..3)
         .map(|_| {
@@ -259,7 +264,7 @@ async fn concurrency_queue_lets_waiters_through_in_turn() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_slot_is_released_when_the_client_gives_up() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(&up, "", "      - concurrency_limit: { max: 1 }\n");
+    let body = with_policy(&up, Keys::new(), Concurrency::max(1));
     let gw = gateway(&body).start().await;
     // The client gives up long before the upstream would answer (10 s).
     let impatient = reqwest::Client::builder()
@@ -285,10 +290,10 @@ async fn concurrency_slot_is_released_when_the_client_gives_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn abuse_detection_blocks_then_unblocks_after_the_ttl() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
+    let body = with_policy(
         &up,
-        "",
-        "      - abuse: { key: ip, threshold: 5, window: 1s, block_for: 2s, status: 429 }\n",
+        Keys::new(),
+        Abuse::new("ip", 5, "1s", "2s").status(429),
     );
     let gw = gateway(&body).start().await;
     let mut statuses = Vec::new();
@@ -318,10 +323,11 @@ async fn abuse_detection_blocks_then_unblocks_after_the_ttl() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_block_list_end_to_end() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "admin:\n  address: \"{{admin}}\"\n  token: t0k\nkeys:\n  user: {{ header: x-user-id }}\nclusters:\n  up: {{ endpoints: [\"{}\"] }}\nroutes:\n  - id: open\n    cluster: up\n",
-        up.addr
-    );
+    let body = Config::new()
+        .admin(Admin::default().token("t0k"))
+        .keys(user_header())
+        .cluster("up", Cluster::new([up.addr]))
+        .route(Route::new("open", "up"));
     let gw = gateway(&body).admin_token("t0k").start().await;
     let c = client();
     let mallory = [("x-user-id", "mallory")];
@@ -403,10 +409,10 @@ fn long_user(fill: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn long_keys_are_shown_cut_and_still_told_apart_by_their_full_value() {
     let up = MockUpstream::start("a").await;
-    let body = with_policies(
+    let body = with_policy(
         &up,
-        "keys:\n  user: { header: x-user-id }\n",
-        "      - rate_limit: { key: user, limit: 1, window: 1m, algorithm: sliding_window }\n",
+        user_header(),
+        RateLimit::new("user", 1, "1m").sliding_window(),
     );
     let gw = gateway(&body).start().await;
     let (a, b, c) = (long_user("a"), long_user("b"), long_user("c"));
@@ -463,22 +469,22 @@ async fn long_keys_are_shown_cut_and_still_told_apart_by_their_full_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_state_survives_a_reload_that_leaves_it_unchanged() {
     let up = MockUpstream::start("a").await;
-    let policy = "      - rate_limit: { key: ip, limit: 3, window: 1m }\n";
-    let body = format!("server:\n  threads: 1\n  pid_file: {{dir}}/bw.pid\n  upgrade_sock: {{dir}}/u.sock\n  watch_config: false\n{}", with_policies(&up, "", policy));
-    let gw = gateway(&body).start().await;
+    let body = |limit: u64| {
+        with_policy(&up, Keys::new(), RateLimit::per_ip(limit, "1m"))
+            .server(Server::default().watch_config(false))
+    };
+    let gw = gateway(&body(3)).start().await;
     for _ in 0..3 {
         assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
     }
     assert_eq!(get(&gw, "/x", &[]).await.status(), 429);
     // An unrelated change: the limit keeps its count.
-    gw.write_config(&format!(
-        "{body}  - id: other\n    match: {{ path: {{ prefix: /other }} }}\n    cluster: up\n"
-    ));
+    gw.write_config(&body(3).route(Route::new("other", "up").path_prefix("/other")));
     let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     assert_eq!(get(&gw, "/x", &[]).await.status(), 429);
     // A changed limit starts afresh.
-    gw.write_config(&body.replace("limit: 3", "limit: 4"));
+    gw.write_config(&body(4));
     let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");
     assert_eq!(get(&gw, "/x", &[]).await.status(), 200);

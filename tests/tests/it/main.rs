@@ -5,6 +5,7 @@ mod avalanche;
 mod breakers;
 mod cache;
 mod cluster;
+mod config_builder;
 mod config_check;
 mod deadlines;
 mod dedupe;
@@ -24,19 +25,20 @@ mod routing;
 mod throughput;
 mod tls;
 
-use breakwater_tests::{GatewayBuilder, MockUpstream};
+use breakwater_tests::config::{Cluster, ConfigText, Route};
+use breakwater_tests::{Config, GatewayBuilder, MockUpstream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_breakwater-under-test");
 
-/// A gateway builder for `body` (see `GatewayBuilder` for placeholders).
-pub fn gateway(body: &str) -> GatewayBuilder {
+/// A gateway builder for `body`: a `Config`, or YAML text (see
+/// `GatewayBuilder` for its placeholders).
+pub fn gateway(body: &(impl ConfigText + ?Sized)) -> GatewayBuilder {
     GatewayBuilder::new(BIN, body)
 }
 
-/// One cluster `up` pointing at `upstream`, one catch-all route.
-pub fn single_route(upstream: &MockUpstream) -> String {
-    format!(
-        "clusters:\n  up:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 2000\nroutes:\n  - id: all\n    cluster: up\n",
-        upstream.addr
-    )
+/// One cluster `up` pointing at `upstream`, one catch-all route `all`.
+pub fn single_route(upstream: &MockUpstream) -> Config {
+    Config::new()
+        .cluster("up", Cluster::new([upstream.addr]).read_timeout_ms(2000))
+        .route(Route::new("all", "up"))
 }

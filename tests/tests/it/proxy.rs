@@ -1,7 +1,8 @@
 //! Proxying: bodies both ways, headers, and the gateway's own error answers.
 
+use breakwater_tests::config::{Cluster, Route};
 use breakwater_tests::upstream::{fnv, pattern_byte};
-use breakwater_tests::{client, free_port, MockUpstream};
+use breakwater_tests::{client, ClosedPort, Config, MockUpstream};
 use serde_json::Value;
 
 use crate::{gateway, single_route};
@@ -120,10 +121,9 @@ async fn upstream_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_route_is_a_404_json() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "clusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n  - id: only\n    match: {{ path: {{ exact: /only }} }}\n    cluster: up\n",
-        up.addr
-    );
+    let body = Config::new()
+        .cluster("up", Cluster::new([up.addr]))
+        .route(Route::new("only", "up").path_exact("/only"));
     let gw = gateway(&body).start().await;
     let resp = client().get(gw.url("/other")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
@@ -135,10 +135,10 @@ async fn no_route_is_a_404_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_upstream_is_a_502_naming_the_cluster() {
-    let dead = free_port();
-    let body = format!(
-        "clusters:\n  orders:\n    endpoints: [\"127.0.0.1:{dead}\"]\nroutes:\n  - id: all\n    cluster: orders\n"
-    );
+    let dead = ClosedPort::new();
+    let body = Config::new()
+        .cluster("orders", Cluster::new([dead.addr()]))
+        .route(Route::new("all", "orders"));
     let gw = gateway(&body).start().await;
     let resp = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
@@ -152,10 +152,9 @@ async fn dead_upstream_is_a_502_naming_the_cluster() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_upstream_is_a_504_naming_the_cluster() {
     let up = MockUpstream::start("a").await;
-    let body = format!(
-        "clusters:\n  slowpoke:\n    endpoints: [\"{}\"]\n    read_timeout_ms: 200\nroutes:\n  - id: all\n    cluster: slowpoke\n",
-        up.addr
-    );
+    let body = Config::new()
+        .cluster("slowpoke", Cluster::new([up.addr]).read_timeout_ms(200))
+        .route(Route::new("all", "slowpoke"));
     let gw = gateway(&body).start().await;
     let resp = client().get(gw.url("/slow?ms=3000")).send().await.unwrap();
     assert_eq!(resp.status(), 504);

@@ -5,26 +5,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater_tests::{client, eventually, metric_value, Gateway, MockUpstream};
+use breakwater_tests::config::{Cluster, Deny, Route, Server};
+use breakwater_tests::{client, eventually, metric_value, Config, Gateway, MockUpstream};
 use serde_json::Value;
 
 use crate::gateway;
 
-fn body(up: &MockUpstream, watch: bool, deny_local: bool) -> String {
-    let server = if watch {
-        String::new()
+fn body(up: &MockUpstream, watch: bool, deny_local: bool) -> Config {
+    body_with(up, watch, deny_local, |route| route)
+}
+
+/// [`body`] with route `all` finished by `route`.
+fn body_with(
+    up: &MockUpstream,
+    watch: bool,
+    deny_local: bool,
+    route: impl FnOnce(Route) -> Route,
+) -> Config {
+    let mut all = route(Route::new("all", "up"));
+    if deny_local {
+        all = all.policy(Deny::new().ips(["127.0.0.1"]));
+    }
+    let config = Config::new()
+        .cluster("up", Cluster::new([up.addr]))
+        .route(all);
+    if watch {
+        config
     } else {
-        "server:\n  threads: 1\n  grace_period_secs: 5\n  graceful_shutdown_timeout_secs: 1\n  pid_file: {dir}/bw.pid\n  upgrade_sock: {dir}/upgrade.sock\n  watch_config: false\n".to_string()
-    };
-    let policies = if deny_local {
-        "    policies:\n      - deny: { ips: [127.0.0.1] }\n"
-    } else {
-        ""
-    };
-    format!(
-        "{server}clusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n  - id: all\n    cluster: up\n{policies}",
-        up.addr
-    )
+        config.server(Server::default().watch_config(false))
+    }
 }
 
 async fn status(gw: &Gateway) -> u16 {
@@ -108,7 +117,9 @@ async fn bad_config_is_rejected_and_the_old_one_keeps_serving() {
     let c = client();
     let good_hash = config(&gw).await["hash"].clone();
 
-    let bad = body(&up, true, false).replace("cluster: up", "cluster: nope");
+    let bad = Config::new()
+        .cluster("up", Cluster::new([up.addr]))
+        .route(Route::new("all", "nope"));
     gw.write_config(&bad);
     // The watcher tries it and rejects it.
     let cfg = eventually(
@@ -159,15 +170,15 @@ async fn reloading_under_steady_load_loses_no_request() {
     let a = MockUpstream::start("a").await;
     let b = MockUpstream::start("b").await;
     let config_for = |up: &MockUpstream, extra_route: bool| {
-        let extra = if extra_route {
-            "  - id: extra\n    match: { path: { exact: /never } }\n    cluster: up\n    policies:\n      - deny: { users: [nobody] }\n"
-        } else {
-            ""
-        };
-        format!(
-            "clusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n{extra}  - id: all\n    cluster: up\n",
-            up.addr
-        )
+        let mut config = Config::new().cluster("up", Cluster::new([up.addr]));
+        if extra_route {
+            config = config.route(
+                Route::new("extra", "up")
+                    .path_exact("/never")
+                    .policy(Deny::new().users(["nobody"])),
+            );
+        }
+        config.route(Route::new("all", "up"))
     };
     let gw = Arc::new(gateway(&config_for(&a, false)).start().await);
     let ok = Arc::new(AtomicUsize::new(0));
@@ -227,10 +238,7 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
     )
     .await;
     // The new config has no route for it at all.
-    let moved = body(&up, false, false).replace(
-        "  - id: all\n",
-        "  - id: all\n    match: { path: { exact: /elsewhere } }\n",
-    );
+    let moved = body_with(&up, false, false, |r| r.path_exact("/elsewhere"));
     gw.write_config(&moved);
     let v: Value = gw.reload().await;
     assert_eq!(v["result"], "ok");

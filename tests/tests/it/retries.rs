@@ -1,15 +1,25 @@
 //! Retry discipline: none by default, only idempotent requests, only what the
 //! upstream provably did not process, and never past the budget.
 
-use breakwater_tests::{client, free_port, Gateway, MockUpstream};
+use breakwater_tests::config::{Cluster, Retry, Route};
+use breakwater_tests::{client, ClosedPort, Config, Gateway, MockUpstream};
 
 use crate::gateway;
 
-fn config(good: &MockUpstream, dead_port: u16, route_extra: &str, budget: &str) -> String {
-    format!(
-        "clusters:\n  orders:\n    endpoints: [\"127.0.0.1:{dead_port}\", \"{}\"]\n{budget}routes:\n  - id: api\n    cluster: orders\n{route_extra}",
-        good.addr
-    )
+/// Cluster `orders`: a dead endpoint, then `good`; route `api` to it.
+fn config(
+    dead: &ClosedPort,
+    good: &MockUpstream,
+    retry: Option<Retry>,
+    cluster: impl FnOnce(Cluster) -> Cluster,
+) -> Config {
+    let mut route = Route::new("api", "orders");
+    if let Some(retry) = retry {
+        route = route.retry(retry);
+    }
+    Config::new()
+        .cluster("orders", cluster(Cluster::new([dead.addr(), good.addr])))
+        .route(route)
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
@@ -23,7 +33,8 @@ async fn metric(gw: &Gateway, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_retries_unless_the_route_asks() {
     let good = MockUpstream::start("good").await;
-    let gw = gateway(&config(&good, free_port(), "", "")).start().await;
+    let dead = ClosedPort::new();
+    let gw = gateway(&config(&dead, &good, None, |c| c)).start().await;
     let mut failed = 0;
     for _ in 0..10 {
         if client().get(gw.url("/x")).send().await.unwrap().status() == 502 {
@@ -37,11 +48,12 @@ async fn no_retries_unless_the_route_asks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_gets_are_retried_on_the_other_endpoint_posts_never() {
     let good = MockUpstream::start("good").await;
+    let dead = ClosedPort::new();
     let gw = gateway(&config(
+        &dead,
         &good,
-        free_port(),
-        "    retry: { attempts: 1, backoff: 1ms, max_backoff: 5ms }\n",
-        "",
+        Some(Retry::attempts(1).backoff("1ms", "5ms")),
+        |c| c,
     ))
     .start()
     .await;
@@ -80,11 +92,12 @@ async fn refused_gets_are_retried_on_the_other_endpoint_posts_never() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_never_exceed_the_budget() {
     let good = MockUpstream::start("good").await;
+    let dead = ClosedPort::new();
     let gw = gateway(&config(
+        &dead,
         &good,
-        free_port(),
-        "    retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms }\n",
-        "    retry_budget: { budget_percent: 10, min_retries_per_sec: 0 }\n",
+        Some(Retry::attempts(2).backoff("1ms", "2ms")),
+        |c| c.retry_budget(10.0, 0),
     ))
     .start()
     .await;
@@ -117,10 +130,12 @@ async fn opted_in_statuses_are_retried_elsewhere() {
     let bad = MockUpstream::start("bad").await;
     let good = MockUpstream::start("good").await;
     bad.fail_with(502);
-    let body = format!(
-        "clusters:\n  orders:\n    endpoints: [\"{}\", \"{}\"]\nroutes:\n  - id: api\n    cluster: orders\n    retry: {{ attempts: 1, backoff: 1ms, max_backoff: 2ms, on_statuses: [502] }}\n",
-        bad.addr, good.addr
-    );
+    let body = Config::new()
+        .cluster("orders", Cluster::new([bad.addr, good.addr]))
+        .route(
+            Route::new("api", "orders")
+                .retry(Retry::attempts(1).backoff("1ms", "2ms").on_statuses([502])),
+        );
     let gw = gateway(&body).start().await;
     for _ in 0..10 {
         assert_eq!(

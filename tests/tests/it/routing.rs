@@ -1,6 +1,7 @@
 //! Routing: host, path (exact, prefix, template), method and headers, first match wins.
 
-use breakwater_tests::{client, MockUpstream};
+use breakwater_tests::config::{Cluster, Route};
+use breakwater_tests::{client, Config, MockUpstream};
 
 use crate::gateway;
 
@@ -20,37 +21,29 @@ async fn routes_match_in_declared_order() {
         MockUpstream::start("c").await,
         MockUpstream::start("d").await,
     );
-    let body = format!(
-        r#"clusters:
-  a: {{ endpoints: ["{a}"] }}
-  b: {{ endpoints: ["{b}"] }}
-  c: {{ endpoints: ["{c}"] }}
-  d: {{ endpoints: ["{d}"] }}
-routes:
-  - id: canary
-    match: {{ path: {{ prefix: /api/ }}, headers: [{{ name: x-canary, value: "1" }}] }}
-    cluster: d
-  - id: goods-write
-    match: {{ path: {{ template: "/api/goods/{{id}}" }}, methods: [POST, PUT] }}
-    cluster: c
-  - id: goods
-    match: {{ path: {{ template: "/api/goods/{{id}}" }} }}
-    cluster: b
-  - id: shop-host
-    match: {{ host: "*.shop.test", path: {{ prefix: / }} }}
-    cluster: c
-  - id: api
-    match: {{ path: {{ prefix: /api/ }} }}
-    cluster: a
-  - id: health
-    match: {{ path: {{ exact: /health }} }}
-    cluster: d
-"#,
-        a = a.addr,
-        b = b.addr,
-        c = c_up.addr,
-        d = d.addr
-    );
+    let body = Config::new()
+        .cluster("a", Cluster::new([a.addr]))
+        .cluster("b", Cluster::new([b.addr]))
+        .cluster("c", Cluster::new([c_up.addr]))
+        .cluster("d", Cluster::new([d.addr]))
+        .route(
+            Route::new("canary", "d")
+                .path_prefix("/api/")
+                .header("x-canary", "1"),
+        )
+        .route(
+            Route::new("goods-write", "c")
+                .path_template("/api/goods/{id}")
+                .methods(["POST", "PUT"]),
+        )
+        .route(Route::new("goods", "b").path_template("/api/goods/{id}"))
+        .route(
+            Route::new("shop-host", "c")
+                .host("*.shop.test")
+                .path_prefix("/"),
+        )
+        .route(Route::new("api", "a").path_prefix("/api/"))
+        .route(Route::new("health", "d").path_exact("/health"));
     let gw = gateway(&body).start().await;
     let c = client();
     let cases: Vec<(reqwest::RequestBuilder, &str)> = vec![
@@ -74,10 +67,9 @@ routes:
 async fn round_robin_spreads_over_endpoints() {
     let a = MockUpstream::start("a").await;
     let b = MockUpstream::start("b").await;
-    let body = format!(
-        "clusters:\n  both:\n    endpoints: [\"{}\", \"{}\"]\nroutes:\n  - id: all\n    cluster: both\n",
-        a.addr, b.addr
-    );
+    let body = Config::new()
+        .cluster("both", Cluster::new([a.addr, b.addr]))
+        .route(Route::new("all", "both"));
     let gw = gateway(&body).start().await;
     let c = client();
     for _ in 0..20 {

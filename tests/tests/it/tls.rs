@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use breakwater_tests::MockUpstream;
+use breakwater_tests::config::{Cluster, Listener, Route};
+use breakwater_tests::{Config, MockUpstream};
 use serde_json::Value;
 
 use crate::{gateway, BIN};
@@ -16,11 +17,11 @@ fn write_cert(dir: &std::path::Path) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-fn tls_config(up: &MockUpstream, cert: &str, key: &str) -> String {
-    format!(
-        "listeners:\n  - address: \"{{listen}}\"\n    tls: {{ cert: \"{cert}\", key: \"{key}\" }}\nclusters:\n  up:\n    endpoints: [\"{}\"]\nroutes:\n  - id: all\n    cluster: up\n",
-        up.addr
-    )
+fn tls_config(up: &MockUpstream, cert: &str, key: &str) -> Config {
+    Config::new()
+        .listener(Listener::tls(cert, key))
+        .cluster("up", Cluster::new([up.addr]))
+        .route(Route::new("all", "up"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,155 @@
+//! Where requests go: upstream clusters, and the fleet's Redis.
+
+use std::fmt::Display;
+
+use serde::Serialize;
+
+/// An upstream cluster (`clusters.<name>`): endpoints balanced round-robin.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cluster {
+    endpoints: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<Protocol>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_budget: Option<RetryBudget>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct RetryBudget {
+    budget_percent: f64,
+    min_retries_per_sec: u32,
+}
+
+impl Cluster {
+    /// `host:port` endpoints, e.g. a `MockUpstream`'s or a `ClosedPort`'s
+    /// `addr`.
+    pub fn new<A: Display>(endpoints: impl IntoIterator<Item = A>) -> Cluster {
+        Cluster {
+            endpoints: endpoints.into_iter().map(|a| a.to_string()).collect(),
+            connect_timeout_ms: None,
+            read_timeout_ms: None,
+            protocol: None,
+            retry_budget: None,
+        }
+    }
+
+    pub fn connect_timeout_ms(mut self, ms: u64) -> Cluster {
+        self.connect_timeout_ms = Some(ms);
+        self
+    }
+
+    pub fn read_timeout_ms(mut self, ms: u64) -> Cluster {
+        self.read_timeout_ms = Some(ms);
+        self
+    }
+
+    /// How the gateway speaks to the endpoints (HTTP/1.1 by default).
+    pub fn protocol(mut self, protocol: Protocol) -> Cluster {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Caps retries to `percent` of recent requests, at least
+    /// `min_per_sec` a second.
+    pub fn retry_budget(mut self, percent: f64, min_per_sec: u32) -> Cluster {
+        self.retry_budget = Some(RetryBudget {
+            budget_percent: percent,
+            min_retries_per_sec: min_per_sec,
+        });
+        self
+    }
+}
+
+/// A wire protocol: of a cluster's endpoints, or of a listener (`http1`
+/// and `h2c` only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge, cleartext.
+    H2c,
+    /// h2c carrying gRPC.
+    Grpc,
+}
+
+/// Cluster mode: the Redis the fleet of gateways shares (the file's
+/// `cluster:` section).
+#[derive(Clone, Debug, Serialize)]
+pub struct Fleet {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    redis_cluster: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_seed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_seed_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_instances: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+}
+
+impl Fleet {
+    fn empty() -> Fleet {
+        Fleet {
+            redis: None,
+            redis_cluster: Vec::new(),
+            instance_id: None,
+            hash_seed: None,
+            hash_seed_env: None,
+            expected_instances: None,
+            timeout: None,
+        }
+    }
+
+    /// One standalone Redis, `redis://host:port`.
+    pub fn redis(url: &str) -> Fleet {
+        Fleet {
+            redis: Some(url.to_string()),
+            ..Fleet::empty()
+        }
+    }
+
+    /// A Redis Cluster, by the URLs of its seed nodes.
+    pub fn redis_cluster<S: ToString>(urls: impl IntoIterator<Item = S>) -> Fleet {
+        Fleet {
+            redis_cluster: urls.into_iter().map(|u| u.to_string()).collect(),
+            ..Fleet::empty()
+        }
+    }
+
+    pub fn instance_id(mut self, id: &str) -> Fleet {
+        self.instance_id = Some(id.to_string());
+        self
+    }
+
+    /// The key-hash seed every instance of the fleet shares.
+    pub fn hash_seed(mut self, seed: &str) -> Fleet {
+        self.hash_seed = Some(seed.to_string());
+        self
+    }
+
+    /// The key-hash seed, from this environment variable.
+    pub fn hash_seed_env(mut self, var: &str) -> Fleet {
+        self.hash_seed_env = Some(var.to_string());
+        self
+    }
+
+    pub fn expected_instances(mut self, n: u32) -> Fleet {
+        self.expected_instances = Some(n);
+        self
+    }
+
+    /// How long one Redis round may take (`"1s"`).
+    pub fn timeout(mut self, timeout: &str) -> Fleet {
+        self.timeout = Some(timeout.to_string());
+        self
+    }
+}
