@@ -58,10 +58,7 @@ impl Attempts {
         } else if let Some(policy) = &route.retry {
             tokio::time::sleep(policy.backoff_for(self.count - 1)).await;
         }
-        let breakers = route
-            .outlier
-            .as_deref()
-            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>());
+        let breakers = route.outlier.as_deref();
         let tried = &self.tried;
         let fresh = |a: SocketAddr| !tried.contains(&a) || tried.len() >= cluster.addrs.len();
         let (peer, permit) = match breakers {
@@ -125,15 +122,11 @@ impl Attempts {
         let Some(policy) = &route.retry else {
             return false;
         };
-        let breaker_closed = route
-            .cluster_breaker
-            .as_deref()
-            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>())
-            .is_none_or(|b| {
-                b.breakers()
-                    .iter()
-                    .all(|b| b.state() == BreakerState::Closed)
-            });
+        let breaker_closed = route.cluster_breaker.as_deref().is_none_or(|b| {
+            b.breakers()
+                .iter()
+                .all(|b| b.state() == BreakerState::Closed)
+        });
         if !((policy.idempotent || idempotent(method))
             && self.count <= policy.attempts
             && breaker_closed)
