@@ -24,7 +24,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 
-use breakwater_plugins::breaker::{Breaker, CircuitBreaker};
+use breakwater_plugins::breaker::Breaker;
+use breakwater_plugins::Policy;
 
 use crate::admin_hotkeys;
 use crate::reload::ReloadOutcome;
@@ -159,10 +160,7 @@ impl AdminApp {
                 "routes": s.router.routes.iter().map(|r| json!({
                     "id": r.id.as_ref(),
                     "cluster": r.cluster.name.as_ref(),
-                    "policies": r.chain.entries.iter().map(|e| json!({
-                        "name": e.policy.name(),
-                        "type": e.policy.kind(),
-                    })).collect::<Vec<_>>(),
+                    "policies": route_policies(r),
                 })).collect::<Vec<_>>(),
                 "clusters": clusters,
             }),
@@ -233,9 +231,10 @@ impl AdminApp {
             .min(1000);
         let snapshot = self.state.snapshot();
         let limits: Vec<Value> = snapshot
-            .policies
+            .registries
+            .limits
             .values()
-            .filter_map(|p| p.policy.limit_report(top))
+            .filter_map(|l| l.report(top))
             .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
             .collect();
         json_response(StatusCode::OK, &json!({ "limits": limits }))
@@ -291,16 +290,22 @@ impl AdminApp {
     }
 }
 
+/// A route's policies for `GET /config`: its chain, then its outlier
+/// detector (an endpoint-scoped breaker, which is not in the chain).
+fn route_policies(r: &crate::route::Route) -> Vec<Value> {
+    let chain = r.chain.entries.iter().map(|e| &e.policy);
+    let outlier = r.outlier.iter().map(|o| o.as_ref() as &dyn Policy);
+    chain
+        .map(|p| p.as_ref())
+        .chain(outlier)
+        .map(|p| json!({ "name": p.name(), "type": p.kind() }))
+        .collect()
+}
+
 impl AdminApp {
     /// Every breaker of the live config, cluster- and endpoint-scoped.
     fn all_breakers(&self) -> Vec<std::sync::Arc<Breaker>> {
-        let snapshot = self.state.snapshot();
-        snapshot
-            .policies
-            .values()
-            .filter_map(|p| p.policy.as_any().downcast_ref::<CircuitBreaker>())
-            .flat_map(CircuitBreaker::breakers)
-            .collect()
+        self.state.snapshot().registries.every_breaker()
     }
 
     fn find_breaker(&self, raw: &str) -> Option<std::sync::Arc<Breaker>> {

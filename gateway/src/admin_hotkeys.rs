@@ -38,20 +38,15 @@ use crate::state::GatewayState;
 /// A comment line this often keeps idle proxies and clients from timing out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-fn rules(state: &GatewayState) -> Vec<Arc<dyn Policy>> {
+/// The live config's `hotkey` rules, in name order.
+fn rules(state: &GatewayState) -> Vec<Arc<HotKeyRule>> {
     state
         .snapshot()
-        .policies
+        .registries
+        .hot_keys
         .values()
-        .filter(|c| c.policy.as_any().is::<HotKeyRule>())
-        .map(|c| c.policy.clone())
+        .cloned()
         .collect()
-}
-
-fn as_rule(p: &Arc<dyn Policy>) -> &HotKeyRule {
-    p.as_any()
-        .downcast_ref::<HotKeyRule>()
-        .expect("filtered by type")
 }
 
 /// `GET /hotkeys`. `streams` is the subscriber count, shown as is.
@@ -60,8 +55,7 @@ pub fn list(state: &GatewayState, streams: Value) -> Response<Vec<u8>> {
     let wall = SystemTime::now();
     let rules: Vec<Value> = rules(state)
         .iter()
-        .map(|p| {
-            let r = as_rule(p);
+        .map(|r| {
             let cfg = r.detector().config();
             let tracked = r.detector().tracked();
             let hot: Vec<Value> = r
@@ -121,8 +115,7 @@ pub fn stats(state: &GatewayState, query: &str) -> Response<Vec<u8>> {
     };
     let rules: Vec<Value> = rules(state)
         .iter()
-        .map(|p| {
-            let r = as_rule(p);
+        .map(|r| {
             let top: Vec<Value> = r
                 .top_over(minutes)
                 .into_iter()
@@ -147,7 +140,7 @@ pub fn forget(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
     let Some(p) = rules.iter().find(|p| p.name() == rule) else {
         return error(StatusCode::NOT_FOUND, "no such hotkey rule");
     };
-    if as_rule(p).forget(&key) {
+    if p.forget(&key) {
         tracing::info!(target: "breakwater::hotkeys", rule, key = %key, "hot key forgotten by the admin");
         json_response(StatusCode::OK, &json!({ "forgotten": key }))
     } else {
@@ -168,7 +161,7 @@ pub fn invalidate(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
     let Some(cache) = rules
         .iter()
         .find(|p| p.name() == rule)
-        .and_then(|p| as_rule(p).cache())
+        .and_then(|p| p.cache())
     else {
         return error(
             StatusCode::NOT_FOUND,
@@ -192,7 +185,7 @@ pub fn invalidate(state: &GatewayState, rest: &str) -> Response<Vec<u8>> {
 pub fn purge(state: &GatewayState) -> Response<Vec<u8>> {
     let mut purged = Vec::new();
     for p in rules(state) {
-        if let Some(cache) = as_rule(&p).cache() {
+        if let Some(cache) = p.cache() {
             cache.purge();
             purged.push(p.name().to_string());
         }

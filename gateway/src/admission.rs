@@ -226,8 +226,9 @@ mod tests {
     use breakwater_plugins::hotkey::HotEventHub;
     use breakwater_plugins::{Clock, FakeClock};
 
+    use crate::config::CompileContext;
     use crate::metrics::Metrics;
-    use crate::state::{build_snapshot, Shared};
+    use crate::state::build_snapshot;
 
     /// A compiled snapshot and the process-wide parts admission needs.
     struct World {
@@ -243,14 +244,14 @@ mod tests {
         let metrics = Metrics::new();
         let clock: Arc<dyn Clock> = Arc::new(FakeClock::new());
         let blocks = Arc::new(BlockList::new(64, clock.clone()));
-        let shared = Shared {
-            metrics: &metrics,
-            clock: &clock,
-            blocks: &blocks,
-            hot_events: &Arc::new(HotEventHub::default()),
-            fleet: &None,
-        };
-        let snapshot = build_snapshot(&text, &shared, None).expect("the test config compiles");
+        let cx = CompileContext::new(
+            &metrics,
+            clock,
+            blocks.clone(),
+            Arc::new(HotEventHub::default()),
+            None,
+        );
+        let snapshot = build_snapshot(&text, cx).expect("the test config compiles");
         World {
             snapshot: Arc::new(snapshot),
             blocks,

@@ -48,10 +48,7 @@ impl Attempts {
         } else if let Some(policy) = &route.retry {
             tokio::time::sleep(policy.backoff_for(self.count - 1)).await;
         }
-        let breakers = route
-            .outlier
-            .as_deref()
-            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>());
+        let breakers = route.outlier.as_deref();
         let tried = &self.tried;
         let fresh = |a: SocketAddr| !tried.contains(&a) || tried.len() >= cluster.addrs.len();
         let choice = match breakers {
@@ -97,15 +94,11 @@ impl Attempts {
 
     /// Performs the retry rules ([`retry::retry`]) and counts the verdict.
     fn decide(&self, route: &Route, method: &Method, attempt: Attempt) -> bool {
-        let breaker_closed = route
-            .cluster_breaker
-            .as_deref()
-            .and_then(|p| p.as_any().downcast_ref::<CircuitBreaker>())
-            .is_none_or(|b| {
-                b.breakers()
-                    .iter()
-                    .all(|b| b.state() == BreakerState::Closed)
-            });
+        let breaker_closed = route.cluster_breaker.as_deref().is_none_or(|b| {
+            b.breakers()
+                .iter()
+                .all(|b| b.state() == BreakerState::Closed)
+        });
         let cx = retry::Context {
             method,
             made: self.count,

@@ -161,7 +161,6 @@ mod tests {
         End, Guard, LocalResponse, Outcome, Rejection, RejectionKind, RequestKeys,
     };
     use http::{HeaderMap, Method};
-    use std::any::Any;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A test policy that answers a fixed decision and, when it lets a
@@ -195,9 +194,6 @@ mod tests {
                 exchange.hold(Box::new(Count(self.outcomes.clone())));
             }
             decision
-        }
-        fn as_any(&self) -> &dyn Any {
-            self
         }
     }
 

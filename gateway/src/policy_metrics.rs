@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
-use breakwater_plugins::breaker::CircuitBreaker;
+use breakwater_plugins::breaker::Breaker;
 use breakwater_plugins::dedupe::Dedupe;
 use breakwater_plugins::hotkey::HotKeyRule;
-use breakwater_plugins::Policy as _;
+use breakwater_plugins::report::LimitReport;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -193,104 +193,19 @@ impl Collector for PolicyCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let f = families();
         let snapshot = self.store.load();
-        for compiled in snapshot.policies.values() {
-            if let Some(d) = compiled.policy.as_any().downcast_ref::<Dedupe>() {
-                let name = d.name();
-                let c = d.counts();
-                for (result, n) in [
-                    ("joined", c.joined),
-                    ("refused", c.refused),
-                    ("untracked", c.untracked),
-                    ("unhashable", c.unhashable),
-                ] {
-                    f.dedupe_requests
-                        .with_label_values(&[name, result])
-                        .inc_by(n);
-                }
-                f.dedupe_in_flight
-                    .with_label_values(&[name])
-                    .set(d.in_flight() as i64);
-            }
-            if let Some(rule) = compiled.policy.as_any().downcast_ref::<HotKeyRule>() {
-                let name = rule.name();
-                f.hot_keys
-                    .with_label_values(&[name])
-                    .set(rule.detector().hot_len() as i64);
-                let c = rule.counts();
-                for (event, n) in [
-                    ("hot", c.hot_events),
-                    ("cooled", c.cooled_events),
-                    ("limited", c.limited),
-                    ("blocked", c.blocked),
-                ] {
-                    f.hot_events.with_label_values(&[name, event]).inc_by(n);
-                }
-                if let Some(cache) = rule.cache() {
-                    let c = cache.counts();
-                    for (result, n) in [
-                        ("hit", c.hit),
-                        ("miss", c.miss),
-                        ("stale", c.stale),
-                        ("collapsed", c.collapsed),
-                        ("bypass", c.bypass),
-                        ("stored", c.stored),
-                    ] {
-                        f.cache_requests
-                            .with_label_values(&[name, result])
-                            .inc_by(n);
-                    }
-                    f.cache_bytes.with_label_values(&[name]).set(c.bytes as i64);
-                    f.cache_entries
-                        .with_label_values(&[name])
-                        .set(c.entries as i64);
-                }
-            }
-            let Some(cb) = compiled.policy.as_any().downcast_ref::<CircuitBreaker>() else {
-                continue;
-            };
-            for b in cb.breakers() {
-                f.breaker_state
-                    .with_label_values(&[b.name()])
-                    .set(b.state().gauge());
-                let t = b.transitions();
-                for (to, n) in [
-                    ("closed", t.to_closed),
-                    ("open", t.to_open),
-                    ("half_open", t.to_half_open),
-                ] {
-                    f.breaker_transitions
-                        .with_label_values(&[b.name(), to])
-                        .inc_by(n);
-                }
-            }
+        let registries = &snapshot.registries;
+        for (name, d) in &registries.dedupes {
+            dedupe_metrics(&f, name, d);
         }
-        for (name, compiled) in &snapshot.policies {
-            let Some(r) = compiled.policy.limit_report(0) else {
-                continue;
-            };
-            let kind = r.kind;
-            for (result, n) in [
-                ("admitted", r.counts.admitted),
-                ("rejected", r.counts.rejected),
-                ("shadow_rejected", r.counts.shadow_rejected),
-            ] {
-                f.requests
-                    .with_label_values(&[name, kind, result])
-                    .inc_by(n);
-            }
-            if r.max_keys > 0 {
-                f.tracked
-                    .with_label_values(&[name, kind])
-                    .set(r.tracked_keys as i64);
-                f.evictions
-                    .with_label_values(&[name, kind])
-                    .inc_by(r.evictions);
-            }
-            if let Some(n) = r.in_flight {
-                f.in_flight.with_label_values(&[name]).set(n as i64);
-            }
-            if let Some(n) = r.queued {
-                f.queued.with_label_values(&[name]).set(n as i64);
+        for (name, rule) in &registries.hot_keys {
+            hot_key_metrics(&f, name, rule);
+        }
+        for b in registries.every_breaker() {
+            breaker_metrics(&f, &b);
+        }
+        for (name, limit) in &registries.limits {
+            if let Some(r) = limit.report(0) {
+                limit_metrics(&f, name, &r);
             }
         }
         let b = self.blocks.counts();
@@ -322,5 +237,100 @@ impl Collector for PolicyCollector {
             f.dedupe_in_flight.collect(),
         ]
         .concat()
+    }
+}
+
+fn dedupe_metrics(f: &Families, name: &str, d: &Dedupe) {
+    let c = d.counts();
+    for (result, n) in [
+        ("joined", c.joined),
+        ("refused", c.refused),
+        ("untracked", c.untracked),
+        ("unhashable", c.unhashable),
+    ] {
+        f.dedupe_requests
+            .with_label_values(&[name, result])
+            .inc_by(n);
+    }
+    f.dedupe_in_flight
+        .with_label_values(&[name])
+        .set(d.in_flight() as i64);
+}
+
+fn hot_key_metrics(f: &Families, name: &str, rule: &HotKeyRule) {
+    f.hot_keys
+        .with_label_values(&[name])
+        .set(rule.detector().hot_len() as i64);
+    let c = rule.counts();
+    for (event, n) in [
+        ("hot", c.hot_events),
+        ("cooled", c.cooled_events),
+        ("limited", c.limited),
+        ("blocked", c.blocked),
+    ] {
+        f.hot_events.with_label_values(&[name, event]).inc_by(n);
+    }
+    let Some(cache) = rule.cache() else {
+        return;
+    };
+    let c = cache.counts();
+    for (result, n) in [
+        ("hit", c.hit),
+        ("miss", c.miss),
+        ("stale", c.stale),
+        ("collapsed", c.collapsed),
+        ("bypass", c.bypass),
+        ("stored", c.stored),
+    ] {
+        f.cache_requests
+            .with_label_values(&[name, result])
+            .inc_by(n);
+    }
+    f.cache_bytes.with_label_values(&[name]).set(c.bytes as i64);
+    f.cache_entries
+        .with_label_values(&[name])
+        .set(c.entries as i64);
+}
+
+fn breaker_metrics(f: &Families, b: &Breaker) {
+    f.breaker_state
+        .with_label_values(&[b.name()])
+        .set(b.state().gauge());
+    let t = b.transitions();
+    for (to, n) in [
+        ("closed", t.to_closed),
+        ("open", t.to_open),
+        ("half_open", t.to_half_open),
+    ] {
+        f.breaker_transitions
+            .with_label_values(&[b.name(), to])
+            .inc_by(n);
+    }
+}
+
+fn limit_metrics(f: &Families, name: &str, r: &LimitReport) {
+    let kind = r.kind;
+    for (result, n) in [
+        ("admitted", r.counts.admitted),
+        ("rejected", r.counts.rejected),
+        ("shadow_rejected", r.counts.shadow_rejected),
+    ] {
+        f.requests
+            .with_label_values(&[name, kind, result])
+            .inc_by(n);
+    }
+    if r.max_keys > 0 {
+        f.tracked
+            .with_label_values(&[name, kind])
+            .set(r.tracked_keys as i64);
+        f.evictions
+            .with_label_values(&[name, kind])
+            .inc_by(r.evictions);
+    }
+    if let Some(n) = r.in_flight {
+        f.in_flight.with_label_values(&[name]).set(n as i64);
+    }
+    if let Some(n) = r.queued {
+        f.queued.with_label_values(&[name]).set(n as i64);
     }
 }

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::snapshot::{text_hash, Snapshot};
-use crate::state::{build_snapshot, read_config, GatewayState, Shared};
+use crate::state::{build_snapshot, read_config, GatewayState};
 
 /// The result of one reload attempt.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -144,15 +144,8 @@ impl Reloader {
         if text_hash(&text) == current.hash {
             return Ok(None);
         }
-        let fleet = state.fleet();
-        let shared = Shared {
-            metrics: &state.metrics,
-            clock: &state.clock,
-            blocks: &state.blocks,
-            hot_events: &state.hot_events,
-            fleet: &fleet,
-        };
-        let next = build_snapshot(&text, &shared, Some(current)).map_err(|e| e.to_string())?;
+        let next =
+            build_snapshot(&text, state.compile_context(current)).map_err(|e| e.to_string())?;
         if let Some(bound) = state.admin_address {
             crate::config::admin::check_live_address(bound, &next.source.admin, &next.admin)
                 .map_err(|e| e.to_string())?;

@@ -14,6 +14,7 @@ use breakwater_plugins::{Clock, Policy};
 
 use crate::admin::access::AdminAccess;
 use crate::config::file::FileConfig;
+use crate::config::registry::{Registries, TypedPolicy};
 use crate::key_extract::KeyExtractor;
 use crate::route::Router;
 use crate::upstream::Cluster;
@@ -22,7 +23,20 @@ use crate::upstream::Cluster;
 pub struct CompiledPolicy {
     /// The policy's config, serialized: equal fingerprints mean equal configs.
     pub fingerprint: String,
+    /// The policy as chains hold it: the same object as [`Self::typed`].
     pub policy: Arc<dyn Policy>,
+    /// The policy by its concrete type, to carry over and to register.
+    pub typed: TypedPolicy,
+}
+
+impl CompiledPolicy {
+    pub fn new(fingerprint: String, typed: TypedPolicy) -> Self {
+        Self {
+            fingerprint,
+            policy: typed.as_policy(),
+            typed,
+        }
+    }
 }
 
 /// Everything a request needs, compiled and validated.
@@ -37,6 +51,9 @@ pub struct Snapshot {
     pub keys: KeyExtractor,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub policies: BTreeMap<String, CompiledPolicy>,
+    /// The policies by what the admin, the metrics and load balancing
+    /// need of them, typed.
+    pub registries: Registries,
     pub clock: Arc<dyn Clock>,
     /// Who may use the admin: its tokens, allowed hosts and stream cap.
     pub admin: AdminAccess,

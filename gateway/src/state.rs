@@ -11,7 +11,7 @@ use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, MonotonicClock};
 
 use crate::cluster::FleetStatus;
-use crate::config::compile::{compile, CompileContext};
+use crate::config::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
 use crate::metrics::{Metrics, StatusCounters};
 use crate::reload::Reloader;
@@ -72,14 +72,14 @@ impl GatewayState {
             None => BlockList::new(file.block_list.max_entries, clock.clone()),
         });
         let hot_events = Arc::new(HotEventHub::default());
-        let shared = Shared {
-            metrics: &metrics,
-            clock: &clock,
-            blocks: &blocks,
-            hot_events: &hot_events,
-            fleet: &fleet,
-        };
-        let snapshot = compile_parsed(file, &text, &shared, None)?;
+        let cx = CompileContext::new(
+            &metrics,
+            clock.clone(),
+            blocks.clone(),
+            hot_events.clone(),
+            fleet,
+        );
+        let snapshot = compile(file, &text, cx)?;
         blocks.set_ipv6_prefix(snapshot.keys.ipv6_prefix);
         metrics.config_generation.set(snapshot.generation as i64);
         let unrouted = metrics.status_counters("none");
@@ -114,50 +114,27 @@ pub fn read_config(path: &std::path::Path) -> Result<String, LoadError> {
     })
 }
 
-/// What outlives snapshots and every compile gets.
-pub struct Shared<'a> {
-    pub metrics: &'a Metrics,
-    pub clock: &'a Arc<dyn Clock>,
-    pub blocks: &'a Arc<BlockList>,
-    pub hot_events: &'a Arc<HotEventHub>,
-    pub fleet: &'a Option<Arc<Fleet>>,
-}
-
 impl GatewayState {
     /// Cluster mode's fleet, if configured.
     pub fn fleet(&self) -> Option<Arc<Fleet>> {
         self.cluster.as_ref().map(|c| c.fleet.clone())
     }
+
+    /// A context to compile the next snapshot in: what outlives snapshots,
+    /// and the live snapshot `previous` to carry state over from.
+    pub fn compile_context<'a>(&'a self, previous: &'a Snapshot) -> CompileContext<'a> {
+        CompileContext::new(
+            &self.metrics,
+            self.clock.clone(),
+            self.blocks.clone(),
+            self.hot_events.clone(),
+            self.fleet(),
+        )
+        .after(Some(previous))
+    }
 }
 
 /// Parses, validates and compiles config text into a snapshot.
-pub fn build_snapshot(
-    text: &str,
-    shared: &Shared<'_>,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, LoadError> {
-    compile_parsed(parse_str(text)?, text, shared, previous)
-}
-
-fn compile_parsed(
-    file: crate::config::file::FileConfig,
-    text: &str,
-    shared: &Shared<'_>,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, LoadError> {
-    let env = |name: &str| std::env::var(name).ok();
-    let snapshot = compile(
-        file,
-        text,
-        &CompileContext {
-            metrics: shared.metrics,
-            clock: shared.clock.clone(),
-            previous,
-            env: &env,
-            blocks: shared.blocks.clone(),
-            hot_events: shared.hot_events.clone(),
-            fleet: shared.fleet.clone(),
-        },
-    )?;
-    Ok(snapshot)
+pub fn build_snapshot(text: &str, cx: CompileContext<'_>) -> Result<Snapshot, LoadError> {
+    Ok(compile(parse_str(text)?, text, cx)?)
 }

@@ -8,7 +8,6 @@
 //! removes it. Blocks on `ip` and `user` apply on every route; blocks on other
 //! or combined keys apply where an `abuse` policy on that key runs.
 
-use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,10 +193,6 @@ impl Policy for Abuse {
             &self.name,
             self.status,
         ))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn limit_report(&self, top: usize) -> Option<LimitReport> {

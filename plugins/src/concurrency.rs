@@ -12,7 +12,6 @@
 //!
 //! With `scope: cluster`, every route that uses the cluster shares one limit.
 
-use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,10 +203,6 @@ impl Policy for ConcurrencyLimit {
                 }
             }
         }))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn limit_report(&self, _top: usize) -> Option<LimitReport> {

@@ -5,7 +5,6 @@
 //! ranges an operator writes by hand (a large feed of ranges belongs in a
 //! prefix trie, which this is not).
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -117,10 +116,6 @@ impl Policy for Deny {
             &self.name,
             reason,
         ))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

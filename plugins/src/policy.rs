@@ -7,7 +7,6 @@
 //! [`Guard`] in the request's [`Exchange`], which the gateway drives through
 //! the upstream attempts, the response and the end (see [`crate::exchange`]).
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,9 +153,6 @@ pub trait Policy: Send + Sync + 'static {
     fn global(&self) -> Option<&dyn crate::cluster::GlobalSync> {
         None
     }
-
-    /// For admin endpoints that inspect a policy's state by concrete type.
-    fn as_any(&self) -> &dyn Any;
 
     /// For limit-like policies: counts, tracked keys and the `top` hottest
     /// keys, for `GET /limits` and the metrics. `None` for other policies.

@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 
+use breakwater_plugins::bounds::in_range;
+use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::ConfigError;
 
 use super::file::AdminFile;
@@ -16,6 +18,11 @@ use crate::admin::access::AdminAccess;
 
 /// Most `max_stream_subscribers`: each is a task on the admin's one thread.
 const MAX_STREAM_SUBSCRIBERS: usize = 1024;
+
+/// `admin.<field>`.
+fn at(field: &str) -> ConfigPath {
+    ConfigPath::root().field("admin").field(field)
+}
 
 /// Validates `admin` into the live access rules. `env` looks up
 /// environment variables.
@@ -26,46 +33,40 @@ pub fn compile_admin(
     let address = parse_address(&admin.address)?;
     let write_token = secret(&admin.token, &admin.token_env, "token", env)?;
     let read_token = secret(&admin.read_token, &admin.read_token_env, "read_token", env)?;
-    let read_field = if admin.read_token.is_some() {
-        "admin.read_token"
+    let read_field = at(if admin.read_token.is_some() {
+        "read_token"
     } else {
-        "admin.read_token_env"
-    };
+        "read_token_env"
+    });
     match (&write_token, &read_token) {
         (None, Some(_)) => {
-            return Err(ConfigError::new(
-                read_field,
+            return Err(read_field.error(
                 "needs a write token (admin.token or admin.token_env): without one, \
                  mutations would stay open while reads need a token",
             ))
         }
         (Some(w), Some(r)) if w == r => {
-            return Err(ConfigError::new(
-                read_field,
+            return Err(read_field.error(
                 "must differ from the write token (the read token must not be able to mutate)",
             ))
         }
         _ => {}
     }
     if write_token.is_some() && admin.insecure_no_token {
-        return Err(ConfigError::new(
-            "admin.insecure_no_token",
-            "a token is set: remove one of the two",
-        ));
+        return Err(at("insecure_no_token").error("a token is set: remove one of the two"));
     }
     guarded_on(address, write_token.is_some(), admin.insecure_no_token)
-        .map_err(|why| ConfigError::new("admin.address", format!("{} {why}", admin.address)))?;
-    if !(1..=MAX_STREAM_SUBSCRIBERS).contains(&admin.max_stream_subscribers) {
-        return Err(ConfigError::new(
-            "admin.max_stream_subscribers",
-            format!("must be between 1 and {MAX_STREAM_SUBSCRIBERS}"),
-        ));
-    }
+        .map_err(|why| at("address").error(format!("{} {why}", admin.address)))?;
+    in_range(
+        admin.max_stream_subscribers,
+        1..=MAX_STREAM_SUBSCRIBERS,
+        at("max_stream_subscribers"),
+    )?;
     let allowed_hosts = admin
         .allowed_hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| host_name(h, &format!("admin.allowed_hosts[{i}]")))
+        .map(|(i, h)| host_name(h, &at("allowed_hosts").index(i)))
         .collect::<Result<_, _>>()?;
     Ok(AdminAccess {
         write_token,
@@ -98,13 +99,10 @@ pub fn check_live_address(
     access: &AdminAccess,
 ) -> Result<(), ConfigError> {
     guarded_on(bound, access.write_token.is_some(), admin.insecure_no_token).map_err(|why| {
-        ConfigError::new(
-            "admin.token",
-            format!(
-                "the admin still listens on {bound} (a new admin.address needs a restart), \
-                 which {why}"
-            ),
-        )
+        at("token").error(format!(
+            "the admin still listens on {bound} (a new admin.address needs a restart), \
+             which {why}"
+        ))
     })
 }
 
@@ -123,10 +121,9 @@ pub fn insecure_warning(admin: &AdminFile) -> Option<String> {
 
 fn parse_address(raw: &str) -> Result<SocketAddr, ConfigError> {
     raw.parse().map_err(|_| {
-        ConfigError::new(
-            "admin.address",
-            format!("\"{raw}\" is not an address like 127.0.0.1:9901 or [::1]:9901"),
-        )
+        at("address").error(format!(
+            "\"{raw}\" is not an address like 127.0.0.1:9901 or [::1]:9901"
+        ))
     })
 }
 
@@ -138,21 +135,15 @@ fn secret(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ConfigError> {
     match (inline, var) {
-        (Some(_), Some(_)) => Err(ConfigError::new(
-            "admin",
-            format!("set either `{field}` or `{field}_env`, not both"),
-        )),
-        (Some(t), None) if t.trim().is_empty() => Err(ConfigError::new(
-            format!("admin.{field}"),
-            "must not be empty",
-        )),
+        (Some(_), Some(_)) => Err(ConfigPath::root()
+            .field("admin")
+            .error(format!("set either `{field}` or `{field}_env`, not both"))),
+        (Some(t), None) if t.trim().is_empty() => Err(at(field).error("must not be empty")),
         (Some(t), None) => Ok(Some(t.trim().to_string())),
         (None, Some(var)) => match env(var) {
             Some(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
-            _ => Err(ConfigError::new(
-                format!("admin.{field}_env"),
-                format!("environment variable {var} is not set or empty"),
-            )),
+            _ => Err(at(&format!("{field}_env"))
+                .error(format!("environment variable {var} is not set or empty"))),
         },
         (None, None) => Ok(None),
     }
@@ -160,7 +151,7 @@ fn secret(
 
 /// An `allowed_hosts` entry: a DNS name or an IP address, without scheme or
 /// port, lowercased and without a trailing dot.
-fn host_name(raw: &str, path: &str) -> Result<String, ConfigError> {
+fn host_name(raw: &str, path: &ConfigPath) -> Result<String, ConfigError> {
     let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = name
         .strip_prefix('[')
@@ -176,12 +167,9 @@ fn host_name(raw: &str, path: &str) -> Result<String, ConfigError> {
     if is_ip || is_dns {
         Ok(name)
     } else {
-        Err(ConfigError::new(
-            path,
-            format!(
-                "\"{raw}\" is not a host name: write it without scheme or port, like gw-1.internal"
-            ),
-        ))
+        Err(path.error(format!(
+            "\"{raw}\" is not a host name: write it without scheme or port, like gw-1.internal"
+        )))
     }
 }
 

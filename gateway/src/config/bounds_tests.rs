@@ -13,8 +13,8 @@ use breakwater_plugins::block_list::BlockList;
 use breakwater_plugins::{Clock, ConfigError, FakeClock};
 use serde_yaml::Value;
 
-use super::compile::{compile, CompileContext};
 use super::parse_str;
+use super::{compile, CompileContext};
 use crate::metrics::Metrics;
 
 /// A valid config that sets every numeric and duration field.
@@ -145,20 +145,9 @@ fn compile_text(text: &str, metrics: &Metrics) -> Result<(), ConfigError> {
     let file = parse_str(text)?;
     let clock: Arc<dyn Clock> = Arc::new(FakeClock::new());
     let env = |_: &str| None;
-    compile(
-        file,
-        text,
-        &CompileContext {
-            metrics,
-            blocks: Arc::new(BlockList::new(100, clock.clone())),
-            hot_events: Default::default(),
-            fleet: None,
-            clock,
-            previous: None,
-            env: &env,
-        },
-    )
-    .map(|_| ())
+    let blocks = Arc::new(BlockList::new(100, clock.clone()));
+    let cx = CompileContext::new(metrics, clock, blocks, Default::default(), None).with_env(&env);
+    compile(file, text, cx).map(|_| ())
 }
 
 /// What a leaf of the file holds.

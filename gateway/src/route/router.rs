@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use breakwater_plugins::breaker::CircuitBreaker;
+use breakwater_plugins::Policy as _;
 use http::{HeaderMap, Method};
 
 use super::{Captures, RouteMatcher};
@@ -27,11 +29,13 @@ pub struct Route {
     pub capture_slots: Vec<Option<usize>>,
     /// `breakwater_requests_total{route, status}` handles for this route.
     pub requests: StatusCounters,
-    /// The route's endpoint-scoped `circuit_breaker`, consulted when picking
-    /// an endpoint (outlier ejection).
-    pub outlier: Option<Arc<dyn breakwater_plugins::Policy>>,
-    /// The route's cluster-scoped `circuit_breaker`, which vetoes retries.
-    pub cluster_breaker: Option<Arc<dyn breakwater_plugins::Policy>>,
+    /// The route's endpoint-scoped `circuit_breaker`: an outlier detector,
+    /// not in the chain, consulted when picking an endpoint (outlier
+    /// ejection).
+    pub outlier: Option<Arc<CircuitBreaker>>,
+    /// The route's cluster-scoped `circuit_breaker` (also in the chain),
+    /// which vetoes retries.
+    pub cluster_breaker: Option<Arc<CircuitBreaker>>,
     pub retry: Option<breakwater_plugins::retry::RetryPolicy>,
     pub timeouts: RouteTimeouts,
     /// The header carrying the caller's deadline in milliseconds, if any.

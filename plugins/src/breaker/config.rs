@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::machine::Recovery;
 use super::{Classifier, TripRules};
 use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_SLOTS, MAX_TIMEOUT, MAX_WINDOW};
+use crate::config_error::ConfigPath;
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
 use crate::ConfigError;
@@ -143,32 +144,29 @@ pub(crate) struct Compiled {
     pub(crate) status: u16,
 }
 
-fn ratio(v: Option<f64>, path: String) -> Result<Option<f64>, ConfigError> {
+fn ratio(v: Option<f64>, path: ConfigPath) -> Result<Option<f64>, ConfigError> {
     match v {
-        Some(r) if !(r > 0.0 && r <= 1.0) => Err(ConfigError::new(path, "must be in (0, 1]")),
+        Some(r) if !(r > 0.0 && r <= 1.0) => Err(path.error("must be in (0, 1]")),
         other => Ok(other),
     }
 }
 
 impl BreakerConfig {
     pub(crate) fn validate(&self, path: &str) -> Result<Compiled, ConfigError> {
-        let p = |f: &str| format!("{path}.{f}");
+        let path = ConfigPath::from(path);
+        let p = |f: &str| path.field(f);
         let error_ratio = ratio(self.error_ratio, p("error_ratio"))?;
         let slow_ratio = ratio(self.slow_ratio, p("slow_ratio"))?;
         if self.error_ratio.is_none()
             && self.slow_ratio.is_none()
             && self.consecutive_failures.is_none()
         {
-            return Err(ConfigError::new(
-                path,
-                "set at least one of error_ratio, slow_ratio, consecutive_failures",
-            ));
+            return Err(
+                path.error("set at least one of error_ratio, slow_ratio, consecutive_failures")
+            );
         }
         if slow_ratio.is_some() && self.slow_call.is_none() {
-            return Err(ConfigError::new(
-                p("slow_call"),
-                "is required with slow_ratio",
-            ));
+            return Err(p("slow_call").error("is required with slow_ratio"));
         }
         let slow_call = self
             .slow_call
@@ -183,59 +181,8 @@ impl BreakerConfig {
             Duration::from_millis(100)..=MAX_WINDOW,
             p("window"),
         )?;
-        // Each bound first, then how they relate, so that an error names
-        // the field that is out of range.
-        let open = duration_in(self.open.as_duration(), MIN_OPEN..=MAX_TIMEOUT, p("open"))?;
-        let max_open = duration_in(
-            self.max_open.as_duration(),
-            MIN_OPEN..=MAX_TIMEOUT,
-            p("max_open"),
-        )?;
-        if max_open < open {
-            return Err(ConfigError::new(p("max_open"), "must be at least `open`"));
-        }
-        in_range(self.backoff_multiplier, 1..=100, p("backoff_multiplier"))?;
-        in_range(
-            self.half_open_max_probes,
-            1..=MAX_PROBES,
-            p("half_open_max_probes"),
-        )?;
-        in_range(
-            self.half_open_successes,
-            1..=MAX_PROBES,
-            p("half_open_successes"),
-        )?;
-        if self.max_ejection_percent > 100 {
-            return Err(ConfigError::new(p("max_ejection_percent"), "must be 0-100"));
-        }
-        if self.scope == BreakerScope::Endpoint && self.fallback.is_some() {
-            return Err(ConfigError::new(
-                p("fallback"),
-                "applies to scope: cluster only (an endpoint breaker ejects, it does not answer)",
-            ));
-        }
-        for (i, code) in self.failure_grpc_statuses.iter().enumerate() {
-            in_range(*code, 1..=16, format!("{path}.failure_grpc_statuses[{i}]"))?;
-        }
-        for (i, s) in self.failure_statuses.iter().enumerate() {
-            if !(100..=599).contains(s) {
-                return Err(ConfigError::new(
-                    format!("{path}.failure_statuses[{i}]"),
-                    "is not an HTTP status",
-                ));
-            }
-        }
-        if let Some(f) = &self.fallback {
-            if !(200..=599).contains(&f.status) {
-                return Err(ConfigError::new(p("fallback.status"), "must be 200-599"));
-            }
-            if http::HeaderValue::from_str(&f.content_type).is_err() {
-                return Err(ConfigError::new(
-                    p("fallback.content_type"),
-                    "is not a valid header value",
-                ));
-            }
-        }
+        let recovery = self.recovery(&path)?;
+        self.check_scope_and_statuses(&path)?;
         Ok(Compiled {
             rules: TripRules {
                 min_requests: self.min_requests,
@@ -248,15 +195,79 @@ impl BreakerConfig {
                 failure_grpc_statuses: self.failure_grpc_statuses.clone(),
                 slow_call,
             },
-            recovery: Recovery {
-                open,
-                max_open,
-                multiplier: self.backoff_multiplier,
-                half_open_max_probes: self.half_open_max_probes,
-                half_open_successes: self.half_open_successes,
-            },
+            recovery,
             window,
-            status: check_status(self.status, 503, path)?,
+            status: check_status(self.status, 503, &path)?,
         })
+    }
+
+    /// The open period, its backoff and the half-open probes.
+    fn recovery(&self, path: &ConfigPath) -> Result<Recovery, ConfigError> {
+        let p = |f: &str| path.field(f);
+        // Each bound first, then how they relate, so that an error names
+        // the field that is out of range.
+        let open = duration_in(self.open.as_duration(), MIN_OPEN..=MAX_TIMEOUT, p("open"))?;
+        let max_open = duration_in(
+            self.max_open.as_duration(),
+            MIN_OPEN..=MAX_TIMEOUT,
+            p("max_open"),
+        )?;
+        if max_open < open {
+            return Err(p("max_open").error("must be at least `open`"));
+        }
+        in_range(self.backoff_multiplier, 1..=100, p("backoff_multiplier"))?;
+        in_range(
+            self.half_open_max_probes,
+            1..=MAX_PROBES,
+            p("half_open_max_probes"),
+        )?;
+        in_range(
+            self.half_open_successes,
+            1..=MAX_PROBES,
+            p("half_open_successes"),
+        )?;
+        Ok(Recovery {
+            open,
+            max_open,
+            multiplier: self.backoff_multiplier,
+            half_open_max_probes: self.half_open_max_probes,
+            half_open_successes: self.half_open_successes,
+        })
+    }
+
+    /// The ejection share, the fallback and the statuses that count as
+    /// failures.
+    fn check_scope_and_statuses(&self, path: &ConfigPath) -> Result<(), ConfigError> {
+        let p = |f: &str| path.field(f);
+        if self.max_ejection_percent > 100 {
+            return Err(p("max_ejection_percent").error("must be 0-100"));
+        }
+        if self.scope == BreakerScope::Endpoint && self.fallback.is_some() {
+            return Err(p("fallback").error(
+                "applies to scope: cluster only (an endpoint breaker ejects, it does not answer)",
+            ));
+        }
+        for (i, code) in self.failure_grpc_statuses.iter().enumerate() {
+            in_range(*code, 1..=16, path.item("failure_grpc_statuses", i))?;
+        }
+        for (i, s) in self.failure_statuses.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                return Err(path
+                    .item("failure_statuses", i)
+                    .error("is not an HTTP status"));
+            }
+        }
+        if let Some(f) = &self.fallback {
+            let fallback = p("fallback");
+            if !(200..=599).contains(&f.status) {
+                return Err(fallback.field("status").error("must be 200-599"));
+            }
+            if http::HeaderValue::from_str(&f.content_type).is_err() {
+                return Err(fallback
+                    .field("content_type")
+                    .error("is not a valid header value"));
+            }
+        }
+        Ok(())
     }
 }

@@ -11,7 +11,6 @@
 //! them (panic routing), because sending traffic to a sick endpoint beats
 //! sending it nowhere.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -202,9 +201,5 @@ impl Policy for CircuitBreaker {
                 )
             }
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -1,6 +1,5 @@
 //! The policy: lead, join or refuse.
 
-use std::any::Any;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -182,10 +181,6 @@ impl Policy for Dedupe {
             OnDuplicate::Join => self.lead_or_join(fingerprint, exchange),
             OnDuplicate::Reject => self.claim_or_refuse(key, fingerprint, exchange),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

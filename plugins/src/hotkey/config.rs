@@ -6,12 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use super::detector::DetectorConfig;
 use super::policy::HotKeyRule;
-use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_TIMEOUT};
-use crate::cache::CacheConfig;
+use crate::bounds::{duration_in, in_range, MAX_COUNT, MAX_TIMEOUT, MAX_WINDOW};
+use crate::cache::{CacheConfig, ResponseCache};
 use crate::cluster::Scope;
+use crate::config_error::ConfigPath;
 use crate::duration::HumanDuration;
 use crate::rate_limit::config_checks::check_status;
-use crate::rate_limit::{Algorithm, RateLimitConfig};
+use crate::rate_limit::{Algorithm, RateLimit, RateLimitConfig};
 use crate::{ConfigError, KeyRef, KeySpec, PolicyEnv};
 
 /// `hotkey:` in a route's `policies`.
@@ -118,147 +119,328 @@ const SKETCH_WIDTH: usize = 8192;
 const MAX_TRACKED_CEILING: usize = 32_768;
 
 impl HotKeyConfig {
+    /// Validates the rule and builds it. The parts are checked in the order
+    /// of the file's fields, so that an error names the first bad one:
+    /// detection, actions, status, then each action's own settings.
     pub fn compile(
         &self,
         name: String,
         path: &str,
         env: &PolicyEnv<'_>,
     ) -> Result<HotKeyRule, ConfigError> {
-        let key = KeySpec::parse(&self.key, env.custom_keys, &format!("{path}.key"))?;
-        in_range(self.threshold, 2..=MAX_COUNT, format!("{path}.threshold"))?;
-        let window = self.window.as_duration();
-        if window < Duration::from_millis(100) || window > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                format!("{path}.window"),
-                "must be between 100ms and 1h",
-            ));
-        }
-        let hot_ttl = duration_in(
-            self.hot_ttl.as_duration(),
-            Duration::from_millis(100)..=MAX_TIMEOUT,
-            format!("{path}.hot_ttl"),
-        )?;
-        if !(self.cool_ratio > 0.0 && self.cool_ratio <= 1.0) {
-            return Err(ConfigError::new(
-                format!("{path}.cool_ratio"),
-                "must be in (0, 1]",
-            ));
-        }
-        if self.max_tracked == 0 || self.max_tracked > MAX_TRACKED_CEILING {
-            return Err(ConfigError::new(
-                format!("{path}.max_tracked"),
-                format!("must be between 1 and {MAX_TRACKED_CEILING}"),
-            ));
-        }
+        let path = ConfigPath::from(path);
+        let key = KeySpec::parse(&self.key, env.custom_keys, &path.field("key"))?;
+        let detector = self.detector_config(&path)?;
         if self.actions.is_empty() {
-            return Err(ConfigError::new(
-                format!("{path}.actions"),
-                "name at least one action (observe, cache, limit, block)",
-            ));
+            return Err(path
+                .field("actions")
+                .error("name at least one action (observe, cache, limit, block)"));
         }
         // The rule's own `status`, checked before the `limit` it is passed to.
-        let block_status = check_status(self.status, 403, path)?;
-        let has = |a| self.actions.contains(&a);
-        let limiter = match (&self.limit, has(HotAction::Limit)) {
-            (Some(l), true) => Some(
-                RateLimitConfig {
-                    name: None,
-                    key: self.key.clone(),
-                    limit: l.limit,
-                    window: l.window,
-                    algorithm: Algorithm::Gcra,
-                    burst: l.burst,
-                    max_keys: self.max_tracked,
-                    shadow: false,
-                    overrides: Vec::new(),
-                    allow: Vec::new(),
-                    status: self.status,
-                    // Each instance limits a hot key on its own, also for
-                    // `scope: global` rules (the detection is fleet-wide).
-                    scope: Scope::Local,
-                }
-                .compile(name.clone(), &format!("{path}.limit"), env)?,
-            ),
-            (None, true) => {
-                return Err(ConfigError::new(
-                    format!("{path}.limit"),
-                    "the `limit` action needs `limit: { limit, window }`",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(ConfigError::new(
-                    format!("{path}.limit"),
-                    "is set but `actions` does not include `limit`",
-                ))
-            }
-            (None, false) => None,
-        };
-        let block_for = match (self.block_for, has(HotAction::Block)) {
-            (Some(d), true) => {
-                if !matches!(key.parts(), [KeyRef::Ip] | [KeyRef::User]) {
-                    return Err(ConfigError::new(
-                        format!("{path}.actions"),
-                        format!("`block` needs an `ip` or `user` key, not `{}`", self.key),
-                    ));
-                }
-                let d = d.as_duration();
-                if d < Duration::from_secs(1) || d > Duration::from_secs(30 * 24 * 3600) {
-                    return Err(ConfigError::new(
-                        format!("{path}.block_for"),
-                        "must be between 1s and 30d",
-                    ));
-                }
-                Some(d)
-            }
-            (None, true) => {
-                return Err(ConfigError::new(
-                    format!("{path}.block_for"),
-                    "the `block` action needs `block_for`",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(ConfigError::new(
-                    format!("{path}.block_for"),
-                    "is set but `actions` does not include `block`",
-                ))
-            }
-            (None, false) => None,
-        };
-        let cache = match (&self.cache, has(HotAction::Cache)) {
-            (c, true) => Some(
-                c.clone()
-                    .unwrap_or_else(|| serde_json::from_str("{}").expect("all defaults"))
-                    .compile(&format!("{path}.cache"))?,
-            ),
-            (Some(_), false) => {
-                return Err(ConfigError::new(
-                    format!("{path}.cache"),
-                    "is set but `actions` does not include `cache`",
-                ))
-            }
-            (None, false) => None,
-        };
-        let fleet = self.scope.fleet(env, path)?;
+        let block_status = check_status(self.status, 403, &path)?;
+        let limiter = self.limit_part(&name, &path, env)?;
+        let block = self.block_part(&key, &path)?;
+        let cache = self.cache_part(&path)?;
+        let fleet = self.scope.fleet(env, &path)?;
         let mut actions: Vec<&'static str> = self.actions.iter().map(|a| a.as_str()).collect();
         actions.dedup();
         Ok(HotKeyRule::new(
             name,
             key,
-            DetectorConfig {
-                threshold: self.threshold,
-                window,
-                hot_ttl,
-                cool_ratio: self.cool_ratio,
-                max_tracked: self.max_tracked,
-                sketch_width: SKETCH_WIDTH,
-            },
+            detector,
             actions,
             limiter,
-            block_for.map(|d| (d, block_status)),
+            block.map(|d| (d, block_status)),
             cache,
             env,
             fleet,
             serde_json::to_value(self).unwrap_or_default(),
         ))
+    }
+
+    fn has(&self, action: HotAction) -> bool {
+        self.actions.contains(&action)
+    }
+
+    /// What makes a key hot and keeps it so: `threshold`, `window`,
+    /// `hot_ttl`, `cool_ratio` and the `max_tracked` memory cap.
+    fn detector_config(&self, path: &ConfigPath) -> Result<DetectorConfig, ConfigError> {
+        in_range(self.threshold, 2..=MAX_COUNT, path.field("threshold"))?;
+        let window = duration_in(
+            self.window.as_duration(),
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            path.field("window"),
+        )?;
+        let hot_ttl = duration_in(
+            self.hot_ttl.as_duration(),
+            Duration::from_millis(100)..=MAX_TIMEOUT,
+            path.field("hot_ttl"),
+        )?;
+        if !(self.cool_ratio > 0.0 && self.cool_ratio <= 1.0) {
+            return Err(path.field("cool_ratio").error("must be in (0, 1]"));
+        }
+        in_range(
+            self.max_tracked,
+            1..=MAX_TRACKED_CEILING,
+            path.field("max_tracked"),
+        )?;
+        Ok(DetectorConfig {
+            threshold: self.threshold,
+            window,
+            hot_ttl,
+            cool_ratio: self.cool_ratio,
+            max_tracked: self.max_tracked,
+            sketch_width: SKETCH_WIDTH,
+        })
+    }
+
+    /// With the `limit` action: each hot key's own GCRA limit, as
+    /// Sentinel's hot-parameter rules. `limit:` and the action come together.
+    fn limit_part(
+        &self,
+        name: &str,
+        path: &ConfigPath,
+        env: &PolicyEnv<'_>,
+    ) -> Result<Option<RateLimit>, ConfigError> {
+        let at = path.field("limit");
+        let l = match (&self.limit, self.has(HotAction::Limit)) {
+            (Some(l), true) => l,
+            (None, true) => {
+                return Err(at.error("the `limit` action needs `limit: { limit, window }`"))
+            }
+            (Some(_), false) => {
+                return Err(at.error("is set but `actions` does not include `limit`"))
+            }
+            (None, false) => return Ok(None),
+        };
+        let config = RateLimitConfig {
+            name: None,
+            key: self.key.clone(),
+            limit: l.limit,
+            window: l.window,
+            algorithm: Algorithm::Gcra,
+            burst: l.burst,
+            max_keys: self.max_tracked,
+            shadow: false,
+            overrides: Vec::new(),
+            allow: Vec::new(),
+            status: self.status,
+            // Each instance limits a hot key on its own, also for
+            // `scope: global` rules (the detection is fleet-wide).
+            scope: Scope::Local,
+        };
+        config.compile(name.to_string(), &at, env).map(Some)
+    }
+
+    /// With the `block` action: how long a hot key stays on the block list.
+    /// Only `ip` and `user` keys can be blocked (the list is checked for
+    /// those on every request).
+    fn block_part(
+        &self,
+        key: &KeySpec,
+        path: &ConfigPath,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let at = path.field("block_for");
+        let d = match (self.block_for, self.has(HotAction::Block)) {
+            (Some(d), true) => d.as_duration(),
+            (None, true) => return Err(at.error("the `block` action needs `block_for`")),
+            (Some(_), false) => {
+                return Err(at.error("is set but `actions` does not include `block`"))
+            }
+            (None, false) => return Ok(None),
+        };
+        if !matches!(key.parts(), [KeyRef::Ip] | [KeyRef::User]) {
+            return Err(path.field("actions").error(format!(
+                "`block` needs an `ip` or `user` key, not `{}`",
+                self.key
+            )));
+        }
+        duration_in(d, Duration::from_secs(1)..=MAX_WINDOW, at).map(Some)
+    }
+
+    /// With the `cache` action: the hot keys' response cache (`cache:` may
+    /// be left out: its defaults apply).
+    fn cache_part(&self, path: &ConfigPath) -> Result<Option<ResponseCache>, ConfigError> {
+        let at = path.field("cache");
+        match (&self.cache, self.has(HotAction::Cache)) {
+            (c, true) => {
+                let c = c.clone().unwrap_or_else(|| {
+                    serde_json::from_str("{}").expect("every cache field has a default")
+                });
+                c.compile(&at).map(Some)
+            }
+            (Some(_), false) => Err(at.error("is set but `actions` does not include `cache`")),
+            (None, false) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Env;
+    use crate::Policy as _;
+
+    fn cfg(yaml: &str) -> HotKeyConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn at() -> ConfigPath {
+        ConfigPath::from("p")
+    }
+
+    fn ip() -> KeySpec {
+        KeySpec::parse("ip", &[], "k").unwrap()
+    }
+
+    #[test]
+    fn detector_part_takes_the_defaults_and_names_each_bad_field() {
+        let d = cfg("{ key: ip, threshold: 10, window: 1s }")
+            .detector_config(&at())
+            .unwrap();
+        assert_eq!(
+            d,
+            DetectorConfig {
+                threshold: 10,
+                window: Duration::from_secs(1),
+                hot_ttl: Duration::from_secs(10),
+                cool_ratio: 0.8,
+                max_tracked: 4096,
+                sketch_width: SKETCH_WIDTH,
+            }
+        );
+        for (yaml, path, message) in [
+            (
+                "{ key: ip, threshold: 1, window: 1s }",
+                "p.threshold",
+                "must be between 2 and 1000000000",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 2h }",
+                "p.window",
+                "must be between 100ms and 1h",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, hot_ttl: 1ms }",
+                "p.hot_ttl",
+                "must be between 100ms and 24h",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, cool_ratio: 0 }",
+                "p.cool_ratio",
+                "must be in (0, 1]",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, max_tracked: 0 }",
+                "p.max_tracked",
+                "must be between 1 and 32768",
+            ),
+        ] {
+            let e = cfg(yaml).detector_config(&at()).unwrap_err();
+            assert_eq!(
+                (e.path.as_str(), e.message.as_str()),
+                (path, message),
+                "{yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn limit_part_needs_the_action_and_its_settings_together() {
+        let env = Env::new();
+        let penv = env.policy_env();
+        let part = |yaml: &str| cfg(yaml).limit_part("r", &at(), &penv);
+        assert!(part("{ key: ip, threshold: 10, window: 1s }")
+            .unwrap()
+            .is_none());
+        let l = part("{ key: ip, threshold: 10, window: 1s, actions: [limit], limit: { limit: 5, window: 1s } }")
+            .unwrap()
+            .expect("a limiter");
+        assert_eq!(l.name(), "r");
+        let report = l.limit_report(0).unwrap();
+        assert_eq!(report.max_keys, 4096, "as many keys as the rule tracks");
+        for (yaml, path) in [
+            ("{ key: ip, threshold: 10, window: 1s, actions: [limit] }", "p.limit"),
+            ("{ key: ip, threshold: 10, window: 1s, limit: { limit: 5, window: 1s } }", "p.limit"),
+            (
+                "{ key: ip, threshold: 10, window: 1s, actions: [limit], limit: { limit: 0, window: 1s } }",
+                "p.limit.limit",
+            ),
+        ] {
+            let e = part(yaml).err().expect("rejected");
+            assert_eq!(e.path, path, "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn block_part_blocks_ip_or_user_keys_for_a_bounded_time() {
+        let part = |yaml: &str, key: &KeySpec| cfg(yaml).block_part(key, &at());
+        assert_eq!(
+            part("{ key: ip, threshold: 10, window: 1s }", &ip()),
+            Ok(None)
+        );
+        assert_eq!(
+            part(
+                "{ key: ip, threshold: 10, window: 1s, actions: [block], block_for: 5m }",
+                &ip()
+            ),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        let endpoint = KeySpec::parse("endpoint", &[], "k").unwrap();
+        let e = part(
+            "{ key: endpoint, threshold: 10, window: 1s, actions: [block], block_for: 5m }",
+            &endpoint,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "p.actions");
+        assert!(e.message.contains("needs an `ip` or `user` key"), "{e}");
+        for (yaml, message) in [
+            (
+                "{ key: ip, threshold: 10, window: 1s, actions: [block] }",
+                "the `block` action needs `block_for`",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, block_for: 5m }",
+                "is set but `actions` does not include `block`",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, actions: [block], block_for: 500ms }",
+                "must be between 1s and 30d",
+            ),
+            (
+                "{ key: ip, threshold: 10, window: 1s, actions: [block], block_for: 31d }",
+                "must be between 1s and 30d",
+            ),
+        ] {
+            let e = part(yaml, &ip()).unwrap_err();
+            assert_eq!(
+                (e.path.as_str(), e.message.as_str()),
+                ("p.block_for", message),
+                "{yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_part_applies_defaults_and_needs_the_action() {
+        let part = |yaml: &str| cfg(yaml).cache_part(&at());
+        assert!(part("{ key: ip, threshold: 10, window: 1s }")
+            .unwrap()
+            .is_none());
+        assert!(
+            part("{ key: ip, threshold: 10, window: 1s, actions: [cache] }")
+                .unwrap()
+                .is_some(),
+            "`cache:` may be left out"
+        );
+        let e = part("{ key: ip, threshold: 10, window: 1s, cache: { ttl: 5s } }")
+            .err()
+            .expect("rejected");
+        assert_eq!(e.path, "p.cache");
+        let e =
+            part("{ key: ip, threshold: 10, window: 1s, actions: [cache], cache: { ttl: 0s } }")
+                .err()
+                .expect("rejected");
+        assert_eq!(e.path, "p.cache.ttl");
     }
 }

@@ -1,6 +1,5 @@
 //! `hotkey`: the rule that watches a key, declares it hot, and acts while it is.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -297,10 +296,6 @@ impl Policy for HotKeyRule {
                 keys,
             });
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn global(&self) -> Option<&dyn GlobalSync> {

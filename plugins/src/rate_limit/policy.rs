@@ -6,7 +6,6 @@
 //! requests for one key, up to (concurrency − 1) extra requests can pass at
 //! the limit's edge. GCRA updates are a single compare-and-swap and exact.
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -371,10 +370,6 @@ impl Policy for RateLimit {
                 })
             }
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn global(&self) -> Option<&dyn GlobalSync> {

@@ -1,0 +1,112 @@
+//! The `clusters:` section: upstream clusters, their endpoints, timeouts and
+//! retry budgets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater_plugins::bounds::{in_range, nanos, MAX_TIMEOUT};
+use breakwater_plugins::config_error::ConfigPath;
+use breakwater_plugins::ConfigError;
+
+use super::context::CompileContext;
+use super::file::ClusterFile;
+use crate::upstream::{Cluster, ClusterAccounting, ClusterTimeouts};
+
+/// The upstream clusters by name.
+pub type Clusters = BTreeMap<String, Arc<Cluster>>;
+
+/// A config routes somewhere: at least one cluster.
+pub fn require_one(clusters: &BTreeMap<String, ClusterFile>) -> Result<(), ConfigError> {
+    if clusters.is_empty() {
+        return Err(ConfigPath::root()
+            .field("clusters")
+            .error("at least one cluster is required"));
+    }
+    Ok(())
+}
+
+pub fn compile_clusters(
+    clusters: &BTreeMap<String, ClusterFile>,
+    cx: &CompileContext<'_>,
+) -> Result<Clusters, ConfigError> {
+    clusters
+        .iter()
+        .map(|(name, c)| Ok((name.clone(), Arc::new(compile_cluster(name, c, cx)?))))
+        .collect()
+}
+
+fn compile_cluster(
+    name: &str,
+    c: &ClusterFile,
+    cx: &CompileContext<'_>,
+) -> Result<Cluster, ConfigError> {
+    let path = ConfigPath::root().field("clusters").field(name);
+    check_endpoints(&c.endpoints, &path)?;
+    let timeouts = timeouts(c, &path)?;
+    let m = cx.metrics;
+    let accounting = ClusterAccounting {
+        latency: m.upstream_latency.with_label_values(&[name]),
+        budget: c
+            .retry_budget
+            .compile(&path.field("retry_budget"), cx.clock.clone())?,
+        attempts: m.attempts.with_label_values(&[name]),
+        retries: m.retries.with_label_values(&[name]),
+        budget_exhausted: m.budget_exhausted.with_label_values(&[name]),
+    };
+    in_range(c.h2_streams, 1..=10_000, path.field("h2_streams"))?;
+    let cluster = Cluster::new(
+        name,
+        c.endpoints.clone(),
+        timeouts,
+        c.tls,
+        c.sni.clone(),
+        accounting,
+    )
+    .map_err(|e| {
+        path.field("endpoints")
+            .error(format!("cannot resolve: {e}"))
+    })?;
+    Ok(if c.protocol.is_h2() {
+        cluster.speak_h2(c.h2_streams)
+    } else {
+        cluster
+    })
+}
+
+/// At least one endpoint, each `host:port`, none twice.
+fn check_endpoints(endpoints: &[String], path: &ConfigPath) -> Result<(), ConfigError> {
+    if endpoints.is_empty() {
+        return Err(path
+            .field("endpoints")
+            .error("at least one endpoint is required"));
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let at = path.item("endpoints", i);
+        let Some((host, port)) = e.rsplit_once(':') else {
+            return Err(at.error(format!("\"{e}\" needs a port, like 127.0.0.1:9000")));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(at.error(format!("\"{e}\" is not host:port")));
+        }
+        if !seen.insert(e.as_str()) {
+            return Err(at.error(format!("duplicate endpoint \"{e}\"")));
+        }
+    }
+    Ok(())
+}
+
+/// The cluster's timeouts, in milliseconds, each at most [`MAX_TIMEOUT`].
+fn timeouts(c: &ClusterFile, path: &ConfigPath) -> Result<ClusterTimeouts, ConfigError> {
+    let ms = |v: u64, field: &str| {
+        in_range(v, 1..=nanos(MAX_TIMEOUT) / 1_000_000, path.field(field))
+            .map(Duration::from_millis)
+    };
+    Ok(ClusterTimeouts {
+        connect: ms(c.connect_timeout_ms, "connect_timeout_ms")?,
+        read: ms(c.read_timeout_ms, "read_timeout_ms")?,
+        write: ms(c.write_timeout_ms, "write_timeout_ms")?,
+        idle: ms(c.idle_timeout_ms, "idle_timeout_ms")?,
+    })
+}
