@@ -221,7 +221,7 @@ pub fn is_grpc(req: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use breakwater_plugins::hotkey::HotEventHub;
     use breakwater_plugins::{Clock, FakeClock};
@@ -293,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_no_route_matches_is_answered_404_without_keys() {
         let w = world(DENY);
-        let mut ctx = RequestCtx::new(Instant::now());
+        let mut ctx = RequestCtx::new(crate::time::now());
         let a = admit(&w, &request("GET", "/other", &[]), &mut ctx).await;
         assert_eq!(answered(&a), 404);
         assert_eq!(ctx.disposition, Disposition::NoRoute);
@@ -303,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn an_admitted_request_carries_its_route_keys_and_deadline() {
         let w = world(DENY);
-        let started = Instant::now();
+        let started = crate::time::now();
         let mut ctx = RequestCtx::new(started);
         let req = request("GET", "/goods", &[("grpc-timeout", "2S")]);
         let a = admit(&w, &req, &mut ctx).await;
@@ -323,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn a_policy_refusal_is_answered_and_names_the_policy() {
         let w = world(DENY);
-        let mut ctx = RequestCtx::new(Instant::now());
+        let mut ctx = RequestCtx::new(crate::time::now());
         let req = request("GET", "/goods", &[("x-user-id", "mallory")]);
         let a = admit(&w, &req, &mut ctx).await;
         assert_eq!(answered(&a), 403);
@@ -343,7 +343,7 @@ mod tests {
                 429,
             )
             .unwrap();
-        let mut ctx = RequestCtx::new(Instant::now());
+        let mut ctx = RequestCtx::new(crate::time::now());
         let a = admit(&w, &request("GET", "/goods", &[]), &mut ctx).await;
         assert_eq!(answered(&a), 429);
         assert_eq!(ctx.decided_by.as_deref(), Some("crawler"));
@@ -359,7 +359,7 @@ mod tests {
     #[tokio::test]
     async fn a_deadline_already_spent_is_answered_504_before_the_chain() {
         let w = world(DENY);
-        let mut ctx = RequestCtx::new(Instant::now());
+        let mut ctx = RequestCtx::new(crate::time::now());
         let req = request("GET", "/goods", &[("grpc-timeout", "0S")]);
         let a = admit(&w, &req, &mut ctx).await;
         assert_eq!(answered(&a), 504);
@@ -376,7 +376,7 @@ mod tests {
             "/pay",
             &[("idempotency-key", "k1"), ("content-length", "2")],
         );
-        let mut ctx = RequestCtx::new(Instant::now());
+        let mut ctx = RequestCtx::new(crate::time::now());
         let a = admit(&w, &req, &mut ctx).await;
         let Admission::NeedsBody { at } = a else {
             panic!("expected to need the body, got {a:?}");

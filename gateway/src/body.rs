@@ -125,7 +125,7 @@ pub async fn read_ahead(session: &mut Session, deadline: Option<Instant>) -> Res
         Plan::Unread => return Ok(ReadAhead::Unread),
         Plan::Read(len) => len,
     };
-    let limit = Instant::now() + READ_AHEAD_TIMEOUT;
+    let limit = crate::time::now() + READ_AHEAD_TIMEOUT;
     let limit = deadline.map_or(limit, |d| d.min(limit));
     let body = tokio::time::timeout_at(limit.into(), read_all(session, len))
         .await

@@ -77,7 +77,7 @@ pub struct RequestCtx {
 
 impl Default for RequestCtx {
     fn default() -> Self {
-        Self::new(Instant::now())
+        Self::new(crate::time::now())
     }
 }
 
@@ -114,7 +114,7 @@ impl RequestCtx {
         let kind = errors::classify(e);
         let at_deadline = self
             .deadline
-            .is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
+            .is_some_and(|d| crate::time::now() + DEADLINE_SLACK >= d);
         match kind {
             ErrorKind::Timeout | ErrorKind::ConnectTimeout
                 if at_deadline && self.deadline_is_callers =>

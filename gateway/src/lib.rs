@@ -35,6 +35,7 @@ pub mod runtime_dir;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod time;
 pub mod upstream;
 pub mod upstream_headers;
 pub mod watch;

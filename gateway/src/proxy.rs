@@ -17,7 +17,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -87,7 +86,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new(Instant::now())
+        RequestCtx::new(crate::time::now())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -141,7 +140,7 @@ impl ProxyHttp for Gateway {
         if endpoint.is_some() || ctx.attempts.count > 1 {
             ctx.exchange.attempt(endpoint);
         }
-        let now = Instant::now();
+        let now = crate::time::now();
         let left = ctx.deadline.map(|d| d.saturating_duration_since(now));
         if left.is_some_and(|l| l.is_zero()) {
             ctx.deadline_before_upstream = true;
@@ -265,7 +264,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
         match ctx.deadline {
-            Some(deadline) if !end_of_stream && Instant::now() >= deadline => {
+            Some(deadline) if !end_of_stream && crate::time::now() >= deadline => {
                 Err(errors::upstream_error(
                     ErrorType::ReadTimedout,
                     "the request's deadline passed while the upstream was still sending",

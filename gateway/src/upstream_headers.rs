@@ -2,8 +2,6 @@
 //! `X-Forwarded-For`, `X-Forwarded-Proto`, the request id, and the time left
 //! before the deadline (`grpc-timeout`, or the route's deadline header).
 
-use std::time::Instant;
-
 use breakwater_plugins::keys::canonical_ip;
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -33,7 +31,7 @@ pub fn set(upstream: &mut RequestHeader, ctx: &RequestCtx, tls: bool) -> Result<
     }
     if let Some(deadline) = ctx.deadline {
         let header = ctx.route().and_then(|r| r.deadline_header.clone());
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::time::now());
         for (name, value) in deadline::forward(&upstream.headers, left, ctx.grpc, header.as_ref()) {
             upstream.insert_header(name, value)?;
         }

@@ -25,7 +25,7 @@
 
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -110,7 +110,7 @@ async fn duplicated(
     addresses: &[String],
     shutdown: &ShutdownWatch,
 ) -> Result<ListenFds, String> {
-    let started = Instant::now();
+    let started = crate::time::now();
     let originals = loop {
         if let Some(found) = lookup(shared, addresses) {
             break found;

@@ -14,6 +14,9 @@
 //! really miss the CPU caches. Limits are set high enough that every decision
 //! admits: this measures the admission path (a refusal also builds headers). Run: `cargo bench -p breakwater-plugins --bench admission`.
 
+// Benches measure real time against a naive baseline.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};

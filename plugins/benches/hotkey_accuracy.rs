@@ -19,6 +19,9 @@
 //! Run: `cargo bench -p breakwater-plugins --bench hotkey_accuracy`
 //! (`MAX_TRACKED=24576` to size the candidate table differently).
 
+// Benches measure real time against a naive baseline.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -284,8 +284,9 @@ impl std::fmt::Debug for Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     /// Records what it was told, in order, into a shared log.
     struct Recorder {
@@ -297,10 +298,7 @@ mod tests {
 
     impl Recorder {
         fn say(&self, what: String) {
-            self.log
-                .lock()
-                .unwrap()
-                .push(format!("{}:{what}", self.name));
+            self.log.lock().push(format!("{}:{what}", self.name));
         }
     }
 
@@ -353,7 +351,7 @@ mod tests {
             })
         }
         fn log(&self) -> Vec<String> {
-            std::mem::take(&mut *self.log.lock().unwrap())
+            std::mem::take(&mut *self.log.lock())
         }
     }
 

@@ -129,7 +129,7 @@ impl FleetStatus {
             config,
             fleet,
             metrics: FleetMetrics::new(registry),
-            started: Instant::now(),
+            started: crate::time::now(),
             inner: Mutex::new(Inner::default()),
             rounds: AtomicU64::new(0),
         }
@@ -148,7 +148,7 @@ impl FleetStatus {
             tracing::info!(target: "breakwater::cluster", "fleet sync working: global mode");
         }
         inner.warned = false;
-        inner.last_success = Some(Instant::now());
+        inner.last_success = Some(crate::time::now());
         inner.last_round_trip = round_trip;
         inner.consecutive_failures = 0;
         self.fleet.set_global(true);

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use breakwater_plugins::cluster::{GlobalSync, Section, SectionKind, SyncItem};
@@ -66,7 +65,7 @@ impl FleetSync {
             .map(|g| g.collect(now, cfg.max_keys_per_sync))
             .collect();
         let calls = split_by_shard(sections, cfg.shards);
-        let started = Instant::now();
+        let started = crate::time::now();
         let handle = match link.handle().await {
             Ok(h) => h,
             Err(e) => {
