@@ -13,7 +13,7 @@ use super::cache::{KeyRef, ResponseCache};
 use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
-use crate::cluster::{
+use crate::fleet::{
     Fleet, GlobalSync, Section, SectionKind, SectionReply, SyncItem, FLEET_BUCKETS,
 };
 use crate::rate_limit::RateLimit;

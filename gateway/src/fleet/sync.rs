@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use breakwater_plugins::cluster::{GlobalSync, Section, SectionKind, SyncItem};
+use breakwater_plugins::fleet::{GlobalSync, Section, SectionKind, SyncItem};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use redis::Value;
