@@ -106,14 +106,15 @@ impl AdminApp {
         if self.state.ready.load(Ordering::Acquire) {
             // A degraded fleet link still serves (with local limits): the
             // instance stays in rotation and says so.
-            match &self.state.cluster {
+            // `cluster` is `fleet`'s old name, kept for existing probes.
+            match &self.state.fleet_status {
                 Some(c) if !c.fleet.is_global() => json_response(
                     StatusCode::OK,
-                    &json!({ "status": "degraded", "cluster": "degraded" }),
+                    &json!({ "status": "degraded", "fleet": "degraded", "cluster": "degraded" }),
                 ),
                 Some(_) => json_response(
                     StatusCode::OK,
-                    &json!({ "status": "ok", "cluster": "global" }),
+                    &json!({ "status": "ok", "fleet": "global", "cluster": "global" }),
                 ),
                 None => json_response(StatusCode::OK, &json!({ "status": "ok" })),
             }
@@ -163,6 +164,7 @@ impl AdminApp {
                     "policies": route_policies(r),
                 })).collect::<Vec<_>>(),
                 "clusters": clusters,
+                "deprecated": s.source.deprecations(),
             }),
         )
     }
@@ -451,11 +453,12 @@ impl AdminApp {
             (Method::POST, p) if p.starts_with("/breakers/") => {
                 self.breaker_force(&p["/breakers/".len()..])
             }
-            (Method::GET, "/cluster") => match &self.state.cluster {
+            // `/cluster` is `/fleet`'s old name, still served.
+            (Method::GET, "/fleet" | "/cluster") => match &self.state.fleet_status {
                 Some(c) => json_response(StatusCode::OK, &c.view()),
                 None => json_response(
                     StatusCode::NOT_FOUND,
-                    &json!({ "error": "cluster mode is off (no `cluster` section)" }),
+                    &json!({ "error": "fleet mode is off (no `fleet` section)" }),
                 ),
             },
             (Method::GET, "/hotkeys") => admin_hotkeys::list(
@@ -476,8 +479,8 @@ impl AdminApp {
             (
                 _,
                 "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
-                | "/breakers" | "/cluster" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream"
-                | "/cache",
+                | "/breakers" | "/fleet" | "/cluster" | "/hotkeys" | "/hotkeys/stats"
+                | "/hotkeys/stream" | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

@@ -55,12 +55,18 @@ pub fn main() -> ExitCode {
         if let Some(warning) = insecure {
             eprintln!("breakwater: warning: {warning}");
         }
+        for note in snapshot.source.deprecations() {
+            eprintln!("breakwater: warning: deprecated: {note}");
+        }
         println!("ok");
         return ExitCode::SUCCESS;
     }
     crate::logging::init(&snapshot.source.logging);
     if let Some(warning) = insecure {
         tracing::warn!(target: "breakwater::admin", "{warning}");
+    }
+    for note in snapshot.source.deprecations() {
+        tracing::warn!(target: "breakwater::config", "deprecated: {note}");
     }
     match crate::limits::raise_open_files() {
         Ok((before, after)) if after > before => {

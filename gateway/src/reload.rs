@@ -108,6 +108,9 @@ impl Reloader {
                 {
                     tracing::warn!(target: "breakwater::admin", "{warning}");
                 }
+                for note in state.snapshot().source.deprecations() {
+                    tracing::warn!(target: "breakwater::config", "deprecated: {note}");
+                }
                 if !pending_restart.is_empty() {
                     tracing::warn!(
                         ?pending_restart,

@@ -9,9 +9,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, AdminServer};
-use crate::cluster::relay::FleetEvents;
-use crate::cluster::sync::FleetSync;
 use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
+use crate::fleet::relay::FleetEvents;
+use crate::fleet::sync::FleetSync;
 use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
 use crate::runtime_dir::{self, Prepare, RuntimePaths};
@@ -136,7 +136,7 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
             state: state.clone(),
         },
     );
-    let fleet = state.cluster.clone().map(|status| {
+    let fleet = state.fleet_status.clone().map(|status| {
         (
             background_service(
                 "breakwater fleet sync",

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use breakwater_plugins::block_list::BlockList;
-use breakwater_plugins::cluster::Fleet;
+use breakwater_plugins::fleet::Fleet;
 use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, MonotonicClock};
 
-use crate::cluster::FleetStatus;
 use crate::config::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
+use crate::fleet::FleetStatus;
 use crate::metrics::{Metrics, StatusCounters};
 use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotStore};
@@ -34,8 +34,8 @@ pub struct GatewayState {
     pub ready: AtomicBool,
     /// `breakwater_requests_total{route="none"}` for requests no route matched.
     pub unrouted: StatusCounters,
-    /// Cluster mode's link status; `None` without a `cluster` section.
-    pub cluster: Option<Arc<FleetStatus>>,
+    /// Fleet mode's link status; `None` without a `fleet` section.
+    pub fleet_status: Option<Arc<FleetStatus>>,
     /// The address the admin listener was bound to at startup: a reload
     /// cannot move it, so access rules are checked against it.
     pub admin_address: Option<std::net::SocketAddr>,
@@ -49,19 +49,19 @@ impl GatewayState {
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         let text = read_config(&path)?;
         let file = parse_str(&text)?;
-        // Cluster mode is set up once: the fleet's hasher names keys alike on
+        // Fleet mode is set up once: the fleet's hasher names keys alike on
         // every instance (global policies take it from the fleet).
-        let cluster = match &file.cluster {
-            Some(section) => {
-                let config = section.compile()?;
+        let fleet_status = match file.fleet_section() {
+            Some((name, section)) => {
+                let config = section.compile(name)?;
                 let fleet = Arc::new(Fleet::new(config.settings()));
                 Some(Arc::new(FleetStatus::new(config, fleet, &metrics.registry)))
             }
             None => None,
         };
-        let fleet = cluster.as_ref().map(|c| c.fleet.clone());
+        let fleet = fleet_status.as_ref().map(|c| c.fleet.clone());
         // The block list outlives snapshots: sized once, before the first
-        // compile. In cluster mode it hashes with the fleet's hasher: blocks
+        // compile. In fleet mode it hashes with the fleet's hasher: blocks
         // travel between instances named by their key's hash.
         let blocks = Arc::new(match &fleet {
             Some(f) => BlockList::with_hasher(
@@ -96,7 +96,7 @@ impl GatewayState {
             reloader: Reloader::default(),
             ready: AtomicBool::new(false),
             unrouted,
-            cluster,
+            fleet_status,
             admin_address,
         }))
     }
@@ -115,9 +115,9 @@ pub fn read_config(path: &std::path::Path) -> Result<String, LoadError> {
 }
 
 impl GatewayState {
-    /// Cluster mode's fleet, if configured.
+    /// Fleet mode's fleet, if configured.
     pub fn fleet(&self) -> Option<Arc<Fleet>> {
-        self.cluster.as_ref().map(|c| c.fleet.clone())
+        self.fleet_status.as_ref().map(|c| c.fleet.clone())
     }
 
     /// A context to compile the next snapshot in: what outlives snapshots,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use breakwater_plugins::block_list::BlockList;
-use breakwater_plugins::cluster::{Fleet, FleetSettings, SectionReply};
+use breakwater_plugins::fleet::{Fleet, FleetSettings, SectionReply};
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use breakwater_plugins::{
     Clock, Exchange, MonotonicClock, Policy, PolicyEnv, RequestKeys, RequestView,

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::cluster::BlockChange;
+use crate::fleet::BlockChange;
 use crate::key_text::{cut_key, cut_to, NOTE_TEXT_MAX};
 use crate::store::KeyHasher;
 use crate::{Clock, KeySpec, Rejection, RejectionKind, RequestKeys};
@@ -112,7 +112,7 @@ pub struct BlockList {
     expired: AtomicU64,
     removed: AtomicU64,
     refused_full: AtomicU64,
-    /// Cluster mode: where local changes go to reach the fleet.
+    /// Fleet mode: where local changes go to reach the fleet.
     outbox: OnceLock<mpsc::Sender<BlockChange>>,
     unannounced: AtomicU64,
 }
@@ -167,7 +167,7 @@ impl BlockList {
         self.ipv6_prefix.load(Ordering::Relaxed)
     }
 
-    /// A list whose keys hash with `hasher`. In cluster mode that is the
+    /// A list whose keys hash with `hasher`. In fleet mode that is the
     /// fleet's: a block travels between instances with its key's hash, the
     /// block's identity (its text may be cut), so every instance must hash
     /// a request's key alike to find it.

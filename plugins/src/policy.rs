@@ -30,7 +30,7 @@ pub struct PolicyEnv<'a> {
     pub hot_events: Arc<crate::hotkey::HotEventHub>,
     /// Cluster mode's shared view of the fleet; `None` without a `cluster`
     /// section (then `scope: global` is a config error).
-    pub fleet: Option<Arc<crate::cluster::Fleet>>,
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The route's upstream cluster and its endpoints (for breakers).
     pub cluster: &'a str,
     pub cluster_endpoints: &'a [std::net::SocketAddr],
@@ -150,7 +150,7 @@ pub trait Policy: Send + Sync + 'static {
     fn tick(&self, _now_nanos: u64) {}
 
     /// The policy's fleet-wide state, for policies with `scope: global`.
-    fn global(&self) -> Option<&dyn crate::cluster::GlobalSync> {
+    fn global(&self) -> Option<&dyn crate::fleet::GlobalSync> {
         None
     }
 

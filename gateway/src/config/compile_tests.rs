@@ -285,3 +285,51 @@ fn carried_policies_keep_their_typed_arcs() {
         &moved.registries.outliers["orders.endpoint_breaker"]
     ));
 }
+
+const FLEET: &str = "\
+fleet:
+  redis: redis://127.0.0.1:6379
+  instance_id: gw-1
+  hash_seed: \"a fleet secret of 16 bytes or more\"
+";
+
+#[test]
+fn the_fleet_section_is_fleet_and_cluster_is_its_deprecated_name() {
+    let m = Metrics::new();
+    let new = format!("{BASE}{FLEET}");
+    let s = compile_text(&new, None, &m).unwrap();
+    assert_eq!(
+        s.source.fleet_section().map(|(name, _)| name),
+        Some("fleet")
+    );
+    assert!(s.source.deprecations().is_empty());
+    let old = new.replace("fleet:\n", "cluster:\n");
+    let s = compile_text(&old, None, &m).unwrap();
+    assert_eq!(
+        s.source.fleet_section().map(|(name, _)| name),
+        Some("cluster")
+    );
+    assert_eq!(s.source.deprecations().len(), 1);
+    // Errors name the key the file used.
+    for (text, want) in [(&new, "fleet.instance_id"), (&old, "cluster.instance_id")] {
+        let err = compile_text(&text.replace("gw-1", "gw 1"), None, &m).unwrap_err();
+        assert_eq!(err.path, want);
+    }
+    let both = format!("{new}{}", FLEET.replace("fleet:", "cluster:"));
+    let err = compile_text(&both, None, &m).unwrap_err();
+    assert_eq!(err.path, "cluster");
+}
+
+#[test]
+fn renaming_the_fleet_section_is_no_change_but_changing_it_needs_a_restart() {
+    let m = Metrics::new();
+    let old = format!("{BASE}{}", FLEET.replace("fleet:", "cluster:"));
+    let first = compile_text(&old, None, &m).unwrap();
+    let renamed = old.replace("cluster:\n", "fleet:\n");
+    let second = compile_text(&renamed, Some(&first), &m).unwrap();
+    let err = compile_text(&renamed.replace("gw-1", "gw-2"), Some(&second), &m).unwrap_err();
+    assert_eq!(err.path, "fleet");
+    assert!(err.message.contains("need a restart"), "{err}");
+    let err = compile_text(BASE, Some(&second), &m).unwrap_err();
+    assert_eq!(err.path, "fleet", "removing it is a change too");
+}

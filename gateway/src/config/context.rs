@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
-use breakwater_plugins::cluster::Fleet;
+use breakwater_plugins::fleet::Fleet;
 use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, PolicyEnv};
 
@@ -28,7 +28,7 @@ pub struct CompileContext<'a> {
     pub blocks: Arc<BlockList>,
     /// The process-wide hot-key event feed that `hotkey` rules publish to.
     pub hot_events: Arc<HotEventHub>,
-    /// Cluster mode's fleet, set up at startup from the `cluster` section.
+    /// Fleet mode's fleet, set up at startup from the `fleet` section.
     pub fleet: Option<Arc<Fleet>>,
     /// The live snapshot, whose unchanged policies are carried over.
     previous: Option<&'a Snapshot>,

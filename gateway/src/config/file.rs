@@ -27,12 +27,43 @@ pub struct FileConfig {
     pub keys: KeysFile,
     #[serde(default)]
     pub block_list: BlockListFile,
-    /// Cluster mode (fleet-wide limits, hot keys and blocks through Redis).
+    /// Fleet mode (fleet-wide limits, hot keys and blocks through Redis).
     /// Read at startup: changing it needs a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::cluster::FleetFile>,
+    pub fleet: Option<crate::fleet::FleetFile>,
+    /// `fleet`'s old name, still read and reported as deprecated ("cluster"
+    /// now means upstream clusters only). Read both through
+    /// [`FileConfig::fleet_section`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::fleet::FleetFile>,
     pub clusters: BTreeMap<String, ClusterFile>,
     pub routes: Vec<RouteFile>,
+}
+
+impl FileConfig {
+    /// The fleet section and the key the file wrote it under: `fleet`, or
+    /// `cluster`, its deprecated name. (Both at once is a config error,
+    /// reported when the config compiles.)
+    pub fn fleet_section(&self) -> Option<(&'static str, &crate::fleet::FleetFile)> {
+        match (&self.fleet, &self.cluster) {
+            (Some(f), _) => Some(("fleet", f)),
+            (None, Some(c)) => Some(("cluster", c)),
+            (None, None) => None,
+        }
+    }
+
+    /// Deprecated spellings the file uses, as notes for the log and
+    /// `GET /config`.
+    pub fn deprecations(&self) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        if self.cluster.is_some() {
+            notes.push(
+                "`cluster:` (the fleet's Redis) is now `fleet:`; `cluster` names upstream \
+                 clusters only. Rename the section: `cluster:` will stop being read.",
+            );
+        }
+        notes
+    }
 }
 
 /// Process settings. Changing them needs a restart (or a graceful upgrade).

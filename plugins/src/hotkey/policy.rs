@@ -12,7 +12,7 @@ use super::detector::{DetectorConfig, HotEvent, HotKey, HotKeyDetector};
 use super::events::HotEventHub;
 use crate::block_list::BlockList;
 use crate::cache::ResponseCache;
-use crate::cluster::{
+use crate::fleet::{
     Fleet, GlobalSync, Section, SectionKind, SectionReply, SyncItem, FLEET_BUCKETS,
 };
 use crate::rate_limit::RateLimit;

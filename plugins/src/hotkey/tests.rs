@@ -311,7 +311,7 @@ fn config_errors_name_the_field() {
 
 #[test]
 fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
-    use crate::cluster::{Fleet, FleetSettings, SectionKind, SectionReply};
+    use crate::fleet::{Fleet, FleetSettings, SectionKind, SectionReply};
     let env = Env::new();
     let yaml = "{ key: ip, threshold: 100, window: 1s, actions: [observe], scope: global }";
     let cfg: HotKeyConfig = serde_yaml::from_str(yaml).unwrap();
@@ -386,7 +386,7 @@ fn a_global_rule_sends_candidate_counts_and_takes_the_fleets_verdicts() {
 
 #[test]
 fn a_global_rule_blocks_a_fleet_hot_key_on_the_local_block_list() {
-    use crate::cluster::{Fleet, FleetSettings};
+    use crate::fleet::{Fleet, FleetSettings};
     let env = Env::new();
     let fleet = std::sync::Arc::new(Fleet::new(FleetSettings {
         sync_interval: Duration::from_millis(100),

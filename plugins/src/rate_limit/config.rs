@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::RateLimit;
 use crate::bounds::{duration_in, in_range, short, MAX_COUNT, MAX_REFILL, MAX_WINDOW};
-use crate::cluster::Scope;
 use crate::duration::HumanDuration;
+use crate::fleet::Scope;
 use crate::{ConfigError, KeySpec, PolicyEnv};
 
 /// `rate_limit:` in a route's `policies`.

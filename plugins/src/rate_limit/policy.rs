@@ -20,7 +20,7 @@ use super::config::{Algorithm, RateLimitConfig};
 use super::gcra::{deciding_at, DirectGcra, GcraCx, GcraEntry, GcraStore, KeyedGcra, PolicyClock};
 use super::headers::{policy_value, rejection_headers};
 use crate::bounds::{nanos, MAX_REFILL};
-use crate::cluster::{Fleet, GlobalAdmit, GlobalCounter, GlobalSync, Section, SectionReply};
+use crate::fleet::{Fleet, GlobalAdmit, GlobalCounter, GlobalSync, Section, SectionReply};
 use crate::log_throttle::LogThrottle;
 use crate::report::{LimitCounts, LimitReport, TopKey};
 use crate::store::{KeyHasher, KeyNames, KeyState, KeyedStore};
@@ -53,7 +53,7 @@ enum Engine {
     Window {
         entries: KeyedStore<WindowEntry>,
     },
-    /// `scope: global`: fleet-wide sliding windows (see [`crate::cluster`]).
+    /// `scope: global`: fleet-wide sliding windows (see [`crate::fleet`]).
     Global {
         counter: GlobalCounter,
     },

@@ -301,7 +301,7 @@ fn limits_at_their_bounds_decide_without_overflow() {
 
 #[test]
 fn a_global_limit_counts_the_fleet_and_keeps_overrides() {
-    use crate::cluster::{Fleet, FleetSettings, SectionReply};
+    use crate::fleet::{Fleet, FleetSettings, SectionReply};
     use crate::Clock;
     use std::sync::Arc;
     let env = Env::new();

@@ -1,4 +1,4 @@
-//! The fleet's secret hash key, derived from `cluster.hash_seed`.
+//! The fleet's secret hash key, derived from `fleet.hash_seed`.
 //!
 //! Fleet key names are SipHash-1-3 outputs under a 128-bit key (see
 //! `hashing.rs`). Operators give a seed of any length (a passphrase, a hex

@@ -12,7 +12,7 @@
 //!   and a client cannot craft colliding keys (hash flooding) without the
 //!   seed. Its output means nothing outside this process.
 //! - **fleet** ([`KeyHasher::fleet`]): SipHash-1-3 under the fleet's 128-bit
-//!   key ([`FleetKey`]). Cluster mode names keys in Redis by it, so its output
+//!   key ([`FleetKey`]). Fleet mode names keys in Redis by it, so its output
 //!   is part of the wire format: SipHash is a specified function (the same
 //!   bits on every platform, version and build), and a keyed PRF designed
 //!   against hash flooding, which a seeded non-cryptographic hash (foldhash,
@@ -55,7 +55,7 @@ impl KeyHasher {
     /// mode names keys in Redis by these hashes, so the same key hashes the
     /// same on every instance, whatever its build or architecture. The key
     /// is the only defence against crafted collisions, so it comes from a
-    /// secret seed (`cluster.hash_seed`).
+    /// secret seed (`fleet.hash_seed`).
     pub fn fleet(key: FleetKey) -> Self {
         Self {
             kind: Kind::Fleet(key),

@@ -1,6 +1,6 @@
 //! The byte encoding of a key that every hasher of store keys is fed.
 //!
-//! Cluster mode names keys in Redis by a hash of this encoding, so it is part
+//! Fleet mode names keys in Redis by a hash of this encoding, so it is part
 //! of the fleet's wire format: instances of different builds, versions and
 //! architectures must produce the same bytes for the same key. It is
 //! therefore written out here byte by byte, never taken from `Hash` impls

@@ -18,8 +18,8 @@ pub struct Config {
     logging: Logging,
     #[serde(skip_serializing_if = "Keys::is_empty")]
     keys: Keys,
-    /// The fleet's Redis, spelled `cluster:` in the file.
-    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
+    /// The fleet's Redis (`fleet:`; `cluster:` is its deprecated name).
+    #[serde(skip_serializing_if = "Option::is_none")]
     fleet: Option<Fleet>,
     clusters: BTreeMap<String, Cluster>,
     routes: Vec<Route>,

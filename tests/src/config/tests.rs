@@ -112,7 +112,7 @@ fn listeners_admin_and_server_replace_the_defaults() {
         parsed("{ address: '0.0.0.0:{admin_port}', token: t0k }")
     );
     assert_eq!(
-        written["cluster"],
+        written["fleet"],
         parsed("{ redis: 'redis://127.0.0.1:1', hash_seed: s }")
     );
 }

@@ -636,3 +636,40 @@ async fn users_far_below_a_global_limit_are_never_refused() {
     eprintln!("bursty users under the limit: {refused} of {sent} refused");
     assert_eq!(refused, 0, "{refused} of {sent} refused");
 }
+
+/// The fleet's section is `fleet:`; `cluster:`, its old name, still works
+/// and is reported as deprecated in the log and on `GET /config`.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_is_the_sections_name_and_cluster_is_reported_deprecated() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start("a").await;
+    let new = fleet_config(&up, Fleet::redis(&redis.url()), "gw-1").to_yaml();
+    let old = new.replacen("\nfleet:\n", "\ncluster:\n", 1);
+    assert_ne!(new, old);
+    let current = gateway(&new).start().await;
+    wait_mode(&current, "global").await;
+    assert_eq!(current.admin_json("/fleet").await["instance_id"], "gw-1");
+    assert_eq!(current.admin_json("/healthz").await["fleet"], "global");
+    let config = current.admin_json("/config").await;
+    assert_eq!(config["deprecated"], serde_json::json!([]), "{config}");
+    assert!(!current.log().contains("deprecated"));
+
+    let legacy = gateway(&old.replace("gw-1", "gw-2")).start().await;
+    wait_mode(&legacy, "global").await;
+    let config = legacy.admin_json("/config").await;
+    let notes = config["deprecated"].as_array().expect("a list").clone();
+    assert_eq!(notes.len(), 1, "{config}");
+    assert!(
+        notes[0].as_str().unwrap().contains("is now `fleet:`"),
+        "{config}"
+    );
+    assert!(legacy.log().contains("deprecated"), "{}", legacy.log());
+    // Renaming the section in place is no change to the fleet link.
+    legacy.write_config(&new.replace("gw-1", "gw-2"));
+    let answer = legacy.reload().await;
+    assert_eq!(answer["result"], "ok", "{answer}");
+    assert_eq!(
+        legacy.admin_json("/config").await["deprecated"],
+        serde_json::json!([])
+    );
+}

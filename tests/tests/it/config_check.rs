@@ -49,9 +49,9 @@ fn good_file_prints_ok_and_exits_zero() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    for name in ["gateway.yaml", "cluster.yaml"] {
+    for name in ["gateway.yaml", "fleet.yaml"] {
         let path = format!("{}/../conf/{name}", env!("CARGO_MANIFEST_DIR"));
-        // cluster.yaml takes the fleet's seed from the environment.
+        // fleet.yaml takes the fleet's seed from the environment.
         let out = Command::new(BIN)
             .args(["-t", "-c", &path])
             .env("BREAKWATER_HASH_SEED", "0123456789abcdef0123456789abcdef")
@@ -63,7 +63,7 @@ fn the_shipped_configs_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let path = format!("{}/../conf/cluster.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../conf/fleet.yaml", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(BIN)
         .args(["-t", "-c", &path])
         .env_remove("BREAKWATER_HASH_SEED")
@@ -72,7 +72,7 @@ fn the_shipped_configs_are_valid() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("cluster.hash_seed_env: environment variable BREAKWATER_HASH_SEED is not set"),
+        err.contains("fleet.hash_seed_env: environment variable BREAKWATER_HASH_SEED is not set"),
         "{err}"
     );
 }

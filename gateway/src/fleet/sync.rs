@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use breakwater_plugins::cluster::{GlobalSync, Section, SectionKind, SyncItem};
+use breakwater_plugins::fleet::{GlobalSync, Section, SectionKind, SyncItem};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use redis::Value;

@@ -1,10 +1,10 @@
-//! Cluster mode: the gateway's link to its fleet through Redis.
+//! Fleet mode: the gateway's link to its fleet through Redis.
 //!
 //! [`sync::FleetSync`] flushes the global policies' deltas and reads fleet
 //! totals every `sync_interval`; [`relay::FleetEvents`] relays hot-key and
 //! block events over pub/sub. Both run as background services: a request
 //! never waits on Redis. The local half of every global policy, and the
-//! error bound of fleet-wide limits, are in `breakwater_plugins::cluster`.
+//! error bound of fleet-wide limits, are in `breakwater_plugins::fleet`.
 
 pub mod config;
 pub mod events;

@@ -1,4 +1,4 @@
-//! What the fleet link knows about itself: for `/cluster`, `/healthz` and
+//! What the fleet link knows about itself: for `/fleet`, `/healthz` and
 //! the metrics. Written by the sync and event tasks only, never on the
 //! request path.
 
@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use breakwater_plugins::cluster::Fleet;
+use breakwater_plugins::fleet::Fleet;
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::Serialize;
@@ -82,7 +82,7 @@ impl FleetMetrics {
         ];
         for c in collectors {
             if let Err(e) = registry.register(c) {
-                tracing::error!(error = %e, "cannot register a cluster metric");
+                tracing::error!(error = %e, "cannot register a fleet metric");
             }
         }
         m.degraded.set(1);
@@ -90,7 +90,7 @@ impl FleetMetrics {
     }
 }
 
-/// A peer as `/cluster` shows it.
+/// A peer as `/fleet` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PeerView {
     pub instance_id: String,
@@ -145,7 +145,7 @@ impl FleetStatus {
             inner.redis_now_ms = now_ms;
         }
         if !self.fleet.is_global() {
-            tracing::info!(target: "breakwater::cluster", "fleet sync working: global mode");
+            tracing::info!(target: "breakwater::fleet", "fleet sync working: global mode");
         }
         inner.warned = false;
         inner.last_success = Some(crate::time::now());
@@ -167,13 +167,13 @@ impl FleetStatus {
         if degrade && !inner.warned {
             inner.warned = true;
             tracing::warn!(
-                target: "breakwater::cluster",
+                target: "breakwater::fleet",
                 %error,
                 expected_instances = self.fleet.expected_instances(),
                 "fleet sync failing: degraded to local limits"
             );
         } else if inner.consecutive_failures == 1 {
-            tracing::debug!(target: "breakwater::cluster", %error, "fleet sync failed");
+            tracing::debug!(target: "breakwater::fleet", %error, "fleet sync failed");
         }
         if degrade {
             self.fleet.set_global(false);

@@ -1,19 +1,20 @@
-//! The `cluster:` section: how this instance joins its fleet through Redis.
+//! The `fleet:` section: how this instance joins its fleet through Redis.
 
 use std::time::Duration;
 
-use breakwater_plugins::cluster::FleetSettings;
+use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::duration::HumanDuration;
+use breakwater_plugins::fleet::FleetSettings;
 use breakwater_plugins::store::FleetKey;
 use breakwater_plugins::ConfigError;
 use serde::{Deserialize, Serialize};
 
 use super::seed::{self, HashSeed};
 
-/// `cluster:` at the top level of the config.
+/// `fleet:` at the top level of the config (`cluster:`, its old name, is still read).
 ///
 /// ```yaml
-/// cluster:
+/// fleet:
 ///   redis: redis://127.0.0.1:6379          # a standalone Redis, or:
 ///   # redis_cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]
 ///   sync_interval: 100ms                   # how often counts are flushed and read back
@@ -76,7 +77,7 @@ pub enum RedisTarget {
     Cluster(Vec<String>),
 }
 
-/// The validated `cluster:` section.
+/// The validated `fleet:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
     pub target: RedisTarget,
@@ -114,17 +115,13 @@ impl FleetConfig {
     }
 }
 
-fn err(field: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::new(format!("cluster.{field}"), msg)
-}
-
-fn check_url(url: &str, field: &str) -> Result<(), ConfigError> {
+fn check_url(url: &str, path: &ConfigPath) -> Result<(), ConfigError> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(err(field, format!("\"{url}\" is not a redis:// URL")));
+        return Err(path.error(format!("\"{url}\" is not a redis:// URL")));
     }
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|e| err(field, format!("\"{url}\": {e}")))
+        .map_err(|e| path.error(format!("\"{url}\": {e}")))
 }
 
 fn default_instance_id() -> String {
@@ -137,40 +134,22 @@ fn default_instance_id() -> String {
 }
 
 impl FleetFile {
-    /// Validates the section; `hash_seed_env` is read from the process's
-    /// environment.
-    pub fn compile(&self) -> Result<FleetConfig, ConfigError> {
-        self.compile_with_env(|name| std::env::var(name).ok())
+    /// Validates the section written under `section` (`fleet`, or its old
+    /// name `cluster`: errors name the key the file used);
+    /// `hash_seed_env` is read from the process's environment.
+    pub fn compile(&self, section: &str) -> Result<FleetConfig, ConfigError> {
+        self.compile_with_env(section, |name| std::env::var(name).ok())
     }
 
     /// [`Self::compile`] with `env` looking environment variables up.
     pub fn compile_with_env(
         &self,
+        section: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<FleetConfig, ConfigError> {
-        let target =
-            match (&self.redis, self.redis_cluster.as_slice()) {
-                (Some(url), []) => {
-                    check_url(url, "redis")?;
-                    RedisTarget::Standalone(url.clone())
-                }
-                (None, nodes) if !nodes.is_empty() => {
-                    for (i, url) in nodes.iter().enumerate() {
-                        check_url(url, &format!("redis_cluster[{i}]"))?;
-                    }
-                    RedisTarget::Cluster(nodes.to_vec())
-                }
-                (Some(_), _) => {
-                    return Err(err(
-                        "redis_cluster",
-                        "set either `redis` (standalone) or `redis_cluster` (seed nodes), not both",
-                    ))
-                }
-                (None, _) => return Err(err(
-                    "redis",
-                    "name the fleet's Redis: `redis: redis://host:6379` or `redis_cluster: [...]`",
-                )),
-            };
+        let path = ConfigPath::root().field(section);
+        let err = |field: &str, msg: &str| path.field(field).error(msg);
+        let target = self.target(&path)?;
         let sync_interval = self.sync_interval.as_duration();
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&sync_interval) {
             return Err(err("sync_interval", "must be between 10ms and 10s"));
@@ -179,34 +158,10 @@ impl FleetFile {
         if !(Duration::from_millis(5)..=Duration::from_secs(10)).contains(&timeout) {
             return Err(err("timeout", "must be between 5ms and 10s"));
         }
-        let instance_id = match &self.instance_id {
-            Some(id) => id.clone(),
-            None => default_instance_id(),
-        };
-        if instance_id.is_empty()
-            || instance_id.len() > 64
-            || !instance_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
-            return Err(err(
-                "instance_id",
-                "must be 1-64 characters of letters, digits and - _ . :",
-            ));
-        }
-        let prefix = &self.key_prefix;
-        if prefix.is_empty()
-            || prefix.len() > 64
-            || prefix.contains(['{', '}'])
-            || prefix.chars().any(char::is_whitespace)
-        {
-            return Err(err(
-                "key_prefix",
-                "must be 1-64 characters without braces or spaces (braces are the hash tags)",
-            ));
-        }
+        let instance_id = self.instance_id(&path)?;
+        self.check_key_prefix(&path)?;
         if let Some(n) = self.expected_instances {
-            breakwater_plugins::bounds::in_range(n, 1..=10_000, "cluster.expected_instances")?;
+            breakwater_plugins::bounds::in_range(n, 1..=10_000, path.field("expected_instances"))?;
         }
         let shards = self.shards.unwrap_or(match target {
             RedisTarget::Standalone(_) => 1,
@@ -218,19 +173,80 @@ impl FleetFile {
         if !(1..=100_000).contains(&self.max_keys_per_sync) {
             return Err(err("max_keys_per_sync", "must be between 1 and 100000"));
         }
-        let hash_key =
-            seed::fleet_key(self.hash_seed.as_ref(), self.hash_seed_env.as_deref(), env)?;
+        let hash_key = seed::fleet_key(
+            &path,
+            self.hash_seed.as_ref(),
+            self.hash_seed_env.as_deref(),
+            env,
+        )?;
         Ok(FleetConfig {
             target,
             sync_interval,
             instance_id,
-            key_prefix: prefix.clone(),
+            key_prefix: self.key_prefix.clone(),
             timeout,
             expected_instances: self.expected_instances,
             shards,
             hash_key,
             max_keys_per_sync: self.max_keys_per_sync,
         })
+    }
+
+    /// The fleet's Redis: standalone (`redis`) or a Redis Cluster's seed
+    /// nodes (`redis_cluster`), exactly one.
+    fn target(&self, path: &ConfigPath) -> Result<RedisTarget, ConfigError> {
+        match (&self.redis, self.redis_cluster.as_slice()) {
+            (Some(url), []) => {
+                check_url(url, &path.field("redis"))?;
+                Ok(RedisTarget::Standalone(url.clone()))
+            }
+            (None, nodes) if !nodes.is_empty() => {
+                for (i, url) in nodes.iter().enumerate() {
+                    check_url(url, &path.item("redis_cluster", i))?;
+                }
+                Ok(RedisTarget::Cluster(nodes.to_vec()))
+            }
+            (Some(_), _) => Err(path.field("redis_cluster").error(
+                "set either `redis` (standalone) or `redis_cluster` (seed nodes), not both",
+            )),
+            (None, _) => Err(path.field("redis").error(
+                "name the fleet's Redis: `redis: redis://host:6379` or `redis_cluster: [...]`",
+            )),
+        }
+    }
+
+    /// This instance's name among its peers: `<hostname>-<pid>` unless set.
+    fn instance_id(&self, path: &ConfigPath) -> Result<String, ConfigError> {
+        let id = match &self.instance_id {
+            Some(id) => id.clone(),
+            None => default_instance_id(),
+        };
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(path
+                .field("instance_id")
+                .error("must be 1-64 characters of letters, digits and - _ . :"));
+        }
+        Ok(id)
+    }
+
+    /// Braces are the hash tags of the keys: none in the prefix.
+    fn check_key_prefix(&self, path: &ConfigPath) -> Result<(), ConfigError> {
+        let prefix = &self.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.contains(['{', '}'])
+            || prefix.chars().any(char::is_whitespace)
+        {
+            return Err(path.field("key_prefix").error(
+                "must be 1-64 characters without braces or spaces (braces are the hash tags)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -248,7 +264,8 @@ mod tests {
             format!("{yaml}\n{SEED}")
         };
         let file: FleetFile = serde_yaml::from_str(&yaml).map_err(|e| e.to_string())?;
-        file.compile_with_env(|_| None).map_err(|e| e.to_string())
+        file.compile_with_env("cluster", |_| None)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -268,7 +285,10 @@ mod tests {
         );
         // No default seed: it would be public.
         let unseeded: FleetFile = serde_yaml::from_str("redis: redis://h:1").unwrap();
-        let e = unseeded.compile_with_env(|_| None).unwrap_err().to_string();
+        let e = unseeded
+            .compile_with_env("cluster", |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("cluster.hash_seed: required"), "{e}");
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use breakwater_plugins::cluster::BlockChange;
+use breakwater_plugins::fleet::BlockChange;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
@@ -157,7 +157,7 @@ impl FleetEvents {
                     &source,
                     status,
                 ) {
-                    tracing::warn!(target: "breakwater::cluster", %key, error = %e, "fleet block not applied");
+                    tracing::warn!(target: "breakwater::fleet", %key, error = %e, "fleet block not applied");
                 }
             }
             FleetEvent::Unblock { key, hash, .. } => {
@@ -167,7 +167,7 @@ impl FleetEvents {
                     .blocks
                     .apply_fleet_unblock(&key, fleet_hash(hash.as_deref()))
                 {
-                    tracing::warn!(target: "breakwater::cluster", %key, error = %e, "fleet unblock not applied");
+                    tracing::warn!(target: "breakwater::fleet", %key, error = %e, "fleet unblock not applied");
                 }
             }
         }
@@ -177,7 +177,7 @@ impl FleetEvents {
         &self,
         rule: &str,
         hash: &str,
-        f: impl FnOnce(&dyn breakwater_plugins::cluster::GlobalSync, u64),
+        f: impl FnOnce(&dyn breakwater_plugins::fleet::GlobalSync, u64),
     ) {
         let Some(hash) = parse_hash(hash) else {
             return;
@@ -273,7 +273,7 @@ impl FleetEvents {
                     unsent.pop_front();
                 }
                 Err(e) => {
-                    tracing::debug!(target: "breakwater::cluster", error = %e, "block change not sent yet");
+                    tracing::debug!(target: "breakwater::fleet", error = %e, "block change not sent yet");
                     link.reset();
                     return;
                 }
@@ -312,7 +312,7 @@ impl FleetEvents {
         self.load_blocks(link).await.map_err(|e| e.to_string())?;
         outbox.subscribed = true;
         self.flush(link, outbox).await;
-        tracing::info!(target: "breakwater::cluster", channel = %self.status.config.channel(), "subscribed to fleet events");
+        tracing::info!(target: "breakwater::fleet", channel = %self.status.config.channel(), "subscribed to fleet events");
         let mut ping = tokio::time::interval(Duration::from_secs(1));
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -324,7 +324,7 @@ impl FleetEvents {
                     };
                     match serde_json::from_slice::<FleetEvent>(msg.get_payload_bytes()) {
                         Ok(event) => self.apply(event),
-                        Err(e) => tracing::debug!(target: "breakwater::cluster", error = %e, "unreadable fleet event ignored"),
+                        Err(e) => tracing::debug!(target: "breakwater::fleet", error = %e, "unreadable fleet event ignored"),
                     }
                 }
                 change = outbox.rx.recv() => {
@@ -386,7 +386,7 @@ impl BackgroundService for FleetEvents {
             {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::debug!(target: "breakwater::cluster", error = %e, "fleet events: reconnecting");
+                    tracing::debug!(target: "breakwater::fleet", error = %e, "fleet events: reconnecting");
                     link.reset();
                 }
             }

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use crate::store::{FleetKey, KeyHasher};
 
-/// What cluster mode is configured with, as policies need it.
+/// What fleet mode is configured with, as policies need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSettings {
     pub sync_interval: Duration,
     /// Keys the fleet-wide key hasher; every instance must use the same
-    /// (derived from `cluster.hash_seed`).
+    /// (derived from `fleet.hash_seed`).
     pub hash_key: FleetKey,
     /// The divisor of global limits while Redis is unreachable; `None`: the
     /// number of peers last seen (at least 1).

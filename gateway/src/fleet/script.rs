@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use breakwater_plugins::cluster::{LeaseAsk, Section, SectionKind, SectionReply};
+use breakwater_plugins::fleet::{LeaseAsk, Section, SectionKind, SectionReply};
 use redis::{Script, Value};
 
 use super::link::LinkError;

@@ -1,12 +1,13 @@
-//! `cluster.hash_seed` / `cluster.hash_seed_env`: the fleet's secret seed.
+//! `fleet.hash_seed` / `fleet.hash_seed_env`: the fleet's secret seed.
 //!
-//! Cluster mode names keys in Redis by a keyed hash (SipHash-1-3, see
+//! Fleet mode names keys in Redis by a keyed hash (SipHash-1-3, see
 //! `breakwater_plugins::store`); whoever knows the key can craft request keys
 //! that collide and share (or starve) each other's fleet-wide counts. So the
 //! seed is required (a default would be public), at least [`MIN_LEN`] bytes,
 //! and may come from the environment so that it stays out of config files.
 //! It is shown nowhere: not by `Debug`, not when the config is serialized.
 
+use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::store::FleetKey;
 use breakwater_plugins::ConfigError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -63,11 +64,12 @@ impl<'de> Deserialize<'de> for HashSeed {
 /// The fleet's hash key from `hash_seed` or, with `hash_seed_env`, from the
 /// environment variable it names (`env` looks one up). Exactly one is set.
 pub fn fleet_key(
+    section: &ConfigPath,
     seed: Option<&HashSeed>,
     seed_env: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<FleetKey, ConfigError> {
-    let err = |field: &str, msg: String| ConfigError::new(format!("cluster.{field}"), msg);
+    let err = |field: &str, msg: String| section.field(field).error(msg);
     let (field, text) = match (seed, seed_env) {
         (Some(seed), None) => ("hash_seed", seed.0.clone()),
         (None, Some(var)) => {
@@ -126,14 +128,26 @@ mod tests {
 
     #[test]
     fn the_seed_comes_from_the_config_or_the_environment_alike() {
-        let from_file = fleet_key(Some(&HashSeed::new(SEED)), None, no_env).unwrap();
-        let from_env = fleet_key(None, Some("BW_SEED"), |v| {
+        let from_file = fleet_key(
+            &ConfigPath::from("cluster"),
+            Some(&HashSeed::new(SEED)),
+            None,
+            no_env,
+        )
+        .unwrap();
+        let from_env = fleet_key(&ConfigPath::from("cluster"), None, Some("BW_SEED"), |v| {
             (v == "BW_SEED").then(|| SEED.to_string())
         })
         .unwrap();
         assert_eq!(from_file, from_env);
         assert_eq!(from_file, FleetKey::from_seed(SEED));
-        let other = fleet_key(Some(&HashSeed::new(&SEED[1..])), None, no_env).unwrap();
+        let other = fleet_key(
+            &ConfigPath::from("cluster"),
+            Some(&HashSeed::new(&SEED[1..])),
+            None,
+            no_env,
+        )
+        .unwrap();
         assert_ne!(from_file, other);
     }
 
@@ -142,32 +156,49 @@ mod tests {
         let seed = HashSeed::new(SEED);
         for (result, field, says) in [
             (
-                fleet_key(None, None, no_env),
+                fleet_key(&ConfigPath::from("cluster"), None, None, no_env),
                 "cluster.hash_seed",
                 "required",
             ),
             (
-                fleet_key(Some(&HashSeed::new("short")), None, no_env),
+                fleet_key(
+                    &ConfigPath::from("cluster"),
+                    Some(&HashSeed::new("short")),
+                    None,
+                    no_env,
+                ),
                 "cluster.hash_seed",
                 "5 bytes long",
             ),
             (
-                fleet_key(None, Some("BW_SEED"), no_env),
+                fleet_key(&ConfigPath::from("cluster"), None, Some("BW_SEED"), no_env),
                 "cluster.hash_seed_env",
                 "BW_SEED is not set",
             ),
             (
-                fleet_key(None, Some("BW_SEED"), |_| Some("x".into())),
+                fleet_key(&ConfigPath::from("cluster"), None, Some("BW_SEED"), |_| {
+                    Some("x".into())
+                }),
                 "cluster.hash_seed_env",
                 "1 bytes long",
             ),
             (
-                fleet_key(Some(&seed), Some("BW_SEED"), no_env),
+                fleet_key(
+                    &ConfigPath::from("cluster"),
+                    Some(&seed),
+                    Some("BW_SEED"),
+                    no_env,
+                ),
                 "cluster.hash_seed_env",
                 "not both",
             ),
             (
-                fleet_key(Some(&HashSeed::new("x".repeat(1025))), None, no_env),
+                fleet_key(
+                    &ConfigPath::from("cluster"),
+                    Some(&HashSeed::new("x".repeat(1025))),
+                    None,
+                    no_env,
+                ),
                 "cluster.hash_seed",
                 "1025 bytes",
             ),
@@ -197,7 +228,9 @@ mod tests {
         }
         // The old numeric seeds are too short now.
         let old: HashSeed = serde_yaml::from_str("0x5eed").unwrap();
-        let e = fleet_key(Some(&old), None, no_env).unwrap_err().to_string();
+        let e = fleet_key(&ConfigPath::from("cluster"), Some(&old), None, no_env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6 bytes long"), "{e}");
     }
 }

@@ -14,20 +14,20 @@ pub enum Scope {
     /// Counts on this instance only.
     #[default]
     Local,
-    /// Counts fleet-wide through the `cluster` section's Redis.
+    /// Counts fleet-wide through the `fleet` section's Redis.
     Global,
 }
 
 impl Scope {
     /// The fleet a `scope: global` policy at `path` syncs with; `None` for
-    /// local scope. Global scope without a `cluster` section is an error.
+    /// local scope. Global scope without a `fleet` section is an error.
     pub fn fleet(self, env: &PolicyEnv<'_>, path: &str) -> Result<Option<Arc<Fleet>>, ConfigError> {
         match (self, &env.fleet) {
             (Scope::Local, _) => Ok(None),
             (Scope::Global, Some(fleet)) => Ok(Some(fleet.clone())),
             (Scope::Global, None) => Err(ConfigError::new(
                 format!("{path}.scope"),
-                "scope: global needs a top-level `cluster` section (the fleet's Redis)",
+                "scope: global needs a top-level `cluster` section, now named `fleet` (the fleet's Redis)",
             )),
         }
     }

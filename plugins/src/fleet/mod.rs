@@ -1,4 +1,4 @@
-//! Cluster mode's local half: what a policy with `scope: global` keeps on
+//! Fleet mode's local half: what a policy with `scope: global` keeps on
 //! each instance, and the batches the gateway trades with Redis.
 //!
 //! Nothing here talks to Redis. A global policy counts locally and exposes
@@ -91,11 +91,11 @@
 //! not reported later as one burst.
 
 mod counter;
-mod fleet;
 mod scope;
 mod sync;
+mod view;
 
 pub use counter::{GlobalAdmit, GlobalCounter, FLEET_BUCKETS};
-pub use fleet::{BlockChange, Fleet, FleetSettings};
 pub use scope::Scope;
 pub use sync::{GlobalSync, LeaseAsk, Section, SectionKind, SectionReply, SyncItem};
+pub use view::{BlockChange, Fleet, FleetSettings};

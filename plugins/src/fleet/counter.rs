@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fleet::Fleet;
 use super::sync::{LeaseAsk, Section, SectionKind, SectionReply, SyncItem};
+use super::view::Fleet;
 use crate::store::{KeyState, KeyedStore, StoreStats};
 use crate::window::{SlidingWindow, WindowSpec};
 
@@ -358,7 +358,7 @@ fn ask(hash: u64, e: &Entry, n: u64, recent: bool) -> SyncItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::FleetSettings;
+    use crate::fleet::FleetSettings;
 
     const MS: u64 = 1_000_000;
 
