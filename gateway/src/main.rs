@@ -5,5 +5,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    breakwater_gateway::cli::main()
+    breakwater_gateway::server::cli::main()
 }

@@ -107,18 +107,6 @@ impl Metrics {
         }
     }
 
-    /// Registers the scrape-time collector of policy and block-list state.
-    pub fn register_policy_collector(
-        &self,
-        store: std::sync::Arc<crate::snapshot::SnapshotStore>,
-        blocks: std::sync::Arc<breakwater_plugins::block_list::BlockList>,
-    ) {
-        let collector = crate::policy_metrics::PolicyCollector::new(store, blocks);
-        if let Err(e) = self.registry.register(Box::new(collector)) {
-            tracing::error!(error = %e, "cannot register the policy metrics");
-        }
-    }
-
     /// The registry in Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);

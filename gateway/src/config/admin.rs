@@ -14,7 +14,7 @@ use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::ConfigError;
 
 use super::file::AdminFile;
-use crate::admin::access::AdminAccess;
+use crate::config::admin_access::AdminAccess;
 
 /// Most `max_stream_subscribers`: each is a task on the admin's one thread.
 const MAX_STREAM_SUBSCRIBERS: usize = 1024;

@@ -15,8 +15,8 @@ use breakwater_plugins::ConfigError;
 use super::context::CompileContext;
 use super::file::FileConfig;
 use super::{clusters, fleet, keys, routes, server};
+use crate::config::snapshot::{text_hash, Snapshot};
 use crate::route::Router;
-use crate::snapshot::{text_hash, Snapshot};
 
 /// Validates `file` and builds a snapshot. `text` is the file's text, for the
 /// hash.

@@ -9,9 +9,9 @@ use breakwater_plugins::{Clock, ConfigError, MonotonicClock};
 use http::Method;
 
 use super::{compile, parse_str, CompileContext};
+use crate::config::snapshot::Snapshot;
 use crate::metrics::Metrics;
 use crate::route::RouteTimeouts;
-use crate::snapshot::Snapshot;
 
 const BASE: &str = "\
 listeners:

@@ -9,8 +9,8 @@ use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, PolicyEnv};
 
 use super::registry::{Registries, TypedPolicy};
+use crate::config::snapshot::{CompiledPolicy, Snapshot};
 use crate::metrics::Metrics;
-use crate::snapshot::{CompiledPolicy, Snapshot};
 use crate::upstream::Cluster;
 
 /// Everything a compilation reads besides the file, and what it fills.

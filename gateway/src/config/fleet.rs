@@ -6,7 +6,7 @@ use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::ConfigError;
 
 use super::file::FileConfig;
-use crate::snapshot::Snapshot;
+use crate::config::snapshot::Snapshot;
 
 /// Checks the fleet section, and that a reload leaves it as it was: the
 /// fleet link is set up once, at startup.

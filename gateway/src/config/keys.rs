@@ -9,7 +9,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 use super::file::{EndpointKeyMode, KeySourceFile, KeysFile};
-use crate::key_extract::{KeyExtractor, KeySource};
+use crate::route::keys::{KeyExtractor, KeySource};
 
 /// Compiles the key sources. A `user` key may come from a path capture:
 /// `/users/{uid}/...` routes can key users by path.

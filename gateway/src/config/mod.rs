@@ -6,9 +6,10 @@
 //! (`routes[1].cluster: unknown cluster "ordrs"`), one module per section of
 //! the file, all in one [`CompileContext`].
 //!
-//! [`Snapshot`]: crate::snapshot::Snapshot
+//! [`Snapshot`]: snapshot::Snapshot
 
 pub mod admin;
+pub mod admin_access;
 mod clusters;
 mod compile;
 mod context;
@@ -21,6 +22,8 @@ mod policies;
 pub mod registry;
 mod routes;
 mod server;
+pub mod snapshot;
+pub mod tls;
 
 pub use compile::compile;
 pub use context::CompileContext;

@@ -11,7 +11,7 @@ use breakwater_plugins::{ConfigError, PolicyEnv};
 use super::context::CompileContext;
 use super::file::{PolicyFile, RouteFile};
 use super::registry::TypedPolicy;
-use crate::chain::{ChainEntry, PolicyChain};
+use crate::policy::chain::{ChainEntry, PolicyChain};
 use crate::upstream::Cluster;
 
 /// What a route's policies compile to.

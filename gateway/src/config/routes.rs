@@ -15,7 +15,7 @@ use super::context::CompileContext;
 use super::file::{RouteFile, TimeoutsFile};
 use super::matcher::compile_matcher;
 use super::policies::compile_route_policies;
-use crate::key_extract::{EndpointNames, KeyExtractor, KeySource};
+use crate::route::keys::{EndpointNames, KeyExtractor, KeySource};
 use crate::route::{Route, RouteTimeouts};
 
 /// Compiles the routes in declared order (the order they match in). Route

@@ -25,7 +25,7 @@ pub fn validate_listeners(listeners: &[ListenerFile]) -> Result<(), ConfigError>
         let at = path.index(i);
         parse_socket_addr(&l.address, &at.field("address"))?;
         if let Some(tls) = &l.tls {
-            crate::server::tls_settings(tls).map_err(|e| at.field("tls").error(e))?;
+            crate::config::tls::tls_settings(tls).map_err(|e| at.field("tls").error(e))?;
         }
     }
     Ok(())

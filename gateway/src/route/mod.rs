@@ -1,5 +1,7 @@
-//! Routing: first match, in declared order, on host, path, method and headers.
+//! Routing: first match, in declared order, on host, path, method and headers;
+//! and the keys a matched route extracts from the request ([`keys`]).
 
+pub mod keys;
 mod matcher;
 mod path;
 mod router;

@@ -11,9 +11,9 @@ use breakwater_plugins::Policy as _;
 use http::{HeaderMap, Method};
 
 use super::{Captures, RouteMatcher};
-use crate::chain::PolicyChain;
-use crate::key_extract::EndpointNames;
 use crate::metrics::StatusCounters;
+use crate::policy::chain::PolicyChain;
+use crate::route::keys::EndpointNames;
 use crate::upstream::Cluster;
 
 /// One compiled route.

@@ -1,4 +1,4 @@
 //! The `breakwater` binary, rebuilt in the test package for the harness.
 fn main() -> std::process::ExitCode {
-    breakwater_gateway::cli::main()
+    breakwater_gateway::server::cli::main()
 }

@@ -1,6 +1,6 @@
 //! Process lifecycle: graceful drain on SIGTERM and SIGQUIT upgrades, with one
 //! worker and with several (one single-thread service per worker on shared
-//! listening sockets, `gateway/src/workers.rs`).
+//! listening sockets, `gateway/src/server/workers.rs`).
 
 use std::time::Duration;
 

@@ -18,7 +18,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use crate::snapshot::SnapshotStore;
+use crate::config::snapshot::SnapshotStore;
+use crate::metrics::Metrics;
 
 pub struct PolicyCollector {
     store: Arc<SnapshotStore>,
@@ -153,6 +154,16 @@ fn families() -> Families {
 }
 
 impl PolicyCollector {
+    /// Registers the scrape-time collector of policy and block-list state.
+    /// (Here rather than on [`Metrics`]: the metrics sit below the snapshot,
+    /// which this collector reads.)
+    pub fn register(metrics: &Metrics, store: Arc<SnapshotStore>, blocks: Arc<BlockList>) {
+        let collector = Self::new(store, blocks);
+        if let Err(e) = metrics.registry.register(Box::new(collector)) {
+            tracing::error!(error = %e, "cannot register the policy metrics");
+        }
+    }
+
     pub fn new(store: Arc<SnapshotStore>, blocks: Arc<BlockList>) -> Self {
         let f = families();
         let descs = [

@@ -3,11 +3,10 @@
 //! It is a separate Pingora service bound to `admin.address` (loopback by
 //! default; any other address needs a token). Answers are JSON, except
 //! `/metrics`. Every request passes [`gate::admit`] first: tokens
-//! ([`access`]), the `Origin`/`Host` rule that keeps web pages out
+//! ([`admin_access`](crate::config::admin_access)), the `Origin`/`Host` rule that keeps web pages out
 //! ([`origin`]); `GET /hotkeys/stream` then takes one of a capped number of
 //! slots ([`streams`]).
 
-pub mod access;
 pub mod gate;
 pub mod origin;
 pub mod streams;
@@ -27,8 +26,8 @@ use serde_json::{json, Value};
 use breakwater_plugins::breaker::Breaker;
 use breakwater_plugins::Policy;
 
-use crate::admin_hotkeys;
-use crate::reload::ReloadOutcome;
+use crate::control::admin_hotkeys;
+use crate::state::reload::ReloadOutcome;
 use crate::state::GatewayState;
 use gate::{Refusal, RequestView};
 use streams::StreamSlots;
@@ -136,7 +135,7 @@ impl AdminApp {
 
     fn config(&self) -> Response<Vec<u8>> {
         let s = self.state.snapshot();
-        let record = |r: Option<crate::reload::ReloadRecord>| {
+        let record = |r: Option<crate::state::reload::ReloadRecord>| {
             r.map(|r| {
                 let mut v = serde_json::to_value(&r.outcome).unwrap_or(Value::Null);
                 v["at"] = json!(rfc3339(r.at));

@@ -6,7 +6,7 @@
 
 use pingora::prelude::*;
 
-use crate::context::RequestCtx;
+use crate::proxy::context::RequestCtx;
 use crate::route::Route;
 
 pub fn write(
@@ -47,7 +47,7 @@ pub fn write(
 /// Custom keys as `name=value,name=value`, skipping absent ones.
 fn render_custom(
     keys: &breakwater_plugins::RequestKeys,
-    names: &[(String, crate::key_extract::KeySource)],
+    names: &[(String, crate::route::keys::KeySource)],
 ) -> String {
     let mut out = String::new();
     for ((name, _), value) in names.iter().zip(&keys.custom) {

@@ -32,7 +32,7 @@ use breakwater_plugins::cache::KeyRef;
 use breakwater_plugins::hotkey::{HotKeyRule, STATS_MINUTES};
 use breakwater_plugins::Policy;
 
-use crate::admin::{error, json_response, rfc3339};
+use crate::control::admin::{error, json_response, rfc3339};
 use crate::state::GatewayState;
 
 /// A comment line this often keeps idle proxies and clients from timing out.

@@ -12,10 +12,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use breakwater_plugins::{Clock, Policy};
 
-use crate::admin::access::AdminAccess;
+use crate::config::admin_access::AdminAccess;
 use crate::config::file::FileConfig;
 use crate::config::registry::{Registries, TypedPolicy};
-use crate::key_extract::KeyExtractor;
+use crate::route::keys::KeyExtractor;
 use crate::route::Router;
 use crate::upstream::Cluster;
 

@@ -6,10 +6,10 @@ use breakwater_plugins::keys::canonical_ip;
 use pingora::http::RequestHeader;
 use pingora::Result;
 
-use crate::context::RequestCtx;
-use crate::deadline;
-use crate::forwarded::{self, FORWARDED_FOR, FORWARDED_PROTO};
-use crate::request_id::REQUEST_ID;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::deadline;
+use crate::proxy::forwarded::{self, FORWARDED_FOR, FORWARDED_PROTO};
+use crate::proxy::request_id::REQUEST_ID;
 
 /// Adds the forwarding headers to `upstream`; `tls`: the client came over TLS.
 pub fn set(upstream: &mut RequestHeader, ctx: &RequestCtx, tls: bool) -> Result<()> {

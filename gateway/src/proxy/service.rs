@@ -2,16 +2,16 @@
 //!
 //! A request's path through the gateway, hook by hook:
 //!
-//! - `request_filter`: [`admission`](crate::admission) routes it, extracts
+//! - `request_filter`: [`admission`](crate::proxy::admission) routes it, extracts
 //!   its keys, sets its deadline and runs the chain (block list first); a
 //!   local answer is written here.
-//! - `upstream_peer`: [`attempts`](crate::attempts) picks the endpoint (the
+//! - `upstream_peer`: [`attempts`](crate::proxy::attempts) picks the endpoint (the
 //!   outlier detector's guard goes to the exchange) and the timeouts are cut
 //!   to the deadline.
 //! - `fail_to_connect` / `error_while_proxy`: the retry rules decide.
 //! - `upstream_response_filter` … `response_body_filter`: the exchange sees
 //!   the response (a 5xx may give way to a policy's stale copy).
-//! - `fail_to_proxy`: the [`errors`](crate::errors) table answers.
+//! - `fail_to_proxy`: the [`errors`](crate::proxy::errors) table answers.
 //! - `logging`: the exchange finishes with the outcome; metrics and the
 //!   access log.
 
@@ -24,21 +24,21 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorType;
 
-use crate::access_log;
-use crate::admission::{self, Admission, Admit, Arrival};
-use crate::answer;
-use crate::context::{Disposition, RequestCtx};
-use crate::deadline;
-use crate::errors;
-use crate::forwarded;
-use crate::framing;
-use crate::request_id;
-use crate::responses::{render, Scope};
-use crate::snapshot::Snapshot;
+use crate::config::snapshot::Snapshot;
+use crate::proxy::access_log;
+use crate::proxy::admission::{self, Admission, Admit, Arrival};
+use crate::proxy::answer;
+use crate::proxy::context::{Disposition, RequestCtx};
+use crate::proxy::deadline;
+use crate::proxy::errors;
+use crate::proxy::forwarded;
+use crate::proxy::framing;
+use crate::proxy::request_id;
+use crate::proxy::responses::{render, Scope};
+use crate::proxy::upstream_headers;
 use crate::state::GatewayState;
-use crate::upstream_headers;
 
-pub use crate::request_id::REQUEST_ID;
+pub use crate::proxy::request_id::REQUEST_ID;
 
 /// The Breakwater proxy service.
 pub struct Gateway {
@@ -73,7 +73,7 @@ impl Gateway {
         // A policy must see the body: the ones before it (the cheap
         // limiters) have let the request through. A client that fails to
         // send it (gone, too slow) is still logged under its route and keys.
-        let body = crate::body::read_ahead(session, ctx.deadline)
+        let body = crate::proxy::body::read_ahead(session, ctx.deadline)
             .await
             .inspect_err(|_| ctx.exchange.cancel())?;
         let step = self.step(&snapshot, session.req_header(), peer, tls);

@@ -12,10 +12,10 @@ use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::attempts::Attempts;
-use crate::errors::{self, Facts};
+use crate::config::snapshot::Snapshot;
+use crate::proxy::attempts::Attempts;
+use crate::proxy::errors::{self, Facts};
 use crate::route::Route;
-use crate::snapshot::Snapshot;
 
 /// How early a timer may fire and still be the deadline's: timeouts are cut
 /// to the time left, and Pingora's timer wheel rounds to a few milliseconds.

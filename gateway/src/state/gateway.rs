@@ -10,12 +10,13 @@ use breakwater_plugins::fleet::Fleet;
 use breakwater_plugins::hotkey::HotEventHub;
 use breakwater_plugins::{Clock, MonotonicClock};
 
+use crate::config::snapshot::{Snapshot, SnapshotStore};
 use crate::config::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
 use crate::fleet::FleetStatus;
 use crate::metrics::{Metrics, StatusCounters};
-use crate::reload::Reloader;
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::state::policy_metrics::PolicyCollector;
+use crate::state::reload::Reloader;
 
 /// Shared by the proxy, the admin endpoint and the reload triggers.
 pub struct GatewayState {
@@ -85,7 +86,7 @@ impl GatewayState {
         let unrouted = metrics.status_counters("none");
         let admin_address = snapshot.source.admin.address.parse().ok();
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
-        metrics.register_policy_collector(store.clone(), blocks.clone());
+        PolicyCollector::register(&metrics, store.clone(), blocks.clone());
         Ok(Arc::new(Self {
             config_path: path,
             store,

@@ -8,17 +8,17 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::{AdminApp, AdminServer};
-use crate::config::file::{ListenerFile, ListenerProtocol, ListenerTlsFile, ServerFile};
+use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
+use crate::config::tls::tls_settings;
+use crate::control::admin::{AdminApp, AdminServer};
+use crate::control::watch::ReloadTriggers;
 use crate::fleet::relay::FleetEvents;
 use crate::fleet::sync::FleetSync;
-use crate::housekeeping::Housekeeping;
 use crate::proxy::Gateway;
-use crate::runtime_dir::{self, Prepare, RuntimePaths};
+use crate::server::housekeeping::Housekeeping;
+use crate::server::runtime_dir::{self, Prepare, RuntimePaths};
+use crate::server::workers::ProxyWorker;
 use crate::state::GatewayState;
-use crate::watch::ReloadTriggers;
-use crate::workers::ProxyWorker;
-use pingora::listeners::tls::TlsSettings;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,18 +39,6 @@ fn server_conf(s: &ServerFile, paths: RuntimePaths) -> ServerConf {
         upgrade_sock: paths.upgrade_sock,
         ..ServerConf::default()
     }
-}
-
-/// TLS settings for a listener: its certificate and key (rustls), with ALPN
-/// offering HTTP/2 and HTTP/1.1. The error says which file could not be used.
-pub fn tls_settings(tls: &ListenerTlsFile) -> Result<TlsSettings, String> {
-    for (what, path) in [("certificate", &tls.cert), ("key", &tls.key)] {
-        std::fs::metadata(path).map_err(|e| format!("cannot read the {what} {path}: {e}"))?;
-    }
-    let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)
-        .map_err(|e| format!("cannot load {} and {}: {e}", tls.cert, tls.key))?;
-    settings.enable_h2();
-    Ok(settings)
 }
 
 /// Binds one downstream listener.

@@ -6,7 +6,7 @@
 //! first entry is the block list. The result is an [`Admission`]: go
 //! upstream, answer here, or read the body first for a policy that must see
 //! it. What the admitted policies hold is left in the request's exchange.
-//! Nothing here writes to the client: `proxy.rs` does the I/O.
+//! Nothing here writes to the client: `service.rs` does the I/O.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,12 +17,12 @@ use breakwater_plugins::{
 };
 use pingora::http::RequestHeader;
 
-use crate::context::{Disposition, RequestCtx};
-use crate::deadline;
-use crate::key_extract::RequestParts;
-use crate::responses::{render, GatewayResponse, Scope};
+use crate::config::snapshot::Snapshot;
+use crate::proxy::context::{Disposition, RequestCtx};
+use crate::proxy::deadline;
+use crate::proxy::responses::{render, GatewayResponse, Scope};
+use crate::route::keys::RequestParts;
 use crate::route::Route;
-use crate::snapshot::Snapshot;
 
 /// What admission sees of a request: its header and where it came from.
 #[derive(Clone, Copy)]

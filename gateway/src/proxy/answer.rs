@@ -30,10 +30,10 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::HttpTask;
 
-use crate::request_id::REQUEST_ID;
+use crate::proxy::request_id::REQUEST_ID;
 use breakwater_plugins::{LocalResponse, Rejection};
 
-use crate::responses::{render, GatewayResponse, Scope};
+use crate::proxy::responses::{render, GatewayResponse, Scope};
 
 /// Unread request body an early answer drains, at most.
 pub const DRAIN_LIMIT: usize = 64 * 1024;
@@ -96,7 +96,7 @@ pub async fn write_grpc_trailers(session: &mut Session, status: u8, message: &st
         HeaderName::from_static("grpc-status"),
         HeaderValue::from(u16::from(status)),
     );
-    if let Ok(v) = HeaderValue::from_str(&crate::responses::grpc_message(message, None)) {
+    if let Ok(v) = HeaderValue::from_str(&crate::proxy::responses::grpc_message(message, None)) {
         trailers.insert(HeaderName::from_static("grpc-message"), v);
     }
     session

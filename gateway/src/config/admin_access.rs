@@ -5,7 +5,7 @@
 //! the write token may do everything; the read token may read (every `GET`)
 //! and never mutate. Without any token every request is granted (the
 //! listener is then loopback unless `insecure_no_token` says otherwise, and
-//! [`super::origin`] keeps browsers out). Once a token is set, every request
+//! `control::admin::origin` keeps browsers out). Once a token is set, every request
 //! but `GET /healthz` needs one.
 
 /// The `admin` section, compiled (`config::admin`).

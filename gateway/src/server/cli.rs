@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::runtime_dir::{self, Prepare};
-use crate::server::{build, RunFlags};
+use crate::server::assemble::{build, RunFlags};
+use crate::server::runtime_dir::{self, Prepare};
 use crate::state::GatewayState;
 
 /// Breakwater: a service-governance gateway on Pingora.
@@ -61,14 +61,14 @@ pub fn main() -> ExitCode {
         println!("ok");
         return ExitCode::SUCCESS;
     }
-    crate::logging::init(&snapshot.source.logging);
+    crate::server::logging::init(&snapshot.source.logging);
     if let Some(warning) = insecure {
         tracing::warn!(target: "breakwater::admin", "{warning}");
     }
     for note in snapshot.source.deprecations() {
         tracing::warn!(target: "breakwater::config", "deprecated: {note}");
     }
-    match crate::limits::raise_open_files() {
+    match crate::server::limits::raise_open_files() {
         Ok((before, after)) if after > before => {
             tracing::info!(before, after, "raised the open-file limit")
         }

@@ -9,7 +9,7 @@
 use breakwater_plugins::{ErrorKind, Rejection, RejectionKind};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::responses::Scope;
+use crate::proxy::responses::Scope;
 use crate::route::Route;
 
 /// Maps a Pingora error to the outcome class policies reason about.

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 
 use http::Method;
 
-use super::access::{AdminAccess, Grant};
 use super::origin::{check_host, check_origin};
+use crate::config::admin_access::{AdminAccess, Grant};
 
 /// The parts of a request the gate looks at (raw header values).
 #[derive(Debug, Clone, Copy)]

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::snapshot::{text_hash, Snapshot};
+use crate::config::snapshot::{text_hash, Snapshot};
 use crate::state::{build_snapshot, read_config, GatewayState};
 
 /// The result of one reload attempt.

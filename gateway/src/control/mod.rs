@@ -1,0 +1,6 @@
+//! The control plane: the admin endpoint and the background reload triggers
+//! (file watch, SIGHUP). Reloads themselves are [`crate::state::Reloader`]'s.
+
+pub mod admin;
+pub mod admin_hotkeys;
+pub mod watch;

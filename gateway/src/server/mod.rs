@@ -1,0 +1,10 @@
+//! The process: the command line, assembling the Pingora server and its
+//! workers, logging, process limits, the runtime directory and housekeeping.
+
+pub mod assemble;
+pub mod cli;
+pub mod housekeeping;
+pub mod limits;
+pub mod logging;
+pub mod runtime_dir;
+pub mod workers;

@@ -1,0 +1,9 @@
+//! Process-wide state: the live snapshot behind one swap, what outlives
+//! snapshots, the reload that replaces it, and the metrics read from it.
+
+pub mod gateway;
+pub mod policy_metrics;
+pub mod reload;
+
+pub use gateway::{build_snapshot, read_config, GatewayState};
+pub use reload::{ReloadOutcome, ReloadRecord, Reloader};
