@@ -12,10 +12,10 @@
 //! - [`policy`]: a route's policy chain.
 //! - [`route`]: routing, and the keys a route extracts.
 //! - [`config`]: the file, its compilation, and the [`config::snapshot::Snapshot`] it
-//!   compiles into.
-//! - [`fleet`]: fleet mode's link to the other instances through Redis. (Its
-//!   sync and relay loops also take the [`state`]: the one waived edge, see
-//!   `.ci/module-graph`.)
+//!   compiles into (the fleet's file section included).
+//! - [`fleet`]: fleet mode's link to the other instances through Redis; its
+//!   loops are handed the snapshot store, clock and block list
+//!   ([`fleet::Local`]), not the process state that holds the fleet's status.
 //! - [`state`]: the process-wide state (the live snapshot behind one swap,
 //!   what outlives snapshots) and the reload that replaces the snapshot.
 //! - [`proxy`]: the request path, Pingora's `ProxyHttp` hooks and what they

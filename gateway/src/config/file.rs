@@ -30,12 +30,12 @@ pub struct FileConfig {
     /// Fleet mode (fleet-wide limits, hot keys and blocks through Redis).
     /// Read at startup: changing it needs a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleet: Option<crate::fleet::FleetFile>,
+    pub fleet: Option<super::fleet_file::FleetFile>,
     /// `fleet`'s old name, still read and reported as deprecated ("cluster"
     /// now means upstream clusters only). Read both through
     /// [`FileConfig::fleet_section`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::fleet::FleetFile>,
+    pub cluster: Option<super::fleet_file::FleetFile>,
     pub clusters: BTreeMap<String, ClusterFile>,
     pub routes: Vec<RouteFile>,
 }
@@ -44,7 +44,7 @@ impl FileConfig {
     /// The fleet section and the key the file wrote it under: `fleet`, or
     /// `cluster`, its deprecated name. (Both at once is a config error,
     /// reported when the config compiles.)
-    pub fn fleet_section(&self) -> Option<(&'static str, &crate::fleet::FleetFile)> {
+    pub fn fleet_section(&self) -> Option<(&'static str, &super::fleet_file::FleetFile)> {
         match (&self.fleet, &self.cluster) {
             (Some(f), _) => Some(("fleet", f)),
             (None, Some(c)) => Some(("cluster", c)),

@@ -15,6 +15,8 @@ mod compile;
 mod context;
 pub mod file;
 mod fleet;
+pub mod fleet_file;
+pub mod fleet_seed;
 mod keys;
 pub mod load;
 mod matcher;

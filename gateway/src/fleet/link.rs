@@ -8,7 +8,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
-use super::config::{FleetConfig, RedisTarget};
+use crate::config::fleet_file::{FleetConfig, RedisTarget};
 
 /// An open connection. Both kinds multiplex, so clones share it and calls
 /// on clones run concurrently (one script call per shard at once).

@@ -21,12 +21,12 @@ use pingora::services::background::BackgroundService;
 use redis::{Script, Value};
 use tokio::sync::mpsc;
 
-use super::config::RedisTarget;
 use super::events::FleetEvent;
 use super::link::{bounded, Link};
 use super::script::parse_hash;
 use super::status::FleetStatus;
-use crate::state::GatewayState;
+use super::Local;
+use crate::config::fleet_file::RedisTarget;
 
 /// Stores a block in the fleet's block hash and announces it, atomically.
 const BLOCK_SCRIPT: &str = r#"
@@ -43,7 +43,7 @@ return 1
 const UNSENT_MAX: usize = 1024;
 
 pub struct FleetEvents {
-    pub state: Arc<GatewayState>,
+    pub local: Local,
     pub status: Arc<FleetStatus>,
     outbox: Mutex<Option<mpsc::Receiver<BlockChange>>>,
 }
@@ -68,11 +68,11 @@ fn unix_ms() -> u64 {
 
 impl FleetEvents {
     /// Wires the block list's outbox to this task.
-    pub fn new(state: Arc<GatewayState>, status: Arc<FleetStatus>) -> Self {
+    pub fn new(local: Local, status: Arc<FleetStatus>) -> Self {
         let (tx, rx) = mpsc::channel(UNSENT_MAX);
-        state.blocks.announce_to(tx);
+        local.blocks.announce_to(tx);
         Self {
-            state,
+            local,
             status,
             outbox: Mutex::new(Some(rx)),
         }
@@ -113,7 +113,7 @@ impl FleetEvents {
     /// Applies one event from the channel (or the block hash).
     pub fn apply(&self, event: FleetEvent) {
         let me = self.status.config.instance_id.as_str();
-        let now = self.state.clock.now_nanos();
+        let now = self.local.clock.now_nanos();
         let metrics = &self.status.metrics.events;
         match event {
             FleetEvent::Hot {
@@ -149,7 +149,7 @@ impl FleetEvents {
                 metrics.with_label_values(&["block", "in"]).inc();
                 // The list's floor is 1 s; a block with less left is kept that long.
                 let ttl = Duration::from_millis(left).max(Duration::from_secs(1));
-                if let Err(e) = self.state.blocks.apply_fleet_block(
+                if let Err(e) = self.local.blocks.apply_fleet_block(
                     &key,
                     fleet_hash(hash.as_deref()),
                     ttl,
@@ -163,7 +163,7 @@ impl FleetEvents {
             FleetEvent::Unblock { key, hash, .. } => {
                 metrics.with_label_values(&["unblock", "in"]).inc();
                 if let Err(e) = self
-                    .state
+                    .local
                     .blocks
                     .apply_fleet_unblock(&key, fleet_hash(hash.as_deref()))
                 {
@@ -182,7 +182,7 @@ impl FleetEvents {
         let Some(hash) = parse_hash(hash) else {
             return;
         };
-        let snapshot = self.state.snapshot();
+        let snapshot = self.local.snapshot();
         if let Some(g) = snapshot.policies.get(rule).and_then(|p| p.policy.global()) {
             f(g, hash);
         }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::Serialize;
 
-use super::config::{FleetConfig, RedisTarget};
+use crate::config::fleet_file::{FleetConfig, RedisTarget};
 
 /// The fleet link's metrics (registered once at startup).
 pub struct FleetMetrics {

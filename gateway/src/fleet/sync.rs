@@ -19,14 +19,14 @@ use redis::Value;
 use super::link::{bounded, Link, LinkError};
 use super::script::{invocation, parse_reply, CallHeader, CallReply};
 use super::status::FleetStatus;
-use crate::state::GatewayState;
+use super::Local;
 
 /// Peers that missed this many intervals of heartbeats are no longer listed
 /// (at least 3 s, so a slow instance is not dropped for one late round).
 const PEER_TTL_INTERVALS: u32 = 30;
 
 pub struct FleetSync {
-    pub state: Arc<GatewayState>,
+    pub local: Local,
     pub status: Arc<FleetStatus>,
 }
 
@@ -52,9 +52,9 @@ impl FleetSync {
     /// One sync round. Never panics and never blocks requests: policies
     /// hand over their deltas through atomics and get totals back the same way.
     pub async fn round(&self, link: &mut Link) {
-        let snapshot = self.state.snapshot();
+        let snapshot = self.local.snapshot();
         let cfg = &self.status.config;
-        let now = self.state.clock.now_nanos();
+        let now = self.local.clock.now_nanos();
         let globals: Vec<&dyn GlobalSync> = snapshot
             .policies
             .values()
@@ -98,7 +98,7 @@ impl FleetSync {
         }))
         .await;
         self.status.metrics.commands.inc_by(calls.len() as u64);
-        let applied_at = self.state.clock.now_nanos();
+        let applied_at = self.local.clock.now_nanos();
         let mut error: Option<LinkError> = None;
         let mut heartbeat: Option<CallReply> = None;
         for ((shard, parts), result) in calls.iter().zip(results) {

@@ -14,6 +14,7 @@ use crate::control::admin::{AdminApp, AdminServer};
 use crate::control::watch::ReloadTriggers;
 use crate::fleet::relay::FleetEvents;
 use crate::fleet::sync::FleetSync;
+use crate::fleet::Local;
 use crate::proxy::Gateway;
 use crate::server::housekeeping::Housekeeping;
 use crate::server::runtime_dir::{self, Prepare, RuntimePaths};
@@ -124,19 +125,21 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
             state: state.clone(),
         },
     );
+    let local = Local {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        blocks: state.blocks.clone(),
+    };
     let fleet = state.fleet_status.clone().map(|status| {
         (
             background_service(
                 "breakwater fleet sync",
                 FleetSync {
-                    state: state.clone(),
+                    local: local.clone(),
                     status: status.clone(),
                 },
             ),
-            background_service(
-                "breakwater fleet events",
-                FleetEvents::new(state.clone(), status),
-            ),
+            background_service("breakwater fleet events", FleetEvents::new(local, status)),
         )
     });
     let triggers = background_service("breakwater reload", ReloadTriggers { state });

@@ -9,7 +9,7 @@ use breakwater_plugins::store::FleetKey;
 use breakwater_plugins::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use super::seed::{self, HashSeed};
+use super::fleet_seed::{self as seed, HashSeed};
 
 /// `fleet:` at the top level of the config (`cluster:`, its old name, is still read).
 ///
