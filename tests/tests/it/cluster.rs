@@ -431,8 +431,10 @@ async fn a_block_on_one_instance_reaches_the_others_with_its_ttl() {
     );
     assert_eq!(status_for(&late, &twin).await, 200);
     // The fleet link is set up once: a reload that changes it is refused and
-    // the instance keeps serving its old config.
-    gws[1].write_config(&fleet_config(&up, shared, "gw-renamed"));
+    // the instance keeps serving its old config. (Written under the
+    // section's old name, `cluster:`, which the error then names.)
+    let renamed = fleet_config(&up, shared, "gw-renamed").to_yaml();
+    gws[1].write_config(&renamed.replacen("\nfleet:\n", "\ncluster:\n", 1));
     let answer = gws[1].reload().await;
     assert_eq!(answer["result"], "error", "{answer}");
     assert!(
