@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use breakwater_plugins::block_list::BlockList;
-use breakwater_plugins::{Decision, Exchange, Policy, RequestBody, RequestView, WaitOutcome};
+use breakwater_plugins::{
+    Decision, Exchange, Policy, RequestBody, RequestKeys, RequestView, WaitOutcome,
+};
 
 use crate::metrics::DecisionCounters;
 
@@ -35,6 +37,16 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Every policy from `start` on let the request through.
+    pub fn passed(stopped_at: usize) -> Self {
+        Verdict {
+            decision: Decision::Continue,
+            stopped_at,
+            needs_body: false,
+            blocked: false,
+        }
+    }
+
     /// The policy that ended the chain, when one did.
     pub fn decided_by<'c>(&self, chain: &'c PolicyChain) -> Option<&'c dyn Policy> {
         match self.decision {
@@ -75,15 +87,22 @@ impl PolicyChain {
         view: &RequestView<'_>,
         exchange: &mut Exchange,
     ) -> Verdict {
-        if let Some(r) = blocks.refuse(view.keys) {
-            return Verdict {
-                decision: Decision::Reject(r),
-                stopped_at: 0,
-                needs_body: false,
-                blocked: true,
-            };
+        match Self::screen(blocks, view.keys) {
+            Some(blocked) => blocked,
+            None => self.decide_from(0, view, exchange).await,
         }
-        self.decide_from(0, view, exchange).await
+    }
+
+    /// The implicit first entry alone: the block list's refusal, if the
+    /// request's `ip` or `user` is blocked. A chain with no policies needs
+    /// nothing else, and no view of the request (no clock read).
+    pub fn screen(blocks: &BlockList, keys: &RequestKeys) -> Option<Verdict> {
+        blocks.refuse(keys).map(|r| Verdict {
+            decision: Decision::Reject(r),
+            stopped_at: 0,
+            needs_body: false,
+            blocked: true,
+        })
     }
 
     /// [`Self::decide`] from policy `start` on (the policies before it have
@@ -132,12 +151,7 @@ impl PolicyChain {
                 blocked: false,
             };
         }
-        Verdict {
-            decision: Decision::Continue,
-            stopped_at: self.entries.len(),
-            needs_body: false,
-            blocked: false,
-        }
+        Verdict::passed(self.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,6 +18,7 @@ use breakwater_plugins::{
 use pingora::http::RequestHeader;
 
 use crate::config::snapshot::Snapshot;
+use crate::policy::chain::{PolicyChain, Verdict};
 use crate::proxy::context::{Disposition, RequestCtx};
 use crate::proxy::deadline;
 use crate::proxy::responses::{render, GatewayResponse, Scope};
@@ -92,11 +93,14 @@ impl Admit<'_> {
             );
             return Admission::Answer(render(r, scope(route), ctx.grpc));
         }
-        let view = self.view(route, &keys, ctx, RequestBody::Pending);
-        let verdict = route
-            .chain
-            .decide(self.blocks, &view, &mut ctx.exchange)
-            .await;
+        let verdict = if route.chain.is_empty() {
+            // Only the block list to ask: no view to build.
+            PolicyChain::screen(self.blocks, &keys).unwrap_or_else(|| Verdict::passed(0))
+        } else {
+            let view = self.view(route, &keys, ctx, RequestBody::Pending);
+            let exchange = &mut ctx.exchange;
+            route.chain.decide(self.blocks, &view, exchange).await
+        };
         let admission = if verdict.needs_body {
             Admission::NeedsBody {
                 at: verdict.stopped_at,
@@ -354,6 +358,27 @@ mod tests {
             .with_label_values(&["no-mallory", "deny", "allow"])
             .get();
         assert_eq!(seen, 0);
+    }
+
+    #[tokio::test]
+    async fn a_route_without_policies_still_asks_the_block_list() {
+        let w = world("  - id: open\n    cluster: up\n");
+        let mut ctx = RequestCtx::new(crate::time::now());
+        let a = admit(&w, &request("GET", "/", &[]), &mut ctx).await;
+        assert!(matches!(a, Admission::Proxy), "{a:?}");
+        w.blocks
+            .block_text(
+                "user:eve",
+                Duration::from_secs(60),
+                "abuse".into(),
+                "admin",
+                403,
+            )
+            .unwrap();
+        let mut ctx = RequestCtx::new(crate::time::now());
+        let a = admit(&w, &request("GET", "/", &[("x-user-id", "eve")]), &mut ctx).await;
+        assert_eq!(answered(&a), 403);
+        assert_eq!(ctx.decided_by.as_deref(), Some("admin"));
     }
 
     #[tokio::test]
