@@ -57,7 +57,8 @@ pub struct RequestCtx {
     pub exchange: Exchange,
     /// A policy's fallback, taken for an upstream's server error: the
     /// exchange is ended and this is given instead (stale-if-error).
-    pub instead: Option<LocalResponse>,
+    /// Boxed: rare, and the context is moved with every request.
+    pub instead: Option<Box<LocalResponse>>,
     pub peer_ip: Option<IpAddr>,
     pub upstream_started: Option<Instant>,
     pub upstream_addr: Option<std::net::SocketAddr>,
@@ -185,7 +186,10 @@ impl RequestCtx {
             _ if self.deadline_before_upstream => Failure::Upstream(ErrorKind::DeadlineExceeded),
             _ => Failure::Upstream(self.failure_kind(e)),
         };
-        self.instead.take().or_else(|| self.exchange.fail(failure))
+        self.instead
+            .take()
+            .map(|b| *b)
+            .or_else(|| self.exchange.fail(failure))
     }
 
     /// The upstream's response head arrived. Ends the attempt with an
@@ -213,7 +217,7 @@ impl RequestCtx {
         }
         if head.status.is_server_error() {
             if let Some(stale) = self.exchange.fail(Failure::Status(status)) {
-                self.instead = Some(stale);
+                self.instead = Some(Box::new(stale));
                 let why = "the upstream answered with a server error";
                 return Err(errors::upstream_error(ErrorType::HTTPStatus(status), why));
             }
