@@ -25,6 +25,7 @@ pub mod key_text;
 pub mod keys;
 pub mod log_throttle;
 pub mod outcome;
+pub mod overload;
 pub mod policy;
 pub mod rate_limit;
 pub mod rejection;
