@@ -16,6 +16,12 @@ pub enum CallResult {
     /// The client went away first: says nothing about the upstream (but an
     /// abandoned half-open probe is still a failed probe).
     Abandoned,
+    /// The client went away after the call had already taken `slow_call`:
+    /// whatever the upstream would have said, it was slow (the seed's
+    /// consumer gave up at 3 s on a provider that was still working). Counts
+    /// as a slow call, neither failure nor success. (A caller's own deadline
+    /// running out stays [`CallResult::Abandoned`].)
+    AbandonedSlow,
 }
 
 /// Which statuses and errors are failures, and what is slow.
@@ -31,6 +37,9 @@ impl Classifier {
     pub fn classify(&self, outcome: &Outcome) -> CallResult {
         let slow = self.slow_call.is_some_and(|s| outcome.latency >= s);
         match outcome.error {
+            // The client left after the call had already been slow: it was
+            // slow, whatever the upstream would have said.
+            Some(ErrorKind::Abandoned) if slow => return CallResult::AbandonedSlow,
             // The client left, or its own deadline ran out: nothing is
             // learnt about the upstream.
             Some(ErrorKind::Abandoned | ErrorKind::DeadlineExceeded) => {
@@ -115,6 +124,18 @@ mod tests {
         assert_eq!(
             c.classify(&outcome(None, Some(ErrorKind::DeadlineExceeded), 5_000)),
             CallResult::Abandoned
+        );
+        let mut grpc = outcome(Some(200), None, 5);
+        grpc.grpc_status = Some(14);
+        assert_eq!(c.classify(&grpc), CallResult::Failure { slow: false });
+    }
+
+    #[test]
+    fn a_call_abandoned_once_already_slow_counts_as_slow() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(&outcome(None, Some(ErrorKind::Abandoned), 150)),
+            CallResult::AbandonedSlow
         );
         let mut grpc = outcome(Some(200), None, 5);
         grpc.grpc_status = Some(14);

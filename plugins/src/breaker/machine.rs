@@ -264,6 +264,7 @@ impl Breaker {
                     other => {
                         let why = match other {
                             CallResult::Abandoned => "a probe was abandoned",
+                            CallResult::AbandonedSlow => "a probe was abandoned, already slow",
                             CallResult::Success { .. } => "a probe was slow",
                             _ => "a probe failed",
                         };

@@ -41,13 +41,16 @@ impl CallStats {
         let (failed, slow) = match result {
             CallResult::Success { slow } => (false, slow),
             CallResult::Failure { slow } => (true, slow),
+            CallResult::AbandonedSlow => (false, true),
             CallResult::Abandoned => return,
         };
         self.calls.add_at(tick, 1);
         if failed {
             self.failures.add_at(tick, 1);
             self.consecutive.fetch_add(1, Ordering::AcqRel);
-        } else {
+        } else if result != CallResult::AbandonedSlow {
+            // An abandoned call proves no success: the run of failures
+            // goes on.
             self.consecutive.store(0, Ordering::Release);
         }
         if slow {
@@ -188,5 +191,17 @@ mod tests {
         let s = CallStats::default();
         record(&s, 20, CallResult::Abandoned);
         assert_eq!(s.ratios(tick()).0, 0.0);
+    }
+
+    #[test]
+    fn a_call_abandoned_already_slow_is_slow_but_breaks_no_run_of_failures() {
+        let s = CallStats::default();
+        record(&s, 2, FAIL);
+        record(&s, 8, CallResult::AbandonedSlow);
+        assert_eq!(s.consecutive.load(Ordering::Acquire), 2);
+        assert!(rules()
+            .evaluate(&s, tick())
+            .unwrap()
+            .contains("slow-call ratio 80%"));
     }
 }
