@@ -1,5 +1,6 @@
 //! Overload protection that needs no number: an adaptive concurrency limit
-//! per upstream cluster ([`limit`]), learned from round trips.
+//! per upstream cluster ([`limit`]), learned from round trips, behind a short
+//! queue by priority that then refuses fast ([`gate`]).
 //!
 //! Work in progress for the default overload protection (issue 16): the
 //! controller is here and tested against a simulated provider on the fake
@@ -16,9 +17,13 @@
 //! does), with moderate slowdowns handled by a slow upward drift bounded by
 //! the loss signal.
 
+pub mod gate;
 pub mod limit;
 
+pub use gate::{Class, Gate, GateSettings, GateSlot, Refused};
 pub use limit::{AdaptiveLimit, LimitSettings, Sample, Slot};
 
+#[cfg(test)]
+mod gate_tests;
 #[cfg(test)]
 mod tests;

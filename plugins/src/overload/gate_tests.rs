@@ -1,0 +1,129 @@
+//! The gate's queue, priorities and refusals, on tokio's paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::gate::{Class, Gate, GateSettings, Refused};
+use super::limit::{AdaptiveLimit, LimitSettings, Sample};
+use crate::{FakeClock, RejectionKind};
+
+/// A gate over a limit fixed at `n` (min = max = n), queueing `queue`.
+fn gate(n: u32, queue: usize) -> Arc<Gate> {
+    let limit = AdaptiveLimit::new(
+        LimitSettings {
+            initial: n,
+            min: n,
+            max: n,
+            ..LimitSettings::default()
+        },
+        Arc::new(FakeClock::new()),
+    );
+    Arc::new(Gate::new(
+        "up.overload",
+        Arc::new(limit),
+        GateSettings {
+            max_queue: queue,
+            max_wait: Duration::from_millis(50),
+        },
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_limit_queues_and_a_freed_place_goes_to_the_oldest_waiter() {
+    let g = gate(1, 8);
+    let first = g.admit(Class::Default, None).await.expect("a place");
+    let (a, b) = (g.clone(), g.clone());
+    let older = tokio::spawn(async move { a.admit(Class::Default, None).await });
+    tokio::task::yield_now().await;
+    let younger = tokio::spawn(async move { b.admit(Class::Default, None).await.is_ok() });
+    tokio::task::yield_now().await;
+    assert_eq!(g.queued(), 2);
+    first.finish(Sample::Answered);
+    let held = older.await.unwrap();
+    assert!(held.is_ok(), "the oldest waiter got the place");
+    // The younger one waited its 50 ms for a place that never came.
+    assert!(!younger.await.unwrap());
+    assert_eq!(g.shed(Class::Default), 1);
+    assert_eq!(g.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_highest_class_waiting_gets_the_next_place() {
+    let g = gate(1, 8);
+    let first = g.admit(Class::Default, None).await.unwrap();
+    let (low, high) = (g.clone(), g.clone());
+    let low = tokio::spawn(async move { low.admit(Class::Sheddable, None).await.map(drop) });
+    tokio::task::yield_now().await;
+    let high = tokio::spawn(async move { high.admit(Class::Critical, None).await });
+    tokio::task::yield_now().await;
+    drop(first);
+    let held = high.await.unwrap();
+    assert!(held.is_ok(), "critical first, though it came later");
+    assert_eq!(low.await.unwrap(), Err(Refused::Timeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_sheds_the_lowest_class_first() {
+    let g = gate(1, 2);
+    let _held = g.admit(Class::Default, None).await.unwrap();
+    let spawn = |class| {
+        let g = g.clone();
+        tokio::spawn(async move { g.admit(class, None).await.map(drop) })
+    };
+    let sheddable = spawn(Class::Sheddable);
+    tokio::task::yield_now().await;
+    let default = spawn(Class::Default);
+    tokio::task::yield_now().await;
+    // Full: an important call evicts the sheddable one...
+    let important = spawn(Class::Important);
+    tokio::task::yield_now().await;
+    assert_eq!(sheddable.await.unwrap(), Err(Refused::Evicted));
+    // ...and a sheddable arrival finds nobody lower: refused at once.
+    assert_eq!(
+        g.admit(Class::Sheddable, None).await.err(),
+        Some(Refused::QueueFull)
+    );
+    assert_eq!(g.shed(Class::Sheddable), 2);
+    assert_eq!(g.queued(), 2);
+    drop((default, important));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_never_outlasts_the_callers_deadline() {
+    let g = gate(1, 8);
+    let _held = g.admit(Class::Default, None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let refused = g
+        .admit(Class::Default, Some(Duration::from_millis(5)))
+        .await;
+    assert_eq!(refused.err(), Some(Refused::Timeout));
+    assert_eq!(started.elapsed(), Duration::from_millis(5));
+    let r = g.rejection(Refused::Timeout);
+    assert_eq!((r.status, r.kind), (503, RejectionKind::Overloaded));
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, _)| n == http::header::RETRY_AFTER));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_leaves_passes_its_place_on() {
+    let g = gate(1, 8);
+    let first = g.admit(Class::Default, None).await.unwrap();
+    let gone = {
+        let g = g.clone();
+        tokio::spawn(async move { g.admit(Class::Default, None).await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    let next = {
+        let g = g.clone();
+        tokio::spawn(async move { g.admit(Class::Default, None).await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    gone.abort();
+    let _ = gone.await;
+    assert_eq!(g.queued(), 1, "the aborted waiter left the queue");
+    drop(first);
+    assert_eq!(next.await.unwrap(), Ok(()));
+    assert_eq!(g.limit().in_flight(), 0);
+}
