@@ -76,12 +76,6 @@ pub struct RequestCtx {
     pub attempts: Attempts,
 }
 
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new(crate::time::now())
-    }
-}
-
 impl RequestCtx {
     pub fn new(started: Instant) -> Self {
         Self {
@@ -176,15 +170,15 @@ impl RequestCtx {
     }
 
     /// A policy's stale copy for an upstream failure, if it left one for
-    /// this kind of failure.
-    pub fn stale_for(&mut self, e: &Error) -> Option<LocalResponse> {
+    /// this kind of failure. `facts`: the error table's reading of `e`.
+    pub fn stale_for(&mut self, e: &Error, facts: Facts) -> Option<LocalResponse> {
         if e.esource() != &ErrorSource::Upstream {
             return None;
         }
         let failure = match e.etype() {
             ErrorType::HTTPStatus(code) => Failure::Status(*code),
-            _ if self.deadline_before_upstream => Failure::Upstream(ErrorKind::DeadlineExceeded),
-            _ => Failure::Upstream(self.failure_kind(e)),
+            _ if facts.deadline_before_upstream => Failure::Upstream(ErrorKind::DeadlineExceeded),
+            _ => Failure::Upstream(facts.kind),
         };
         self.instead
             .take()

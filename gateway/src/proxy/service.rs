@@ -292,14 +292,15 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let rejection = errors::rejection_for(e, ctx.facts(e));
+        let facts = ctx.facts(e);
+        let rejection = errors::rejection_for(e, facts);
         let snapshot = ctx.snapshot.clone();
         let route = snapshot.as_deref().and_then(|s| ctx.route_in(s));
         let scope = errors::scope_for(route, &rejection);
         // The upstream failed: a stale cached answer, if a policy left one,
         // is better than an error (stale-if-error).
         let stale = match session.response_written() {
-            None => ctx.stale_for(e),
+            None => ctx.stale_for(e, facts),
             Some(_) => None,
         };
         if stale.is_some() {
