@@ -17,11 +17,15 @@
 //! does), with moderate slowdowns handled by a slow upward drift bounded by
 //! the loss signal.
 
+pub mod config;
 pub mod gate;
 pub mod limit;
+pub mod priority;
 
-pub use gate::{Class, Gate, GateSettings, GateSlot, Refused};
+pub use config::{OverloadBounds, OverloadFile, OverloadSettings};
+pub use gate::{Change, Class, Gate, GateReport, GateSettings, GateSlot, Refused};
 pub use limit::{AdaptiveLimit, LimitSettings, Sample, Slot};
+pub use priority::{Priority, PriorityFile};
 
 #[cfg(test)]
 mod gate_tests;
