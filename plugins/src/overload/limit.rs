@@ -27,7 +27,14 @@
 //! - **Increase**: below `alpha` queued, and only when the interval used at
 //!   least half the limit, the limit grows by `log10(limit)` (at least 1):
 //!   an idle or lightly loaded cluster keeps its limit, so a healthy
-//!   upstream sees no probing and no refusals.
+//!   upstream sees no probing and no refusals. When the limit itself bound
+//!   the interval (calls waited for it) with no queue at the provider, the
+//!   limit is what is short: it doubles when there was no congestion in the
+//!   last 30 s (TCP's slow start: a fresh gateway in front of a big
+//!   provider, or a healthy load that rises tenfold, is followed in a few
+//!   intervals, not seconds). Near congestion it creeps by `log10(limit)`:
+//!   there a jump would overshoot into the provider's queue, and jitter in
+//!   service times would turn the jumps into a sawtooth below capacity.
 //!
 //! Unlike Envoy's adaptive concurrency filter it never drops to a minimal
 //! concurrency to re-measure the baseline (its users' success-rate dips,
@@ -59,6 +66,13 @@ use parking_lot::Mutex;
 use super::baseline::{Baseline, Interval, Reservoir};
 use crate::Clock;
 
+/// How long without congestion before a limit that binds doubles again
+/// instead of creeping up.
+const SLOW_START_AFTER: Duration = Duration::from_secs(30);
+
+/// `congested_at` before any congestion.
+const NEVER: u64 = u64::MAX;
+
 /// The limit's settings. The defaults need no knowledge of the provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSettings {
@@ -70,9 +84,6 @@ pub struct LimitSettings {
     pub max: u32,
     /// How often the limit is decided again.
     pub interval: Duration,
-    /// Unused since the baseline stopped expiring (see
-    /// [`super::baseline`]); kept so that the settings stay the same.
-    pub window: Duration,
 }
 
 impl Default for LimitSettings {
@@ -82,7 +93,6 @@ impl Default for LimitSettings {
             min: 2,
             max: 1000,
             interval: Duration::from_millis(100),
-            window: Duration::from_secs(10),
         }
     }
 }
@@ -115,6 +125,9 @@ pub struct AdaptiveLimit {
     base_seen: AtomicU64,
     rtt_seen: AtomicU64,
     overloaded: AtomicBool,
+    /// When it last saw congestion ([`NEVER`]): slow start waits for a
+    /// calm of [`SLOW_START_AFTER`].
+    congested_at: AtomicU64,
 }
 
 /// What the interval's updater alone touches.
@@ -152,6 +165,7 @@ impl AdaptiveLimit {
             base_seen: AtomicU64::new(0),
             rtt_seen: AtomicU64::new(0),
             overloaded: AtomicBool::new(false),
+            congested_at: AtomicU64::new(NEVER),
         }
     }
 
@@ -239,12 +253,12 @@ impl AdaptiveLimit {
         {
             return;
         }
-        self.update();
+        self.update(now);
     }
 
     /// The interval's decision. Only the interval's winner gets here, so the
     /// lock is never contended.
-    fn update(&self) {
+    fn update(&self, now: u64) {
         let mut state = self.state.lock();
         let State { baseline, rtts } = &mut *state;
         let answered = self.answered.swap(0, Ordering::AcqRel);
@@ -274,6 +288,8 @@ impl AdaptiveLimit {
             }
         }
         let busy = f64::from(peak) >= limit / 2.0;
+        // The limit itself bound the interval's calls.
+        let full = f64::from(peak) >= limit;
         // Loss cuts only under congestion: a few resets on a lightly used,
         // healthy provider say nothing about its capacity.
         let lost = dropped > 0 && (queue > alpha || busy);
@@ -281,13 +297,34 @@ impl AdaptiveLimit {
             (limit * 0.9).min(limit - 1.0)
         } else if queue > beta {
             (limit + (limit - queue + alpha)) / 2.0
+        } else if queue < alpha && full {
+            // Calls wait for the limit while the provider shows no queue:
+            // the limit, not the provider, is short. Far from any
+            // congestion it doubles (TCP's slow start); near it, it creeps.
+            let at = self.congested_at.load(Ordering::Relaxed);
+            if at == NEVER || now.saturating_sub(at) >= nanos(SLOW_START_AFTER) {
+                limit * 2.0
+            } else {
+                limit + log
+            }
         } else if queue < alpha && busy {
             limit + log
+        } else if full && queue <= beta && queue < limit / 2.0 {
+            // Between alpha and beta with calls waiting: a real queue that
+            // small is harmless, and a phantom one (jitter read against a
+            // baseline on the fast side) would otherwise hold the limit
+            // below the provider's capacity for good. Creep by one. Not
+            // when round trips are over twice the baseline: that is a
+            // slower provider, which the floor's rebase must see.
+            limit + 1.0
         } else {
             limit
         };
         self.overloaded
             .store(lost || queue > beta, Ordering::Relaxed);
+        if lost || queue > beta {
+            self.congested_at.store(now, Ordering::Relaxed);
+        }
         let next = (next.round() as u32).clamp(self.settings.min, self.settings.max);
         self.limit.store(next, Ordering::Relaxed);
     }

@@ -313,7 +313,9 @@ fn jitter_in_service_time_is_not_read_as_a_queue() {
     let goodput = (run.answered - before) as f64 / 30.0;
     assert!(goodput >= 0.95 * 2000.0, "goodput {goodput}/s under jitter");
     let (low, high) = run.range(30);
-    assert!(190 <= low && high <= 240, "settled in {low}..={high}");
+    // Within 7% of the workers below (the goodput above is what counts)
+    // and a fifth above.
+    assert!(186 <= low && high <= 240, "settled in {low}..={high}");
 }
 
 #[test]
@@ -442,9 +444,12 @@ fn fleet_settles(gateways: usize, jitter_pct: u64) {
         low >= 48,
         "{gateways} gateways, jitter {jitter_pct}%: workers idle, {low} in flight"
     );
-    // 48 workers, plus about alpha (4 at a limit near 20) queued for each
-    // gateway, plus a margin.
-    let bound = 48 + gateways as u32 * 4 + 16;
+    // The queue the fleet keeps at the provider stays well under its
+    // workers, so an admitted call waits less than one service time: its
+    // latency stays under twice the provider's own (the p99
+    // target). Each gateway keeps about alpha to beta (4 to 8 at a limit
+    // near 20) queued; creeping through that band with jitter adds a few.
+    let bound = 48 + gateways as u32 * 8 + 8;
     assert!(
         high <= bound,
         "{gateways} gateways, jitter {jitter_pct}%: {high} in flight, above {bound}"
@@ -466,4 +471,23 @@ fn a_fleet_of_three_gateways_settles_near_the_providers_capacity() {
 fn a_fleet_of_five_gateways_settles_near_the_providers_capacity() {
     fleet_settles(5, 0);
     fleet_settles(5, 20);
+}
+
+#[test]
+fn a_fresh_limit_follows_a_burst_on_a_big_provider_within_half_a_second() {
+    // 1,000 workers at 50 ms, 400 callers at once, the limit starting at 20:
+    // slow start doubles it while the provider shows no queue.
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(1000, 50);
+    run.run(&mut provider, 400, 1);
+    let at_half = run.limits[4];
+    assert!(at_half >= 320, "the limit was {at_half} after 0.5 s");
+    let refused = run.refused;
+    run.run(&mut provider, 400, 10);
+    assert_eq!(run.refused, refused, "refused after the first second");
+    let (low, _) = run.range(10);
+    assert!(
+        low >= 400,
+        "the limit fell to {low} on a provider with room"
+    );
 }
