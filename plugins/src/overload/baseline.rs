@@ -11,15 +11,13 @@
 //! gap between them reads as a queue.
 //!
 //! # The algorithm
-//! - **The first batch, by cohort.** Calls are grouped by the interval they
-//!   started in ([`super::cohort`]); a cohort counts once all its calls
-//!   ended, so its mean is over its fast and slow calls alike. The first
-//!   [`BATCH`] answered calls of closed cohorts set the baseline. (The calls
-//!   that end first after a start or a burst are the fast ones: with ±20%
-//!   jitter in service time a first batch by end time read 11% low, which
-//!   the gradient then took for a standing queue of a tenth of the limit,
-//!   for good.) Until then the least trimmed mean of an interval stands in,
-//!   and the limit does not read it as a queue.
+//! - **The first calls set it.** The mean of the first 20 calls to *start*,
+//!   once all of them have ended ([`super::first`]): the first to *end* are
+//!   the fast ones, and with ±20% jitter in service time a first batch by
+//!   end time read 11% low, which the gradient then took for a standing
+//!   queue of a tenth of the limit, for good. Until then the least trimmed
+//!   mean of an interval stands in, and the limit does not read it as a
+//!   queue.
 //! - **A trimmed mean of a batch, after.** Answered calls (not failures: a
 //!   reset is fast, a timeout is the deadline) are gathered in a batch of at
 //!   least [`BATCH`] and at most [`BATCH_MAX`]; its mean without the lowest
@@ -55,18 +53,13 @@
 //!   queue: the limit holds near `beta / (1 - 1/slowdown)`.
 //! - The batch comes from a reservoir of [`SLOTS`] samples per interval: in
 //!   a busy interval the typical RTT is an estimate.
-//! - A batch is the calls that *ended* in one or a few intervals. When the
-//!   round trip is much longer than the interval (a 1 s provider, 100 ms
-//!   intervals), the calls of a burst end spread over many intervals, the
-//!   first ones fast: such a batch reads low and the interval's mean swings
-//!   with the burst. Deciding once per round trip (Vegas) is the cure; it
-//!   is not done (see the module's known gaps).
-//! - A cohort with a call longer than the cohort ring (6.4 s) is given up:
-//!   the first batch of a provider that slow waits for shorter calls.
+//! - A batch is the calls that *ended* in an interval, at least a round
+//!   trip long: a burst's fast calls end first, so a batch cut short of the
+//!   round trip reads low.
+//! - After a provider gets much faster, the baseline follows only partly
+//!   (see the module's known gaps).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use super::cohort::Sums;
 
 /// Reservoir slots per interval.
 pub(super) const SLOTS: usize = 64;
@@ -163,8 +156,6 @@ pub(super) struct Baseline {
     settled: bool,
     /// The batch being gathered.
     batch: Vec<u64>,
-    /// The closed cohorts gathered toward the first batch.
-    first: Sums,
     /// Intervals in a row of a slower provider at the floor, and the least
     /// typical RTT among them.
     slower: u32,
@@ -196,17 +187,10 @@ impl Baseline {
         self.nanos
     }
 
-    /// Takes a closed cohort's calls toward the first batch, which settles
-    /// the baseline: its mean is over whole cohorts, fast and slow calls
-    /// alike, where the first calls to end after a start or a burst are
-    /// the fast ones.
-    pub(super) fn cohort(&mut self, sums: Sums) {
-        if self.settled {
-            return;
-        }
-        self.first.add(sums);
-        if (self.first.count as usize) >= BATCH {
-            self.nanos = self.first.mean();
+    /// The first calls' mean ([`super::first`]) sets the baseline, once.
+    pub(super) fn settle(&mut self, mean: u64) {
+        if !self.settled {
+            self.nanos = mean;
             self.settled = true;
         }
     }

@@ -8,16 +8,11 @@
 //! request through and frees it when the provider answers
 //! (`gateway/src/proxy/overload.rs`).
 //!
-//! Known gap: round trips much longer than the 100 ms interval (a 1 s
-//! provider). The calls of a burst (slow start's jumps, retries) end spread
-//! over many intervals, fast ones first: an interval's batch reads low and
-//! its mean swings with the burst rather than the queue, so the limit is
-//! cut below such a provider's capacity (simulated, 200 workers at 1 s
-//! ±20%: refusals at 0.7 of capacity; the ignored test
-//! `a_big_slow_jittery_provider_keeps_its_full_capacity_for_minutes`).
-//! Deciding once per round trip, as Vegas does, is the cure; tried, it
-//! needs a baseline that a start under our own queue cannot inflate, which
-//! the cohorts' first batch is not.
+//! Known gap: a provider that gets much faster (its slowdown ends). The
+//! baseline falls back only partly: the first batch after the change mixes
+//! calls of both paces, and each later one holds the queue the too-high
+//! baseline lets build (simulated, 16 workers back from 1 s to 100 ms: 31 to
+//! 37 in flight, about twice the round trip, where 20 would do).
 //!
 //! Known gap: several gateways in front of one provider. The baseline no
 //! longer expires (it falls at once, rises only at the floor, see
@@ -35,8 +30,8 @@
 //! short dip Envoy's users complained of.
 
 mod baseline;
-mod cohort;
 pub mod config;
+mod first;
 pub mod gate;
 pub mod limit;
 pub mod priority;
