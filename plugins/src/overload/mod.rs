@@ -14,15 +14,16 @@
 //! baseline lets build (simulated, 16 workers back from 1 s to 100 ms: 31 to
 //! 37 in flight, about twice the round trip, where 20 would do).
 //!
-//! Known gap: several gateways in front of one provider. The baseline no
-//! longer expires (it falls at once, rises only at the floor, see
-//! [`baseline`]), so a gateway that once saw the provider unloaded keeps its
-//! pace however long the shared queue stands. But a gateway that *starts*
-//! behind the others' queue takes that queue for the provider's pace and
-//! never sees it drain: it holds more than its share and the fleet a
-//! standing queue. Simulated, 48 workers at 100 ms, 300 callers per gateway,
-//! all starting together: 3 gateways settle at 57..66 in flight (72..74 with
-//! ±20% jitter in service time), 5 gateways at 108..117 (the ignored test
+//! Known gap: several gateways in front of one provider. The baseline does
+//! not expire (it falls, and rises only at the floor, see [`baseline`]), so
+//! a gateway that once saw the provider unloaded keeps its pace however
+//! long the shared queue stands. But a gateway that *starts* behind the
+//! others' queue takes that queue for the provider's pace and never sees it
+//! drain: it holds more than its share and the fleet a standing queue.
+//! Simulated, 48 workers at 100 ms, 300 callers per gateway, all starting
+//! together, goodput full in every case: 3 gateways keep 58..70 in flight
+//! (63..81 with ±20% jitter in service time), 5 gateways 145..157, three
+//! times the workers (the ignored test
 //! `a_fleet_of_five_gateways_settles_near_the_providers_capacity`). Curing
 //! it needs the fleet's queue to drain once, which no single gateway can
 //! cause; a synchronised drain (every gateway at its floor for one round
