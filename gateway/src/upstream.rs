@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use breakwater_plugins::overload::{Gate, OverloadSettings};
 use breakwater_plugins::retry::RetryBudget;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::protocols::ALPN;
@@ -45,6 +46,17 @@ pub struct Cluster {
     pub attempts: IntCounter,
     pub retries: IntCounter,
     pub budget_exhausted: IntCounter,
+    /// The adaptive concurrency limit and its queue; `None` when the
+    /// config turns it off.
+    pub overload: Option<ClusterOverload>,
+}
+
+/// A cluster's overload gate and the settings it was built with: a reload
+/// that changes neither the settings nor the endpoints keeps the gate, and
+/// with it what the limit has learned and the calls it holds.
+pub struct ClusterOverload {
+    pub gate: Arc<Gate>,
+    pub settings: OverloadSettings,
 }
 
 /// The per-cluster metric handles and retry budget.
@@ -108,7 +120,14 @@ impl Cluster {
             attempts: accounting.attempts,
             retries: accounting.retries,
             budget_exhausted: accounting.budget_exhausted,
+            overload: None,
         })
+    }
+
+    /// Puts an overload gate in front of the cluster.
+    pub fn with_overload(mut self, overload: ClusterOverload) -> Self {
+        self.overload = Some(overload);
+        self
     }
 
     /// Speaks HTTP/2 with prior knowledge (h2c) to the endpoints, with up to

@@ -11,7 +11,9 @@ use breakwater_plugins::ConfigError;
 
 use super::context::CompileContext;
 use super::file::ClusterFile;
-use crate::upstream::{Cluster, ClusterAccounting, ClusterTimeouts};
+use breakwater_plugins::overload::{AdaptiveLimit, Gate};
+
+use crate::upstream::{Cluster, ClusterAccounting, ClusterOverload, ClusterTimeouts};
 
 /// The upstream clusters by name.
 pub type Clusters = BTreeMap<String, Arc<Cluster>>;
@@ -67,11 +69,46 @@ fn compile_cluster(
         path.field("endpoints")
             .error(format!("cannot resolve: {e}"))
     })?;
+    let cluster = match overload(name, c, &path, cx)? {
+        Some(o) => cluster.with_overload(o),
+        None => cluster,
+    };
     Ok(if c.protocol.is_h2() {
         cluster.speak_h2(c.h2_streams)
     } else {
         cluster
     })
+}
+
+/// The cluster's overload gate: the live one when neither its settings nor
+/// the endpoints changed (what it learned still holds), else a new one.
+fn overload(
+    name: &str,
+    c: &ClusterFile,
+    path: &ConfigPath,
+    cx: &CompileContext<'_>,
+) -> Result<Option<ClusterOverload>, ConfigError> {
+    let Some(settings) = c.overload.compile(&path.field("overload"))? else {
+        return Ok(None);
+    };
+    let live = cx
+        .previous_cluster(name)
+        .filter(|prev| prev.endpoints == c.endpoints)
+        .and_then(|prev| prev.overload.as_ref())
+        .filter(|prev| prev.settings == settings);
+    let gate = match live {
+        Some(prev) => prev.gate.clone(),
+        None => {
+            let limit = AdaptiveLimit::new(settings.limit.clone(), cx.clock.clone());
+            Arc::new(Gate::new(
+                name,
+                Arc::new(limit),
+                settings.gate.clone(),
+                cx.clock.clone(),
+            ))
+        }
+    };
+    Ok(Some(ClusterOverload { gate, settings }))
 }
 
 /// At least one endpoint, each `host:port`, none twice.

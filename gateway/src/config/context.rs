@@ -123,6 +123,11 @@ impl<'a> CompileContext<'a> {
             .map(|prev| prev.typed.clone())
     }
 
+    /// The live snapshot's cluster `name`, whose state a reload may keep.
+    pub fn previous_cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.previous?.clusters.get(name)
+    }
+
     /// Keeps a newly compiled (or carried) policy and files it in the
     /// registries.
     pub fn add(&mut self, name: String, fingerprint: String, policy: TypedPolicy) {

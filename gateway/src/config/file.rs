@@ -9,6 +9,7 @@ use breakwater_plugins::dedupe::DedupeConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::duration::HumanDuration;
 use breakwater_plugins::hotkey::HotKeyConfig;
+use breakwater_plugins::overload::{OverloadFile, PriorityFile};
 use breakwater_plugins::rate_limit::RateLimitConfig;
 use breakwater_plugins::retry::{RetryBudgetConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
@@ -304,6 +305,10 @@ pub struct ClusterFile {
     /// requests, at least 3 per second, by default).
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// The adaptive concurrency limit in front of the cluster: on unless
+    /// `off`; its bounds may be adjusted (`plugins/src/overload/config.rs`).
+    #[serde(default)]
+    pub overload: OverloadFile,
 }
 
 fn default_h2_streams() -> usize {
@@ -337,6 +342,10 @@ pub struct RouteFile {
     /// Retries; none without this section.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// The class the route's requests queue in when their cluster is at its
+    /// learned limit (`default` when unset).
+    #[serde(default)]
+    pub priority: Option<PriorityFile>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
 }

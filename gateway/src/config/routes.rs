@@ -83,7 +83,14 @@ fn compile_route(
         .as_ref()
         .map(|c| c.compile(&path.field("retry")))
         .transpose()?;
+    let priority = r
+        .priority
+        .as_ref()
+        .map(|p| p.compile(target.custom_names, &path.field("priority")))
+        .transpose()?
+        .unwrap_or_default();
     Ok(Route {
+        priority,
         id: r.id.as_str().into(),
         outlier: policies.outlier,
         cluster_breaker: policies.cluster_breaker,

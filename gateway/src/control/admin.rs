@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use breakwater_plugins::breaker::Breaker;
 use breakwater_plugins::Policy;
 
-use crate::control::admin_hotkeys;
+use crate::control::{admin_hotkeys, admin_overload};
 use crate::state::reload::ReloadOutcome;
 use crate::state::GatewayState;
 use gate::{Refusal, RequestView};
@@ -460,6 +460,10 @@ impl AdminApp {
                     &json!({ "error": "fleet mode is off (no `fleet` section)" }),
                 ),
             },
+            (Method::GET, "/overload") => admin_overload::list(&self.state),
+            (Method::GET, p) if p.starts_with("/overload/") => {
+                admin_overload::one(&self.state, &p["/overload/".len()..])
+            }
             (Method::GET, "/hotkeys") => admin_hotkeys::list(
                 &self.state,
                 json!({
@@ -477,8 +481,8 @@ impl AdminApp {
             }
             (
                 _,
-                "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/blocks"
-                | "/breakers" | "/fleet" | "/cluster" | "/hotkeys" | "/hotkeys/stats"
+                "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/overload"
+                | "/blocks" | "/breakers" | "/fleet" | "/cluster" | "/hotkeys" | "/hotkeys/stats"
                 | "/hotkeys/stream" | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),

@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod admin_hotkeys;
+pub mod admin_overload;
 pub mod watch;

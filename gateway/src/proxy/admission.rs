@@ -21,6 +21,7 @@ use crate::config::snapshot::Snapshot;
 use crate::policy::chain::{PolicyChain, Verdict};
 use crate::proxy::context::{Disposition, RequestCtx};
 use crate::proxy::deadline;
+use crate::proxy::overload;
 use crate::proxy::responses::{render, GatewayResponse, Scope};
 use crate::route::keys::RequestParts;
 use crate::route::Route;
@@ -107,7 +108,7 @@ impl Admit<'_> {
             }
         } else {
             ctx.decided_by = verdict.decider(&route.chain);
-            conclude(verdict.decision, route, ctx)
+            settle(verdict.decision, route, &keys, ctx).await
         };
         ctx.keys = Some(keys);
         admission
@@ -126,7 +127,7 @@ impl Admit<'_> {
         let view = self.view(route, &keys, ctx, body);
         let verdict = route.chain.decide_from(at, &view, &mut ctx.exchange).await;
         ctx.decided_by = verdict.decider(&route.chain);
-        let admission = conclude(verdict.decision, route, ctx);
+        let admission = settle(verdict.decision, route, &keys, ctx).await;
         ctx.keys = Some(keys);
         admission
     }
@@ -167,10 +168,36 @@ fn set_deadline(ctx: &mut RequestCtx, route: &Route, req: &RequestHeader) -> boo
     !budget.is_some_and(|b| b.is_zero())
 }
 
+/// The chain let the request through: it still needs a place at its
+/// cluster's overload gate, taken last so that a request a policy refuses
+/// or answers costs the provider nothing.
+async fn settle(
+    decision: Decision,
+    route: &Route,
+    keys: &RequestKeys,
+    ctx: &mut RequestCtx,
+) -> Admission {
+    let (decision, scope) = match decision {
+        Decision::Continue | Decision::Wait(_) => match overload::admit(route, keys, ctx).await {
+            None => return Admission::Proxy,
+            Some(refusal) => {
+                ctx.decided_by = Some(overload::NAME.into());
+                let scope = Scope {
+                    route: Some(&route.id),
+                    cluster: Some(&route.cluster.name),
+                };
+                (refusal, scope)
+            }
+        },
+        other => (other, scope(route)),
+    };
+    conclude(decision, scope, ctx)
+}
+
 /// Turns the chain's decision into an admission. A refusal for
 /// unavailability (an open breaker, a full queue) is answered with a
 /// policy's stale copy when one was left (stale-if-error).
-fn conclude(decision: Decision, route: &Route, ctx: &mut RequestCtx) -> Admission {
+fn conclude(decision: Decision, scope: Scope<'_>, ctx: &mut RequestCtx) -> Admission {
     let answer = match decision {
         Decision::Continue | Decision::Wait(_) => return Admission::Proxy,
         Decision::Reject(r) => match ctx.exchange.fail(Failure::Refused(&r)) {
@@ -180,7 +207,7 @@ fn conclude(decision: Decision, route: &Route, ctx: &mut RequestCtx) -> Admissio
             }
             None => {
                 ctx.disposition = Disposition::Rejected;
-                render(r, scope(route), ctx.grpc)
+                render(r, scope, ctx.grpc)
             }
         },
         Decision::Respond(lr) => {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use breakwater_plugins::overload::GateSlot;
 use breakwater_plugins::{ErrorKind, Exchange, Failure, LocalResponse, Outcome, RequestKeys};
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
@@ -15,6 +16,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::config::snapshot::Snapshot;
 use crate::proxy::attempts::Attempts;
 use crate::proxy::errors::{self, Facts};
+use crate::proxy::overload;
 use crate::route::Route;
 
 /// How early a timer may fire and still be the deadline's: timeouts are cut
@@ -74,6 +76,9 @@ pub struct RequestCtx {
     /// between retries).
     pub deadline_before_upstream: bool,
     pub attempts: Attempts,
+    /// The request's place at its cluster's overload gate, held until the
+    /// provider answers ([`crate::proxy::overload`]).
+    pub overload: Option<GateSlot>,
 }
 
 impl RequestCtx {
@@ -98,6 +103,7 @@ impl RequestCtx {
             deadline_is_callers: false,
             deadline_before_upstream: false,
             attempts: Attempts::default(),
+            overload: None,
         }
     }
 
@@ -209,6 +215,8 @@ impl RequestCtx {
         if let Some(s) = errors::grpc_status(&head.headers) {
             self.upstream_grpc_status = Some(s);
         }
+        let grpc_status = self.upstream_grpc_status;
+        overload::answered(self, status, grpc_status);
         if head.status.is_server_error() {
             if let Some(stale) = self.exchange.fail(Failure::Status(status)) {
                 self.instead = Some(Box::new(stale));

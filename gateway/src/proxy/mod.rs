@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod errors;
 pub mod forwarded;
 pub mod framing;
+pub mod overload;
 pub mod request_id;
 pub mod responses;
 pub mod service;

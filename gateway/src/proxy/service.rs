@@ -33,6 +33,7 @@ use crate::proxy::deadline;
 use crate::proxy::errors;
 use crate::proxy::forwarded;
 use crate::proxy::framing;
+use crate::proxy::overload;
 use crate::proxy::request_id;
 use crate::proxy::responses::{render, Scope};
 use crate::proxy::upstream_headers;
@@ -107,7 +108,14 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         match self.admit(session, ctx).await? {
-            Admission::Proxy | Admission::NeedsBody { .. } => Ok(false),
+            Admission::Proxy | Admission::NeedsBody { .. } => {
+                if ctx.overload.is_some() {
+                    // The call is provider work from here: a client that
+                    // closes its side is not a reason to drop it.
+                    session.downstream_session.set_abort_on_close(false);
+                }
+                Ok(false)
+            }
             Admission::Answer(resp) => {
                 // Nothing goes upstream: guards are released, not failed.
                 ctx.exchange.cancel();
@@ -336,6 +344,9 @@ impl ProxyHttp for Gateway {
             let outcome = ctx.attempt_outcome(ctx.upstream_status, e.map(|e| ctx.failure_kind(e)));
             r.cluster.latency.observe(outcome.latency.as_secs_f64());
             ctx.exchange.finish(&outcome);
+        }
+        if let Some(r) = route {
+            overload::ended(ctx, r, e);
         }
         if snapshot
             .as_ref()

@@ -40,6 +40,8 @@ pub struct Route {
     pub timeouts: RouteTimeouts,
     /// The header carrying the caller's deadline in milliseconds, if any.
     pub deadline_header: Option<http::HeaderName>,
+    /// The class its requests queue in at the cluster's overload gate.
+    pub priority: breakwater_plugins::overload::Priority,
 }
 
 /// Route overrides of the cluster's timeouts, and the route's deadline.

@@ -15,6 +15,7 @@ use crate::config::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
 use crate::fleet::FleetStatus;
 use crate::metrics::{Metrics, StatusCounters};
+use crate::state::overload_metrics::OverloadCollector;
 use crate::state::policy_metrics::PolicyCollector;
 use crate::state::reload::Reloader;
 
@@ -87,6 +88,7 @@ impl GatewayState {
         let admin_address = snapshot.source.admin.address.parse().ok();
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
         PolicyCollector::register(&metrics, store.clone(), blocks.clone());
+        OverloadCollector::register(&metrics, store.clone());
         Ok(Arc::new(Self {
             config_path: path,
             store,

@@ -2,6 +2,7 @@
 //! snapshots, the reload that replaces it, and the metrics read from it.
 
 pub mod gateway;
+pub mod overload_metrics;
 pub mod policy_metrics;
 pub mod reload;
 

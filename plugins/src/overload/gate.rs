@@ -14,7 +14,7 @@
 //! to it in that instant is passed on.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +22,16 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::limit::{AdaptiveLimit, Sample, Slot};
-use crate::{Rejection, RejectionKind};
+use crate::{Clock, Rejection, RejectionKind};
+
+/// How long after its last refusal a gate counts as overloaded.
+const OVERLOAD_MEMORY: Duration = Duration::from_secs(1);
 
 /// A request's priority under overload, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Shed first: crawlers, batch jobs, prefetches.
     Sheddable = 0,
@@ -52,6 +58,11 @@ impl Class {
             Class::Important => "important",
             Class::Critical => "critical",
         }
+    }
+
+    /// The class named `name`, as the config writes it.
+    pub fn parse(name: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -96,13 +107,45 @@ pub enum Refused {
     Timeout,
 }
 
+/// What `GET /overload` shows of a gate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GateReport {
+    pub cluster: String,
+    /// It refused a call within the last second.
+    pub overloaded: bool,
+    /// The learned limit: calls the provider is trusted to hold at once.
+    pub limit: u32,
+    pub in_flight: u32,
+    pub queued: usize,
+    /// The provider's learned unloaded round trip (0 until learned).
+    pub min_rtt_ms: f64,
+    /// The last interval's mean round trip.
+    pub rtt_ms: f64,
+    pub max_queue: usize,
+    pub max_wait_ms: f64,
+    /// Calls refused so far, by class.
+    pub shed: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A gate's move into or out of overload, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It refused a call, the first in over a second.
+    Entered,
+    /// It admitted a call over a second after its last refusal.
+    Left,
+}
+
 /// The gate. Share it as an `Arc`.
 pub struct Gate {
     name: String,
     limit: Arc<AdaptiveLimit>,
     settings: GateSettings,
+    clock: Arc<dyn Clock>,
     queues: Mutex<Queues>,
     shed: [AtomicU64; 4],
+    overloaded: AtomicBool,
+    last_shed: AtomicU64,
 }
 
 /// An admitted call's place. [`GateSlot::finish`] with how it ended; dropped
@@ -114,14 +157,88 @@ pub struct GateSlot {
 }
 
 impl Gate {
-    pub fn new(name: impl Into<String>, limit: Arc<AdaptiveLimit>, settings: GateSettings) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        limit: Arc<AdaptiveLimit>,
+        settings: GateSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             name: name.into(),
             limit,
             settings,
+            clock,
             queues: Mutex::new(Queues::default()),
             shed: Default::default(),
+            overloaded: AtomicBool::new(false),
+            last_shed: AtomicU64::new(0),
         }
+    }
+
+    /// Its state, for the admin.
+    pub fn report(&self) -> GateReport {
+        let (base, recent) = self.limit.rtts();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        GateReport {
+            cluster: self.name.clone(),
+            overloaded: self.overloaded(),
+            limit: self.limit.limit(),
+            in_flight: self.limit.in_flight(),
+            queued: self.queued(),
+            min_rtt_ms: ms(base),
+            rtt_ms: ms(recent),
+            max_queue: self.settings.max_queue,
+            max_wait_ms: ms(self.settings.max_wait),
+            shed: Class::ALL
+                .into_iter()
+                .map(|c| (c.as_str(), self.shed(c)))
+                .collect(),
+        }
+    }
+
+    /// It refused a call within the last second.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Books a call's admission or refusal; returns the move into or out of
+    /// overload it makes, if any (one caller sees each move).
+    pub fn note(&self, admitted: bool) -> Option<Change> {
+        let now = self.clock.now_nanos();
+        if !admitted {
+            self.last_shed.store(now, Ordering::Relaxed);
+            return (!self.overloaded.swap(true, Ordering::AcqRel)).then_some(Change::Entered);
+        }
+        if !self.overloaded.load(Ordering::Relaxed) {
+            return None;
+        }
+        let quiet = now.saturating_sub(self.last_shed.load(Ordering::Relaxed));
+        if quiet < nanos(OVERLOAD_MEMORY) {
+            return None;
+        }
+        self.overloaded
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Change::Left)
+    }
+
+    /// How long a call may wait for a place: `max_wait`, the time left
+    /// before the caller's deadline, and half the provider's learned
+    /// unloaded round trip, whichever is least. The last keeps an admitted
+    /// call's latency within about twice the provider's own: a wait longer
+    /// than a round trip is a queue the provider's pace would not clear.
+    fn wait_for(&self, left: Option<Duration>) -> Duration {
+        let (base, _) = self.limit.rtts();
+        let mut wait = self.settings.max_wait;
+        if !base.is_zero() {
+            wait = wait.min(base / 2);
+        }
+        left.map_or(wait, |l| l.min(wait))
+    }
+
+    /// The cluster it guards.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn limit(&self) -> &AdaptiveLimit {
@@ -166,7 +283,7 @@ impl Gate {
         let (id, rx) = rx;
         // A place may have freed (or the limit grown) since it was full.
         self.dispatch();
-        let wait = left.map_or(self.settings.max_wait, |l| l.min(self.settings.max_wait));
+        let wait = self.wait_for(left);
         let mut leave = Leave {
             gate: self,
             class,
@@ -211,7 +328,9 @@ impl Gate {
                 "the upstream is at its learned limit and no place freed up in time"
             }
         };
-        Rejection::new(RejectionKind::Overloaded, 503, &self.name, reason).with_header(
+        // The gateway's own refusal, naming no policy: the answer names
+        // the cluster.
+        Rejection::gateway(RejectionKind::Overloaded, 503, reason).with_header(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static("1"),
         )
@@ -309,6 +428,20 @@ impl Drop for Leave<'_> {
 }
 
 impl GateSlot {
+    /// The client left while the upstream may still be working on the
+    /// call: the place stays taken for `d` more (an estimate of the
+    /// provider's remaining work), then frees without a sample. Needs a
+    /// tokio runtime; the task holds nothing but the place.
+    pub fn hold_for(self, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            drop(self);
+        });
+    }
+
     /// The call ended: its round trip is a sample, and its place goes on.
     pub fn finish(mut self, sample: Sample) {
         if let Some(slot) = self.slot.take() {
@@ -325,4 +458,8 @@ impl Drop for GateSlot {
             self.gate.dispatch();
         }
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

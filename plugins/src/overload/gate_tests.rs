@@ -3,12 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gate::{Class, Gate, GateSettings, Refused};
+use super::gate::{Change, Class, Gate, GateSettings, Refused};
 use super::limit::{AdaptiveLimit, LimitSettings, Sample};
 use crate::{FakeClock, RejectionKind};
 
 /// A gate over a limit fixed at `n` (min = max = n), queueing `queue`.
 fn gate(n: u32, queue: usize) -> Arc<Gate> {
+    gate_on(n, queue, Arc::new(FakeClock::new()))
+}
+
+fn gate_on(n: u32, queue: usize, clock: Arc<FakeClock>) -> Arc<Gate> {
     let limit = AdaptiveLimit::new(
         LimitSettings {
             initial: n,
@@ -16,7 +20,7 @@ fn gate(n: u32, queue: usize) -> Arc<Gate> {
             max: n,
             ..LimitSettings::default()
         },
-        Arc::new(FakeClock::new()),
+        clock.clone(),
     );
     Arc::new(Gate::new(
         "up.overload",
@@ -25,6 +29,7 @@ fn gate(n: u32, queue: usize) -> Arc<Gate> {
             max_queue: queue,
             max_wait: Duration::from_millis(50),
         },
+        clock,
     ))
 }
 
@@ -125,5 +130,56 @@ async fn a_waiter_that_leaves_passes_its_place_on() {
     assert_eq!(g.queued(), 1, "the aborted waiter left the queue");
     drop(first);
     assert_eq!(next.await.unwrap(), Ok(()));
+    assert_eq!(g.limit().in_flight(), 0);
+}
+
+#[test]
+fn the_gate_enters_overload_at_its_first_refusal_and_leaves_after_a_quiet_second() {
+    let clock = Arc::new(FakeClock::new());
+    let g = gate_on(1, 0, clock.clone());
+    assert_eq!(g.note(true), None, "admitting is no news");
+    assert_eq!(g.note(false), Some(Change::Entered));
+    assert_eq!(g.note(false), None, "already in");
+    assert!(g.overloaded());
+    clock.advance(Duration::from_millis(900));
+    assert_eq!(g.note(true), None, "refused 0.9 s ago: still overloaded");
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(g.note(true), Some(Change::Left));
+    assert_eq!(g.note(true), None, "one caller sees the move");
+    assert!(!g.overloaded());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_is_cut_to_half_the_learned_round_trip() {
+    let clock = Arc::new(FakeClock::new());
+    let g = gate_on(1, 8, clock.clone());
+    // Teach the limit a 20 ms round trip: one call, then an interval ends.
+    let slot = g.admit(Class::Default, None).await.expect("a place");
+    clock.advance(Duration::from_millis(20));
+    slot.finish(Sample::Answered);
+    clock.advance(Duration::from_millis(100));
+    let slot = g.admit(Class::Default, None).await.expect("a place");
+    clock.advance(Duration::from_millis(20));
+    slot.finish(Sample::Answered);
+    assert_eq!(g.limit().rtts().0, Duration::from_millis(20));
+    let _held = g.admit(Class::Default, None).await.expect("a place");
+    let started = tokio::time::Instant::now();
+    let refused = g.admit(Class::Default, None).await;
+    assert_eq!(refused.err(), Some(Refused::Timeout));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(10),
+        "waited half the round trip, not max_wait (50 ms)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_place_held_for_a_gone_client_frees_when_the_hold_ends() {
+    let g = gate(1, 0);
+    let slot = g.admit(Class::Default, None).await.expect("a place");
+    slot.hold_for(Duration::from_millis(30));
+    tokio::time::sleep(Duration::from_millis(29)).await;
+    assert_eq!(g.limit().in_flight(), 1, "the provider is still working");
+    tokio::time::sleep(Duration::from_millis(2)).await;
     assert_eq!(g.limit().in_flight(), 0);
 }

@@ -5,28 +5,36 @@
 //! Every `interval` (100 ms) the limit is decided again from the round trips
 //! that ended in it:
 //!
-//! - **Baseline**: the provider's unloaded round trip, the least RTT of the
-//!   *clean* calls (those that started while fewer than half the limit were
-//!   in flight, so they queued behind little of ours) over the last `window`
-//!   (10 s), as BBR keeps its `min_rtt`. Under sustained overload nothing is
-//!   clean and the baseline stays where it was: it cannot drift up with the
-//!   queue, the failure of Gradient2's smoothed long RTT. A provider that
-//!   really got slower (a slower deploy, the seed's provider) drives the
-//!   limit down to its floor, where every call is clean and no other
-//!   gateway's queue can be mistaken for its pace: when clean calls there
-//!   are at least twice the baseline for `REBASE_AFTER` intervals in a row,
-//!   the baseline follows them at once and the limit climbs back.
+//! - **Baseline**: the provider's unloaded round trip ([`super::baseline`]):
+//!   the trimmed mean (10% cut each side) of batches of at least 20 answered
+//!   calls, falling at once to any batch below it, never rising because time
+//!   passed. Under sustained overload every batch is slower, so it holds: it
+//!   cannot drift up with the queue, the failure of Gradient2's smoothed long
+//!   RTT. A provider that really got slower drives the limit to its floor;
+//!   when calls there stay at least twice the baseline for 5 intervals in a
+//!   row, the baseline follows them and the limit climbs back.
 //! - **Decrease**: the interval's mean RTT above the baseline means a queue
 //!   at the provider of `limit × (1 − base/rtt)` calls (Little's law, as
 //!   Vegas reads it). Past `beta` the limit moves half way to
 //!   `limit × base/rtt + alpha` (Gradient2's target): a provider of `c`
 //!   workers settles at about `c + alpha`, a queue of `alpha` calls, whatever
 //!   the limit was. A failed call (timeout, reset, 5xx) cuts the limit by
-//!   10%, and by at least one (loss, as TCP reads it).
+//!   10%, and by at least one (loss, as TCP reads it), but only when the
+//!   interval also shows congestion (a queue past `alpha`, or at least half
+//!   the limit in use): a few resets on a lightly used, healthy provider say
+//!   nothing about its capacity, and cutting on them ratchets the limit down
+//!   to the load and refuses calls.
 //! - **Increase**: below `alpha` queued, and only when the interval used at
 //!   least half the limit, the limit grows by `log10(limit)` (at least 1):
 //!   an idle or lightly loaded cluster keeps its limit, so a healthy
-//!   upstream sees no probing and no refusals.
+//!   upstream sees no probing and no refusals. When the limit itself bound
+//!   the interval (calls waited for it) with no queue at the provider, the
+//!   limit is what is short: it doubles when there was no congestion in the
+//!   last 30 s (TCP's slow start: a fresh gateway in front of a big
+//!   provider, or a healthy load that rises tenfold, is followed in a few
+//!   intervals, not seconds). Near congestion it creeps by `log10(limit)`:
+//!   there a jump would overshoot into the provider's queue, and jitter in
+//!   service times would turn the jumps into a sawtooth below capacity.
 //!
 //! Unlike Envoy's adaptive concurrency filter it never drops to a minimal
 //! concurrency to re-measure the baseline (its users' success-rate dips,
@@ -39,23 +47,31 @@
 //! they settle at about `c + n·alpha` in flight. No coordination.
 //!
 //! # Limits of the method
-//! The baseline needs clean calls once: a gateway that starts under overload
-//! takes its first interval's least RTT. Round trips longer than a provider's
-//! service time for reasons other than queueing (a slow network path) read
-//! as queue. The controller sees only what ends: a call that never returns
-//! is seen when the gateway's deadline ends it (a drop).
+//! The baseline needs one batch first: a gateway that starts under overload
+//! (its own or other gateways') takes the least typical RTT of its first
+//! intervals, queue included, and only a faster batch corrects it (see
+//! [`super`]'s known gap). Round trips longer than a provider's service time
+//! for reasons other than queueing (a slow network path) read as queue. A
+//! provider that gets slower by less than 2x is read as a standing queue:
+//! the limit holds near `beta / (1 - 1/slowdown)` until the load lets it
+//! reach the floor. The controller sees only what ends: a call that never
+//! returns is seen when the gateway's deadline ends it (a drop).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::baseline::{Baseline, Interval, Reservoir};
 use crate::Clock;
 
-/// How many intervals in a row clean calls must be at least twice the
-/// baseline before the baseline follows them.
-const REBASE_AFTER: u32 = 5;
+/// How long without congestion before a limit that binds doubles again
+/// instead of creeping up.
+const SLOW_START_AFTER: Duration = Duration::from_secs(30);
+
+/// `congested_at` before any congestion.
+const NEVER: u64 = u64::MAX;
 
 /// The limit's settings. The defaults need no knowledge of the provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +84,6 @@ pub struct LimitSettings {
     pub max: u32,
     /// How often the limit is decided again.
     pub interval: Duration,
-    /// How long the baseline remembers a clean call.
-    pub window: Duration,
 }
 
 impl Default for LimitSettings {
@@ -79,7 +93,6 @@ impl Default for LimitSettings {
             min: 2,
             max: 1000,
             interval: Duration::from_millis(100),
-            window: Duration::from_secs(10),
         }
     }
 }
@@ -93,17 +106,6 @@ pub enum Sample {
     Dropped,
 }
 
-/// What the baseline remembers, touched only by the interval's updater.
-#[derive(Default)]
-struct Baseline {
-    /// `(interval end, least clean RTT)` for the last `window`.
-    minima: std::collections::VecDeque<(u64, u64)>,
-    /// The baseline now (0: not yet known).
-    nanos: u64,
-    /// Intervals in a row whose clean calls were all slower than 2× it.
-    slower: u32,
-}
-
 /// The limit and its counters. Share it as an `Arc`; [`AdaptiveLimit::acquire`]
 /// hands out [`Slot`]s.
 pub struct AdaptiveLimit {
@@ -112,17 +114,27 @@ pub struct AdaptiveLimit {
     limit: AtomicU32,
     in_flight: AtomicU32,
     // The current interval's samples.
-    count: AtomicU64,
+    answered: AtomicU64,
     rtt_sum: AtomicU64,
-    clean_min: AtomicU64,
-    any_min: AtomicU64,
+    rtts: Reservoir,
     peak: AtomicU32,
     dropped: AtomicU64,
     next_update: AtomicU64,
-    baseline: Mutex<Baseline>,
+    state: Mutex<State>,
     /// The baseline and the last interval's mean RTT, for reports.
     base_seen: AtomicU64,
     rtt_seen: AtomicU64,
+    overloaded: AtomicBool,
+    /// When it last saw congestion ([`NEVER`]): slow start waits for a
+    /// calm of [`SLOW_START_AFTER`].
+    congested_at: AtomicU64,
+}
+
+/// What the interval's updater alone touches.
+#[derive(Default)]
+struct State {
+    baseline: Baseline,
+    rtts: Vec<u64>,
 }
 
 /// A call's hold on the limit. [`Slot::finish`] with how it ended; dropped
@@ -131,7 +143,6 @@ pub struct AdaptiveLimit {
 pub struct Slot {
     limit: Arc<AdaptiveLimit>,
     started: u64,
-    clean: bool,
     done: bool,
 }
 
@@ -144,16 +155,17 @@ impl AdaptiveLimit {
             clock,
             limit: AtomicU32::new(initial),
             in_flight: AtomicU32::new(0),
-            count: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             rtt_sum: AtomicU64::new(0),
-            clean_min: AtomicU64::new(u64::MAX),
-            any_min: AtomicU64::new(u64::MAX),
+            rtts: Reservoir::new(),
             peak: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
             next_update: AtomicU64::new(next),
-            baseline: Mutex::new(Baseline::default()),
+            state: Mutex::new(State::default()),
             base_seen: AtomicU64::new(0),
             rtt_seen: AtomicU64::new(0),
+            overloaded: AtomicBool::new(false),
+            congested_at: AtomicU64::new(NEVER),
         }
     }
 
@@ -174,6 +186,12 @@ impl AdaptiveLimit {
             Duration::from_nanos(self.base_seen.load(Ordering::Relaxed)),
             Duration::from_nanos(self.rtt_seen.load(Ordering::Relaxed)),
         )
+    }
+
+    /// Whether the last interval saw the provider overloaded: a queue past
+    /// `beta`, or a loss under congestion, either of which cut the limit.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded.load(Ordering::Relaxed)
     }
 
     /// A slot, if fewer than the limit are in flight. Lock-free.
@@ -198,20 +216,23 @@ impl AdaptiveLimit {
         Some(Slot {
             limit: self.clone(),
             started: self.clock.now_nanos(),
-            clean: n < (limit / 2).max(self.settings.min),
             done: false,
         })
     }
 
-    fn record(&self, rtt: u64, clean: bool, sample: Sample) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
-        self.any_min.fetch_min(rtt, Ordering::Relaxed);
-        if clean {
-            self.clean_min.fetch_min(rtt, Ordering::Relaxed);
-        }
-        if sample == Sample::Dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Lock-free: counters and a reservoir offer.
+    fn record(&self, rtt: u64, sample: Sample) {
+        match sample {
+            Sample::Answered => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                self.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
+                self.rtts.offer(rtt);
+            }
+            // A failure's round trip is not the provider's pace (a reset is
+            // fast, a timeout is the deadline): it is counted, not timed.
+            Sample::Dropped => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.maybe_update();
     }
@@ -235,76 +256,77 @@ impl AdaptiveLimit {
         self.update(now);
     }
 
+    /// The interval's decision. Only the interval's winner gets here, so the
+    /// lock is never contended.
     fn update(&self, now: u64) {
-        let count = self.count.swap(0, Ordering::AcqRel);
+        let mut state = self.state.lock();
+        let State { baseline, rtts } = &mut *state;
+        let answered = self.answered.swap(0, Ordering::AcqRel);
         let sum = self.rtt_sum.swap(0, Ordering::AcqRel);
-        let clean_min = self.clean_min.swap(u64::MAX, Ordering::AcqRel);
-        let any_min = self.any_min.swap(u64::MAX, Ordering::AcqRel);
+        self.rtts.drain(rtts);
         let peak = self.peak.swap(self.in_flight(), Ordering::AcqRel);
         let dropped = self.dropped.swap(0, Ordering::AcqRel);
-        if count == 0 {
+        if answered == 0 && dropped == 0 {
             return;
         }
-        let rtt = sum / count;
-        let base = self.rebase(now, clean_min, any_min);
-        self.base_seen.store(base, Ordering::Relaxed);
-        self.rtt_seen.store(rtt, Ordering::Relaxed);
         let limit = f64::from(self.limit());
         let log = limit.log10().max(1.0);
         let alpha = (3.0 * limit.log10()).max(2.0);
         let beta = (6.0 * limit.log10()).max(4.0);
-        let queue = if rtt > base {
-            limit * (1.0 - base as f64 / rtt as f64)
-        } else {
-            0.0
-        };
-        let next = if dropped > 0 {
+        // The queue at the provider, in calls: `limit × (1 − base/rtt)`
+        // (Little's law, as Vegas reads it).
+        let mut queue = 0.0;
+        if let Some(rtt) = sum.checked_div(answered) {
+            let base = baseline.update(&Interval {
+                rtts,
+                at_floor: self.limit() <= self.settings.min.saturating_mul(2),
+            });
+            self.base_seen.store(base, Ordering::Relaxed);
+            self.rtt_seen.store(rtt, Ordering::Relaxed);
+            if rtt > base {
+                queue = limit * (1.0 - base as f64 / rtt as f64);
+            }
+        }
+        let busy = f64::from(peak) >= limit / 2.0;
+        // The limit itself bound the interval's calls.
+        let full = f64::from(peak) >= limit;
+        // Loss cuts only under congestion: a few resets on a lightly used,
+        // healthy provider say nothing about its capacity.
+        let lost = dropped > 0 && (queue > alpha || busy);
+        let next = if lost {
             (limit * 0.9).min(limit - 1.0)
         } else if queue > beta {
-            let target = limit * base as f64 / rtt as f64 + alpha;
-            (limit + target) / 2.0
-        } else if queue < alpha && f64::from(peak) >= limit / 2.0 {
+            (limit + (limit - queue + alpha)) / 2.0
+        } else if queue < alpha && full {
+            // Calls wait for the limit while the provider shows no queue:
+            // the limit, not the provider, is short. Far from any
+            // congestion it doubles (TCP's slow start); near it, it creeps.
+            let at = self.congested_at.load(Ordering::Relaxed);
+            if at == NEVER || now.saturating_sub(at) >= nanos(SLOW_START_AFTER) {
+                limit * 2.0
+            } else {
+                limit + log
+            }
+        } else if queue < alpha && busy {
             limit + log
+        } else if full && queue <= beta && queue < limit / 2.0 {
+            // Between alpha and beta with calls waiting: a real queue that
+            // small is harmless, and a phantom one (jitter read against a
+            // baseline on the fast side) would otherwise hold the limit
+            // below the provider's capacity for good. Creep by one. Not
+            // when round trips are over twice the baseline: that is a
+            // slower provider, which the floor's rebase must see.
+            limit + 1.0
         } else {
             limit
         };
+        self.overloaded
+            .store(lost || queue > beta, Ordering::Relaxed);
+        if lost || queue > beta {
+            self.congested_at.store(now, Ordering::Relaxed);
+        }
         let next = (next.round() as u32).clamp(self.settings.min, self.settings.max);
         self.limit.store(next, Ordering::Relaxed);
-    }
-
-    /// Updates the baseline with the interval's least clean RTT and returns
-    /// it. The updater alone takes the lock, so it is never contended.
-    fn rebase(&self, now: u64, clean_min: u64, any_min: u64) -> u64 {
-        let mut b = self.baseline.lock();
-        let horizon = now.saturating_sub(nanos(self.settings.window));
-        while b.minima.front().is_some_and(|(at, _)| *at < horizon) {
-            b.minima.pop_front();
-        }
-        if clean_min != u64::MAX {
-            // Only near the floor is a slow clean call the provider's own
-            // pace: higher up, other gateways' calls may queue ahead of it.
-            let near_floor = self.limit() <= self.settings.min.saturating_mul(2);
-            if near_floor && b.nanos > 0 && clean_min >= b.nanos.saturating_mul(2) {
-                b.slower += 1;
-            } else {
-                b.slower = 0;
-            }
-            if b.slower >= REBASE_AFTER {
-                // A slower provider, not a queue: start over from it.
-                b.minima.clear();
-                b.slower = 0;
-            }
-            b.minima.push_back((now, clean_min));
-        }
-        let windowed = b.minima.iter().map(|(_, m)| *m).min();
-        b.nanos = match (windowed, b.nanos) {
-            (Some(m), _) => m,
-            // Nothing clean in the window (sustained overload): hold it.
-            (None, held) if held > 0 => held,
-            // Never clean yet: the best seen so far.
-            (None, _) => any_min,
-        };
-        b.nanos
     }
 }
 
@@ -314,7 +336,7 @@ impl Slot {
         self.done = true;
         let rtt = self.limit.clock.now_nanos().saturating_sub(self.started);
         self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.limit.record(rtt, self.clean, sample);
+        self.limit.record(rtt, sample);
     }
 }
 

@@ -15,6 +15,14 @@ struct Provider {
     service: u64,
     /// Every call fails (a broken provider).
     failing: bool,
+    /// Service time varies by up to ± this percentage (uniform,
+    /// deterministic).
+    jitter_pct: u64,
+    /// Every `reset_every`-th call fails though the provider is healthy (a
+    /// connection reset); 0: none.
+    reset_every: u64,
+    calls: u64,
+    rng: u64,
 }
 
 impl Provider {
@@ -23,6 +31,35 @@ impl Provider {
             free_at: vec![0; workers],
             service: service_ms * MS,
             failing: false,
+            jitter_pct: 0,
+            reset_every: 0,
+            calls: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// The next call's service time.
+    fn service(&mut self) -> u64 {
+        if self.jitter_pct == 0 {
+            return self.service;
+        }
+        // xorshift64: the same jitter on every run.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let spread = 2 * self.jitter_pct + 1;
+        let pct = 100 - self.jitter_pct + self.rng % spread;
+        self.service / 100 * pct
+    }
+
+    /// How the next call ends.
+    fn sample(&mut self) -> Sample {
+        self.calls += 1;
+        let reset = self.reset_every > 0 && self.calls.is_multiple_of(self.reset_every);
+        if self.failing || reset {
+            Sample::Dropped
+        } else {
+            Sample::Answered
         }
     }
 
@@ -35,7 +72,7 @@ impl Provider {
             .min_by_key(|(_, f)| **f)
             .map(|(i, f)| (i, *f))
             .expect("a worker");
-        let end = free.max(now) + self.service;
+        let end = free.max(now) + self.service();
         self.free_at[i] = end;
         end
     }
@@ -76,12 +113,7 @@ impl Run {
             self.calls = going;
             for (_, slot) in done {
                 self.answered += 1;
-                let sample = if provider.failing {
-                    Sample::Dropped
-                } else {
-                    Sample::Answered
-                };
-                slot.finish(sample);
+                slot.finish(provider.sample());
             }
             while self.calls.len() < want {
                 match self.limit.acquire() {
@@ -210,4 +242,252 @@ fn a_slot_given_up_frees_its_place_without_a_sample() {
     // Calls given up are no samples: no interval has been decided.
     assert_eq!(limit.rtts(), (Duration::ZERO, Duration::ZERO));
     assert_eq!(limit.limit(), 1);
+}
+
+#[test]
+fn a_few_resets_on_a_lightly_used_provider_do_not_cut_the_limit() {
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(16, 100);
+    // One call in 50 is reset, though the provider is idle enough.
+    provider.reset_every = 50;
+    run.run(&mut provider, 6, 60);
+    let (low, _) = run.range(60);
+    assert_eq!(run.refused, 0, "a healthy load was refused");
+    assert!(
+        low >= LimitSettings::default().initial,
+        "resets without congestion ratcheted the limit down to {low}"
+    );
+}
+
+#[test]
+fn resets_under_congestion_still_cut() {
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(16, 100);
+    provider.reset_every = 20;
+    // Overloaded: every interval is busy, so a loss is read as congestion.
+    run.run(&mut provider, 300, 20);
+    let (_, high) = run.range(5);
+    assert!(
+        high <= 26,
+        "losses under overload did not hold the limit: {high}"
+    );
+}
+
+#[test]
+fn recovers_when_a_provider_slows_tenfold_and_then_speeds_up_again() {
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(16, 100);
+    run.run(&mut provider, 200, 20);
+    provider.service = 1000 * MS;
+    run.run(&mut provider, 200, 40);
+    provider.service = 100 * MS;
+    run.run(&mut provider, 200, 10);
+    let before = run.answered;
+    run.run(&mut provider, 200, 20);
+    // 16 workers at 100 ms: 160 calls a second again.
+    let goodput = (run.answered - before) as f64 / 20.0;
+    assert!(
+        goodput >= 0.9 * 160.0,
+        "goodput {goodput}/s after the provider sped up"
+    );
+    let (low, high) = run.range(20);
+    assert!(16 <= low && high <= 26, "settled in {low}..={high}");
+    let (base, _) = run.limit.rtts();
+    assert!(
+        base <= Duration::from_millis(110),
+        "baseline {base:?} stayed slow"
+    );
+}
+
+#[test]
+fn jitter_in_service_time_is_not_read_as_a_queue() {
+    // A provider with many workers, so that a phantom queue of a few percent
+    // of the limit would show as lost goodput.
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(200, 100);
+    provider.jitter_pct = 20;
+    run.run(&mut provider, 1000, 30);
+    let before = run.answered;
+    run.run(&mut provider, 1000, 30);
+    // 200 workers at 100 ms on average: 2,000 calls a second.
+    let goodput = (run.answered - before) as f64 / 30.0;
+    assert!(goodput >= 0.95 * 2000.0, "goodput {goodput}/s under jitter");
+    let (low, high) = run.range(30);
+    // Within 7% of the workers below (the goodput above is what counts)
+    // and a fifth above.
+    assert!(186 <= low && high <= 240, "settled in {low}..={high}");
+}
+
+#[test]
+fn a_steady_healthy_load_with_jitter_is_never_refused() {
+    for want in [8, 11] {
+        // 0.5 and 0.7 of the provider's 16 workers, for a minute.
+        let mut run = Run::new(LimitSettings::default());
+        let mut provider = Provider::new(16, 100);
+        provider.jitter_pct = 20;
+        run.run(&mut provider, want, 60);
+        assert_eq!(run.refused, 0, "{want} callers were refused");
+        let (low, _) = run.range(60);
+        assert!(
+            low as usize >= want,
+            "the limit fell to {low}, below the {want} the load needs"
+        );
+    }
+}
+
+#[test]
+fn one_anomalously_fast_answer_does_not_set_the_baseline() {
+    let clock = Arc::new(FakeClock::new());
+    let limit = Arc::new(AdaptiveLimit::new(LimitSettings::default(), clock.clone()));
+    // Fifty intervals of ten calls at 100 ms; one call answered in 1 ms.
+    for i in 0..50 {
+        let slots: Vec<_> = (0..10).map(|_| limit.acquire().expect("a slot")).collect();
+        let mut slots = slots.into_iter();
+        if i == 20 {
+            clock.advance(Duration::from_millis(1));
+            slots.next().expect("ten").finish(Sample::Answered);
+            clock.advance(Duration::from_millis(99));
+        } else {
+            clock.advance(Duration::from_millis(100));
+        }
+        for slot in slots {
+            slot.finish(Sample::Answered);
+        }
+    }
+    let (base, _) = limit.rtts();
+    assert!(
+        base >= Duration::from_millis(95),
+        "one 1 ms answer among 500 set the baseline to {base:?}"
+    );
+}
+
+/// Several gateways, each with its own limit and `want` callers, in front of
+/// one provider; the gateway that fills first rotates every millisecond.
+struct Fleet {
+    clock: Arc<FakeClock>,
+    limits: Vec<Arc<AdaptiveLimit>>,
+    calls: Vec<Vec<(u64, Slot)>>,
+    answered: u64,
+    /// Calls in flight, all gateways together, at the end of each 100 ms.
+    in_flight: Vec<u32>,
+}
+
+impl Fleet {
+    fn new(gateways: usize) -> Self {
+        let clock = Arc::new(FakeClock::new());
+        let limits = (0..gateways)
+            .map(|_| Arc::new(AdaptiveLimit::new(LimitSettings::default(), clock.clone())))
+            .collect();
+        Self {
+            clock,
+            limits,
+            calls: (0..gateways).map(|_| Vec::new()).collect(),
+            answered: 0,
+            in_flight: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, provider: &mut Provider, want: usize, secs: u64) {
+        let n = self.limits.len();
+        for step in 0..secs * 1000 {
+            self.clock.advance(Duration::from_millis(1));
+            let now = self.clock.now_nanos();
+            for calls in &mut self.calls {
+                let (done, going): (Vec<_>, Vec<_>) =
+                    calls.drain(..).partition(|(end, _)| *end <= now);
+                *calls = going;
+                for (_, slot) in done {
+                    self.answered += 1;
+                    slot.finish(provider.sample());
+                }
+            }
+            for k in 0..n {
+                let g = (k + step as usize) % n;
+                while self.calls[g].len() < want {
+                    let Some(slot) = self.limits[g].acquire() else {
+                        break;
+                    };
+                    self.calls[g].push((provider.answer_at(now), slot));
+                }
+            }
+            if step % 100 == 99 {
+                self.in_flight
+                    .push(self.limits.iter().map(|l| l.in_flight()).sum());
+            }
+        }
+    }
+
+    fn range(&self, secs: usize) -> (u32, u32) {
+        let tail = &self.in_flight[self.in_flight.len() - secs * 10..];
+        (*tail.iter().min().unwrap(), *tail.iter().max().unwrap())
+    }
+}
+
+/// Runs `gateways` gateways against a 48-worker provider for 70 s and checks
+/// the last minute: goodput near full and the fleet's calls in flight near
+/// the provider's workers.
+fn fleet_settles(gateways: usize, jitter_pct: u64) {
+    let mut fleet = Fleet::new(gateways);
+    let mut provider = Provider::new(48, 100);
+    provider.jitter_pct = jitter_pct;
+    // 300 callers each: far more than the provider's 48 workers.
+    fleet.run(&mut provider, 300, 10);
+    let before = fleet.answered;
+    fleet.run(&mut provider, 300, 60);
+    let goodput = (fleet.answered - before) as f64 / 60.0;
+    let (low, high) = fleet.range(60);
+    assert!(
+        goodput >= 0.95 * 480.0,
+        "{gateways} gateways, jitter {jitter_pct}%: goodput {goodput}/s"
+    );
+    assert!(
+        low >= 48,
+        "{gateways} gateways, jitter {jitter_pct}%: workers idle, {low} in flight"
+    );
+    // The queue the fleet keeps at the provider stays well under its
+    // workers, so an admitted call waits less than one service time: its
+    // latency stays under twice the provider's own (the p99
+    // target). Each gateway keeps about alpha to beta (4 to 8 at a limit
+    // near 20) queued; creeping through that band with jitter adds a few.
+    let bound = 48 + gateways as u32 * 8 + 8;
+    assert!(
+        high <= bound,
+        "{gateways} gateways, jitter {jitter_pct}%: {high} in flight, above {bound}"
+    );
+}
+
+#[test]
+fn a_fleet_of_three_gateways_settles_near_the_providers_capacity() {
+    fleet_settles(3, 0);
+    fleet_settles(3, 20);
+}
+
+/// Five gateways starting together put 100 calls on 48 workers in the first
+/// millisecond: a gateway whose first calls all queued behind the others'
+/// takes that queue for the provider's pace and never sees it drain (108 to
+/// 117 in flight). The known gap in the module doc.
+#[test]
+#[ignore = "known gap: a gateway that starts behind the others' queue keeps it as its baseline"]
+fn a_fleet_of_five_gateways_settles_near_the_providers_capacity() {
+    fleet_settles(5, 0);
+    fleet_settles(5, 20);
+}
+
+#[test]
+fn a_fresh_limit_follows_a_burst_on_a_big_provider_within_half_a_second() {
+    // 1,000 workers at 50 ms, 400 callers at once, the limit starting at 20:
+    // slow start doubles it while the provider shows no queue.
+    let mut run = Run::new(LimitSettings::default());
+    let mut provider = Provider::new(1000, 50);
+    run.run(&mut provider, 400, 1);
+    let at_half = run.limits[4];
+    assert!(at_half >= 320, "the limit was {at_half} after 0.5 s");
+    let refused = run.refused;
+    run.run(&mut provider, 400, 10);
+    assert_eq!(run.refused, refused, "refused after the first second");
+    let (low, _) = run.range(10);
+    assert!(
+        low >= 400,
+        "the limit fell to {low} on a provider with room"
+    );
 }
