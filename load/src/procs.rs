@@ -189,6 +189,35 @@ pub fn tree_cpu(pids: &[u32]) -> Duration {
     Duration::from_secs_f64(ticks as f64 / hz)
 }
 
+/// CPU time the whole machine has spent busy so far (every core: user,
+/// nice, system, irq, softirq, steal), from `/proc/stat`.
+pub fn machine_busy() -> Duration {
+    // SAFETY: as in `tree_cpu`.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_owned();
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: busy is all
+            // but idle and iowait.
+            Some(
+                f.iter()
+                    .take(8)
+                    .enumerate()
+                    .filter(|(i, _)| *i != 3 && *i != 4)
+                    .map(|(_, v)| v)
+                    .sum(),
+            )
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / hz)
+}
+
 /// Resident memory of a process tree, in KiB.
 pub fn tree_rss_kib(pids: &[u32]) -> u64 {
     pids.iter()

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use breakwater_load::lab::scenario::{self, label, provider, Skipped};
+use breakwater_load::lab::scenario::{self, label, Skipped};
 use breakwater_load::lab::{self, chart, overload, report, Env, Front, Group, Load, Scenario};
 use breakwater_load::sim::consumer;
 use clap::Parser;
@@ -43,6 +43,10 @@ struct Args {
     workers: usize,
     #[arg(long, default_value = "50ms")]
     service: humantime::Duration,
+    /// Every provider's jitter: ± this percentage of its service time,
+    /// uniform.
+    #[arg(long, default_value_t = 20)]
+    jitter_pct: u32,
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
     #[arg(long, default_value_t = 2)]
@@ -61,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     matrix_multiplier: f64,
     /// The most calls per second offered this box is asked to drive.
-    #[arg(long, default_value_t = 3000.0)]
+    #[arg(long, default_value_t = 6000.0)]
     max_offered: f64,
     /// Slow provider: the main provider, `slow_factor`× slower after
     /// `slow_before`, for `slow_after`.
@@ -109,6 +113,7 @@ fn parse_provider(s: &str) -> std::io::Result<(usize, Duration)> {
 }
 
 fn scenarios(a: &Args) -> std::io::Result<(Vec<Scenario>, Vec<Skipped>)> {
+    let provider = |w, s| scenario::provider_with_jitter(w, s, a.jitter_pct);
     let phases = (a.warm.into(), a.spike.into(), a.cool.into());
     let main = provider(a.workers, a.service.into());
     let mut out = Vec::new();
@@ -258,13 +263,15 @@ fn main() -> std::io::Result<()> {
             )?;
         }
         eprintln!(
-            "  goodput {:.2} C, amplification {:.2}, recovery {:?}, p99 {:.0} ms, shed {}, non-2xx {}",
+            "  goodput {:.2} C, amplification {:.2}, recovery {:?}, p99 {:.0} ms (call {:.0} ms), shed {}, non-2xx {}, other work on the box {:.2} cores",
             run.goodput_in_window(),
             run.amplification(),
             run.recovery_secs(),
             run.p99_ms(),
+            run.p99_call_ms(),
             run.shed(),
-            run.non_2xx()
+            run.non_2xx(),
+            run.foreign_cores
         );
         runs.push(run);
         // Written after every run, so an interrupted lab keeps its figures.

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use super::fronts::{self, Instance};
 use super::overload::{self, Sample};
 use super::scenario::{Env, Front, Scenario};
-use crate::procs::{process_tree, tree_cpu};
+use crate::procs::{machine_busy, process_tree, tree_cpu};
 use crate::sim::consumer::{self, ConsumerConfig, Latencies, Second};
 use crate::sim::provider::{Provider, StatsView};
 
@@ -24,6 +24,10 @@ pub struct RunResult {
     pub overload_raw: String,
     /// CPU time of the front's processes during the run.
     pub front_cpu: Duration,
+    /// Cores busy with work that is not the lab's (another build on the
+    /// box), on average over the run: the machine's busy time minus this
+    /// process's and its children's, over the wall time.
+    pub foreign_cores: f64,
 }
 
 impl RunResult {
@@ -102,9 +106,18 @@ impl RunResult {
         (offered > 0).then(|| good as f64 / offered as f64)
     }
 
-    /// p99 (ms) of the successful calls that arrived from the window's start
-    /// on: admitted calls during and after the overload.
+    /// p99 (ms) of the admitted calls (the attempt the front let through
+    /// and that succeeded: its wait in the front's queue and the provider's
+    /// answer) that arrived from the window's start on.
     pub fn p99_ms(&self) -> f64 {
+        let (from, _) = self.scenario.window();
+        consumer::quantile(&self.latencies.admitted_between(from, u64::MAX), 0.99)
+    }
+
+    /// p99 (ms) of the same calls as the consumer saw them: from the first
+    /// attempt, so with the refused and timed-out attempts before the one
+    /// that succeeded.
+    pub fn p99_call_ms(&self) -> f64 {
         let (from, _) = self.scenario.window();
         consumer::quantile(&self.latencies.between(from, u64::MAX), 0.99)
     }
@@ -140,6 +153,10 @@ pub async fn run(scenario: &Scenario, env: &Env) -> std::io::Result<RunResult> {
         .flat_map(|i| process_tree(i.process.pid()))
         .collect();
     let cpu_before = tree_cpu(&pids);
+    let me = std::process::id();
+    let own_before = tree_cpu(&process_tree(me));
+    let busy_before = machine_busy();
+    let wall = std::time::Instant::now();
     let admins = instances.iter().filter_map(|i| i.admin).collect();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let poller = tokio::spawn(overload::poll(admins, stopped));
@@ -156,6 +173,11 @@ pub async fn run(scenario: &Scenario, env: &Env) -> std::io::Result<RunResult> {
     let _ = stop.send(());
     let (overload, overload_raw) = poller.await.unwrap_or_default();
     let front_cpu = tree_cpu(&pids).saturating_sub(cpu_before);
+    let own = tree_cpu(&process_tree(me)).saturating_sub(own_before);
+    let foreign = machine_busy()
+        .saturating_sub(busy_before)
+        .saturating_sub(own);
+    let foreign_cores = foreign.as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-3);
     let stats = provider.stats.view();
     drop(instances);
     Ok(RunResult {
@@ -166,5 +188,6 @@ pub async fn run(scenario: &Scenario, env: &Env) -> std::io::Result<RunResult> {
         overload,
         overload_raw,
         front_cpu,
+        foreign_cores,
     })
 }

@@ -119,7 +119,12 @@ pub struct Env {
 /// A provider of `workers` × `service`, with jitter of ±20% of the service
 /// time.
 pub fn provider(workers: usize, service: Duration) -> ProviderConfig {
-    ProviderConfig::new(workers, service, service / 5)
+    provider_with_jitter(workers, service, 20)
+}
+
+/// A provider of `workers` × `service` ± `jitter_pct`% of it.
+pub fn provider_with_jitter(workers: usize, service: Duration, jitter_pct: u32) -> ProviderConfig {
+    ProviderConfig::new(workers, service, service * jitter_pct / 100)
 }
 
 impl Scenario {

@@ -3,7 +3,11 @@
 //! At 2× and 3× C with 2 retries: goodput ≥ 0.9 C during the spike,
 //! upstream amplification ≤ 1.05, ≥ 95% goodput within 5 s after the
 //! spike, and p99 of admitted (successful) calls ≤ 2× the provider's
-//! unloaded latency (its service time). A slow provider: goodput ≥ 0.9 of
+//! unloaded latency (its service time). An admitted call is the attempt the
+//! front let through and the provider answered: its latency holds the wait
+//! in the front's queue and the provider's round trip, not the refused
+//! attempts the consumer made before it (the summary shows that figure
+//! too, as "p99 call"). A slow provider: goodput ≥ 0.9 of
 //! the new capacity while slow. A healthy upstream: no refusal at all.
 
 use super::run::RunResult;

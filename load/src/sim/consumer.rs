@@ -70,6 +70,9 @@ pub struct Second {
     /// Latency of successful logical calls, first attempt to answer.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Latency of the attempt that succeeded (the call the front admitted),
+    /// without the attempts refused or timed out before it.
+    pub p99_admitted_ms: f64,
 }
 
 #[derive(Default)]
@@ -83,27 +86,43 @@ struct Bucket {
     shed: AtomicU64,
     errors: AtomicU64,
     latencies: Mutex<Vec<f64>>,
+    admitted: Mutex<Vec<f64>>,
 }
 
-/// Successful calls' latencies (ms), by the second the call arrived in.
+/// Successful calls' latencies (ms), by the second the call arrived in:
+/// from the first attempt (`calls`), and of the attempt that succeeded
+/// (`admitted`).
 #[derive(Debug, Clone, Default)]
-pub struct Latencies(pub Vec<Vec<f64>>);
+pub struct Latencies {
+    pub calls: Vec<Vec<f64>>,
+    pub admitted: Vec<Vec<f64>>,
+}
+
+fn gather(by_second: &[Vec<f64>], from: u64, to: u64) -> Vec<f64> {
+    let mut all: Vec<f64> = by_second
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| (from..to).contains(&(*s as u64)))
+        .flat_map(|(_, l)| l.iter().copied())
+        .collect();
+    all.sort_by(|a, b| a.total_cmp(b));
+    all
+}
 
 impl Latencies {
-    /// The latencies of calls that arrived in seconds `[from, to)`, sorted.
+    /// The latencies of calls that arrived in seconds `[from, to)`, first
+    /// attempt to answer, sorted.
     pub fn between(&self, from: u64, to: u64) -> Vec<f64> {
-        let mut all: Vec<f64> = self
-            .0
-            .iter()
-            .enumerate()
-            .filter(|(s, _)| (from..to).contains(&(*s as u64)))
-            .flat_map(|(_, l)| l.iter().copied())
-            .collect();
-        all.sort_by(|a, b| a.total_cmp(b));
-        all
+        gather(&self.calls, from, to)
     }
 
-    /// Every latency, sorted.
+    /// The latencies of the successful attempts of calls that arrived in
+    /// seconds `[from, to)`, sorted.
+    pub fn admitted_between(&self, from: u64, to: u64) -> Vec<f64> {
+        gather(&self.admitted, from, to)
+    }
+
+    /// Every call's latency, sorted.
     pub fn all(&self) -> Vec<f64> {
         self.between(0, u64::MAX)
     }
@@ -162,6 +181,7 @@ async fn call(
 ) {
     let started = Instant::now();
     for _ in 0..=cfg.retries {
+        let attempt_started = Instant::now();
         bucket.attempts.fetch_add(1, Ordering::Relaxed);
         let target = cfg.targets[turn.fetch_add(1, Ordering::Relaxed) % cfg.targets.len()];
         let mut req = Request::get(format!("http://{target}{}", cfg.path));
@@ -176,6 +196,10 @@ async fn call(
                 bucket.goodput.fetch_add(1, Ordering::Relaxed);
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 if let Ok(mut l) = bucket.latencies.lock() {
+                    l.push(ms);
+                }
+                let ms = attempt_started.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut l) = bucket.admitted.lock() {
                     l.push(ms);
                 }
                 return;
@@ -247,12 +271,15 @@ pub async fn run_with_latencies(cfg: ConsumerConfig) -> (Vec<Second>, Latencies)
     let _ = tokio::time::timeout(grace, async { while calls.join_next().await.is_some() {} }).await;
     calls.abort_all();
     let mut all = Vec::new();
+    let mut admitted = Vec::new();
     let timeline = buckets
         .iter()
         .enumerate()
         .map(|(s, b)| {
             let mut l = b.latencies.lock().map(|l| l.clone()).unwrap_or_default();
             l.sort_by(|a, b| a.total_cmp(b));
+            let mut a = b.admitted.lock().map(|l| l.clone()).unwrap_or_default();
+            a.sort_by(|x, y| x.total_cmp(y));
             let second = Second {
                 second: s as u64,
                 offered: b.offered.load(Ordering::Relaxed),
@@ -265,12 +292,20 @@ pub async fn run_with_latencies(cfg: ConsumerConfig) -> (Vec<Second>, Latencies)
                 errors: b.errors.load(Ordering::Relaxed),
                 p50_ms: percentile(&l, 0.50),
                 p99_ms: percentile(&l, 0.99),
+                p99_admitted_ms: percentile(&a, 0.99),
             };
             all.push(l);
+            admitted.push(a);
             second
         })
         .collect();
-    (timeline, Latencies(all))
+    (
+        timeline,
+        Latencies {
+            calls: all,
+            admitted,
+        },
+    )
 }
 
 /// The `p`-quantile of sorted values (0 when empty).
@@ -281,11 +316,11 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
 /// Writes a timeline as CSV.
 pub fn to_csv(timeline: &[Second]) -> String {
     let mut out = String::from(
-        "second,offered,goodput,failed,timeouts,attempts,non_2xx,shed,errors,p50_ms,p99_ms\n",
+        "second,offered,goodput,failed,timeouts,attempts,non_2xx,shed,errors,p50_ms,p99_ms,p99_admitted_ms\n",
     );
     for s in timeline {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{:.1},{:.1}\n",
+            "{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1}\n",
             s.second,
             s.offered,
             s.goodput,
@@ -296,7 +331,8 @@ pub fn to_csv(timeline: &[Second]) -> String {
             s.shed,
             s.errors,
             s.p50_ms,
-            s.p99_ms
+            s.p99_ms,
+            s.p99_admitted_ms
         ));
     }
     out

@@ -3,7 +3,15 @@
 //! Each request needs one of `workers` workers for `service` time (± `jitter`),
 //! so capacity is `workers / service` requests per second. The service time
 //! may follow a schedule (`schedule`: the seed's provider slowed down tenfold
-//! mid-incident); a request's time is decided when a worker takes it up. Requests beyond
+//! mid-incident); a request's time is decided when a worker takes it up.
+//!
+//! Capacity is exact whatever the timer's resolution: Tokio's timers tick
+//! in whole milliseconds, so a worker that slept 5 ms per request would
+//! really take 5.5–6 and serve 15% less than `workers / service`. Each
+//! worker keeps its own clock instead: a request that was already waiting
+//! when the worker finished its last one starts at that finish time, not
+//! when the late timer woke it, so the error shows as up to a millisecond
+//! of latency per call and never accumulates into lost capacity. Requests beyond
 //! the pool wait in an unbounded FIFO queue. The provider is **cancel-unaware**,
 //! like a Dubbo provider: a request whose caller has hung up still runs to
 //! the end, and such completions are counted as wasted work. The work is
@@ -26,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rng;
 
@@ -149,10 +157,40 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+/// The workers: each a token holding when it was last free (its own
+/// clock), taken in arrival order (Tokio's mutex queues its waiters FIFO).
+struct Pool {
+    free: Mutex<mpsc::UnboundedReceiver<tokio::time::Instant>>,
+    back: mpsc::UnboundedSender<tokio::time::Instant>,
+}
+
+impl Pool {
+    fn new(workers: usize) -> Self {
+        let (back, free) = mpsc::unbounded_channel();
+        let now = tokio::time::Instant::now();
+        for _ in 0..workers {
+            let _ = back.send(now);
+        }
+        Self {
+            free: Mutex::new(free),
+            back,
+        }
+    }
+
+    /// A worker, and since when it has been free.
+    async fn take(&self) -> Option<tokio::time::Instant> {
+        self.free.lock().await.recv().await
+    }
+
+    fn give_back(&self, free_since: tokio::time::Instant) {
+        let _ = self.back.send(free_since);
+    }
+}
+
 /// What every connection's handler shares.
 struct Shared {
     cfg: ProviderConfig,
-    pool: Arc<Semaphore>,
+    pool: Pool,
     stats: Arc<ProviderStats>,
     /// The schedule's clock: `base` and the offset of its start from it.
     base: Instant,
@@ -181,12 +219,16 @@ async fn handle(
     let work = shared.clone();
     // Detached from the connection: hanging up does not stop the work.
     tokio::spawn(async move {
-        let Ok(_worker) = work.pool.clone().acquire_owned().await else {
+        let arrived = tokio::time::Instant::now();
+        let Some(free_since) = work.pool.take().await else {
             return;
         };
+        let start = arrived.max(free_since);
         let jitter = work.cfg.jitter.as_secs_f64() * (2.0 * rng::unit() - 1.0);
         let busy = (work.service_now().as_secs_f64() + jitter).max(0.0);
-        tokio::time::sleep(Duration::from_secs_f64(busy)).await;
+        let finish = start + Duration::from_secs_f64(busy);
+        tokio::time::sleep_until(finish).await;
+        work.pool.give_back(finish);
         work.stats.completed.fetch_add(1, Ordering::Relaxed);
         if done.send(()).is_err() {
             work.stats.wasted.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +254,7 @@ impl Provider {
         let addr = listener.local_addr()?;
         let stats = Arc::new(ProviderStats::default());
         let shared = Arc::new(Shared {
-            pool: Arc::new(Semaphore::new(cfg.workers.max(1))),
+            pool: Pool::new(cfg.workers.max(1)),
             cfg,
             stats: stats.clone(),
             base: Instant::now(),
