@@ -333,3 +333,28 @@ fn renaming_the_fleet_section_is_no_change_but_changing_it_needs_a_restart() {
     let err = compile_text(BASE, Some(&second), &m).unwrap_err();
     assert_eq!(err.path, "fleet", "removing it is a change too");
 }
+
+#[test]
+fn a_reload_keeps_a_clusters_gate_unless_its_settings_or_endpoints_change() {
+    let m = Metrics::new();
+    let gate = |s: &Snapshot| s.clusters["orders"].overload.as_ref().unwrap().gate.clone();
+    let first = compile_text(TYPED, None, &m).unwrap();
+    assert_eq!(gate(&first).limit().limit(), 20, "on by default");
+    let next = compile_text(&TYPED.replace("limit: 100", "limit: 200"), Some(&first), &m).unwrap();
+    assert!(
+        Arc::ptr_eq(&gate(&first), &gate(&next)),
+        "what it learned survives a reload that does not touch the cluster"
+    );
+    let bounded = TYPED.replace(
+        "127.0.0.1:9001]",
+        "127.0.0.1:9001]\n    overload: { max: 64 }",
+    );
+    let bounded = compile_text(&bounded, Some(&next), &m).unwrap();
+    assert!(!Arc::ptr_eq(&gate(&next), &gate(&bounded)), "new settings");
+    let moved = TYPED.replace("127.0.0.1:9001", "127.0.0.1:9002");
+    let moved = compile_text(&moved, Some(&next), &m).unwrap();
+    assert!(!Arc::ptr_eq(&gate(&next), &gate(&moved)), "new endpoints");
+    let off = TYPED.replace("127.0.0.1:9001]", "127.0.0.1:9001]\n    overload: off");
+    let off = compile_text(&off, Some(&next), &m).unwrap();
+    assert!(off.clusters["orders"].overload.is_none());
+}

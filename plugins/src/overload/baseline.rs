@@ -11,11 +11,20 @@
 //! gap between them reads as a queue.
 //!
 //! # The algorithm
-//! - **A trimmed mean of a batch.** Answered calls (not failures: a reset is
-//!   fast, a timeout is the deadline) are gathered in a batch of at least
-//!   [`BATCH`] and at most [`BATCH_MAX`]; its mean without the lowest and
-//!   highest tenth is the batch's typical RTT. One fast answer in ten moves
-//!   nothing, and it compares with a mean.
+//! - **The first batch, by cohort.** Calls are grouped by the interval they
+//!   started in ([`super::cohort`]); a cohort counts once all its calls
+//!   ended, so its mean is over its fast and slow calls alike. The first
+//!   [`BATCH`] answered calls of closed cohorts set the baseline. (The calls
+//!   that end first after a start or a burst are the fast ones: with ±20%
+//!   jitter in service time a first batch by end time read 11% low, which
+//!   the gradient then took for a standing queue of a tenth of the limit,
+//!   for good.) Until then the least trimmed mean of an interval stands in,
+//!   and the limit does not read it as a queue.
+//! - **A trimmed mean of a batch, after.** Answered calls (not failures: a
+//!   reset is fast, a timeout is the deadline) are gathered in a batch of at
+//!   least [`BATCH`] and at most [`BATCH_MAX`]; its mean without the lowest
+//!   and highest tenth is the batch's typical RTT. One fast answer in ten
+//!   moves nothing, and it compares with a mean.
 //! - **Falling at once.** A batch below the baseline replaces it, whether or
 //!   not its calls were "clean": calls answered that fast under load prove
 //!   the provider's pace is at most that.
@@ -26,8 +35,6 @@
 //!   round trip back, so it is the provider's pace. It then takes the
 //!   streak's least. A slower provider drives every gateway there, since the
 //!   gradient reads its slowness as a queue.
-//! - **Before any batch**, the least typical RTT of the intervals so far
-//!   stands in.
 //!
 //! Envoy's adaptive concurrency instead re-measures its minRTT periodically
 //! at a minimal concurrency (its users' success-rate dips, envoy#8337), and
@@ -44,18 +51,22 @@
 //! - A provider that gets slower by less than [`RISE`] is read as a standing
 //!   queue: the limit holds near `beta / (1 - 1/slowdown)`.
 //! - The batch comes from a reservoir of [`SLOTS`] samples per interval: in
-//!   a busy interval the typical RTT is an estimate, and a sample recorded
-//!   while the updater drains may land in the next interval.
+//!   a busy interval the typical RTT is an estimate.
 //! - A falling batch is one estimate: the baseline is the least of many, so
-//!   under jitter it sits a few percent under the true mean.
+//!   under jitter it sits a few percent under the true mean (the limit's
+//!   creep through the dead band keeps that from holding it low).
+//! - A cohort with a call longer than the cohort ring (6.4 s) is given up:
+//!   the first batch of a provider that slow waits for shorter calls.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::cohort::Sums;
 
 /// Reservoir slots per interval.
 pub(super) const SLOTS: usize = 64;
 /// Clean samples a batch needs before its percentile counts.
 pub(super) const BATCH: usize = 20;
-/// Clean samples a batch keeps at most.
+/// Samples a batch keeps at most.
 pub(super) const BATCH_MAX: usize = SLOTS;
 /// How much slower than the baseline clean calls must be to count as
 /// evidence of a slower provider.
@@ -132,6 +143,8 @@ pub(super) struct Baseline {
     settled: bool,
     /// The batch being gathered.
     batch: Vec<u64>,
+    /// The closed cohorts gathered toward the first batch.
+    first: Sums,
     /// Intervals in a row of a slower provider at the floor, and the least
     /// typical RTT among them.
     slower: u32,
@@ -149,18 +162,39 @@ impl Baseline {
             self.nanos = typical;
         }
         self.rise(iv.at_floor, typical);
+        if !self.settled {
+            return self.nanos;
+        }
         let room = BATCH_MAX - self.batch.len();
         self.batch.extend(iv.rtts.iter().take(room));
         if self.batch.len() >= BATCH {
             self.batch.sort_unstable();
             let typical = trimmed_mean(&self.batch);
             self.batch.clear();
-            if !self.settled || typical < self.nanos {
-                self.nanos = typical;
-                self.settled = true;
-            }
+            self.nanos = self.nanos.min(typical);
         }
         self.nanos
+    }
+
+    /// Takes a closed cohort's calls toward the first batch, which settles
+    /// the baseline: its mean is over whole cohorts, fast and slow calls
+    /// alike, where the first calls to end after a start or a burst are
+    /// the fast ones.
+    pub(super) fn cohort(&mut self, sums: Sums) {
+        if self.settled {
+            return;
+        }
+        self.first.add(sums);
+        if (self.first.count as usize) >= BATCH {
+            self.nanos = self.first.mean();
+            self.settled = true;
+        }
+    }
+
+    /// A first batch has set the baseline; before it, the stand-in is
+    /// only a guess that reads low.
+    pub(super) fn settled(&self) -> bool {
+        self.settled
     }
 
     /// Rises only at the floor, when sending the least did not bring the

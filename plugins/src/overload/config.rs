@@ -10,7 +10,7 @@
 //!     overload:                # or adjusts its bounds
 //!       initial: 20            # the limit before anything is learned
 //!       min: 2                 # it never goes below (calls always flow)
-//!       max: 1000              # nor above
+//!       max: 10000             # nor above
 //!       max_queue: 64          # waiters for a place, all classes together
 //!       max_wait: 50ms         # the longest wait for a place
 //! ```

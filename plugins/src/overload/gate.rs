@@ -24,6 +24,10 @@ use tokio::sync::oneshot;
 use super::limit::{AdaptiveLimit, Sample, Slot};
 use crate::{Clock, Rejection, RejectionKind};
 
+/// The wait half a fast provider's round trip is not cut below (unless
+/// `max_wait` is).
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
 /// How long after its last refusal a gate counts as overloaded.
 const OVERLOAD_MEMORY: Duration = Duration::from_secs(1);
 
@@ -224,14 +228,16 @@ impl Gate {
 
     /// How long a call may wait for a place: `max_wait`, the time left
     /// before the caller's deadline, and half the provider's learned
-    /// unloaded round trip, whichever is least. The last keeps an admitted
+    /// unloaded round trip (but at least 5 ms), whichever is least. The last keeps an admitted
     /// call's latency within about twice the provider's own: a wait longer
     /// than a round trip is a queue the provider's pace would not clear.
     fn wait_for(&self, left: Option<Duration>) -> Duration {
         let (base, _) = self.limit.rtts();
         let mut wait = self.settings.max_wait;
         if !base.is_zero() {
-            wait = wait.min(base / 2);
+            // Not below a few milliseconds: for a fast provider the
+            // gateway's own scheduling is most of a round trip.
+            wait = wait.min((base / 2).max(MIN_WAIT));
         }
         left.map_or(wait, |l| l.min(wait))
     }

@@ -32,7 +32,10 @@
 //!   limit is what is short: it doubles when there was no congestion in the
 //!   last 30 s (TCP's slow start: a fresh gateway in front of a big
 //!   provider, or a healthy load that rises tenfold, is followed in a few
-//!   intervals, not seconds). Near congestion it creeps by `log10(limit)`:
+//!   intervals, not seconds). In slow start the limit also grows on demand
+//!   within an interval, call by call, up to twice what the interval began
+//!   with, so a burst on a calm, healthy provider is not refused while the
+//!   interval runs. Near congestion it creeps by `log10(limit)`:
 //!   there a jump would overshoot into the provider's queue, and jitter in
 //!   service times would turn the jumps into a sawtooth below capacity.
 //!
@@ -64,6 +67,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::baseline::{Baseline, Interval, Reservoir};
+use super::cohort::Cohorts;
 use crate::Clock;
 
 /// How long without congestion before a limit that binds doubles again
@@ -91,7 +95,7 @@ impl Default for LimitSettings {
         Self {
             initial: 20,
             min: 2,
-            max: 1000,
+            max: 10_000,
             interval: Duration::from_millis(100),
         }
     }
@@ -117,6 +121,9 @@ pub struct AdaptiveLimit {
     answered: AtomicU64,
     rtt_sum: AtomicU64,
     rtts: Reservoir,
+    /// Round trips by the interval their calls started in, for the
+    /// baseline's unbiased batches.
+    cohorts: Cohorts,
     peak: AtomicU32,
     dropped: AtomicU64,
     next_update: AtomicU64,
@@ -125,6 +132,9 @@ pub struct AdaptiveLimit {
     base_seen: AtomicU64,
     rtt_seen: AtomicU64,
     overloaded: AtomicBool,
+    /// How far the limit may grow on demand before the next interval: twice
+    /// it in slow start, else the limit itself.
+    room: AtomicU32,
     /// When it last saw congestion ([`NEVER`]): slow start waits for a
     /// calm of [`SLOW_START_AFTER`].
     congested_at: AtomicU64,
@@ -143,12 +153,15 @@ struct State {
 pub struct Slot {
     limit: Arc<AdaptiveLimit>,
     started: u64,
+    /// The cohort of calls started in the same interval.
+    cohort: u64,
     done: bool,
 }
 
 impl AdaptiveLimit {
     pub fn new(settings: LimitSettings, clock: Arc<dyn Clock>) -> Self {
         let initial = settings.initial.clamp(settings.min, settings.max);
+        let room = initial.saturating_mul(2).min(settings.max);
         let next = clock.now_nanos() + nanos(settings.interval);
         Self {
             settings,
@@ -158,6 +171,7 @@ impl AdaptiveLimit {
             answered: AtomicU64::new(0),
             rtt_sum: AtomicU64::new(0),
             rtts: Reservoir::new(),
+            cohorts: Cohorts::new(),
             peak: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
             next_update: AtomicU64::new(next),
@@ -166,6 +180,7 @@ impl AdaptiveLimit {
             rtt_seen: AtomicU64::new(0),
             overloaded: AtomicBool::new(false),
             congested_at: AtomicU64::new(NEVER),
+            room: AtomicU32::new(room),
         }
     }
 
@@ -196,11 +211,23 @@ impl AdaptiveLimit {
 
     /// A slot, if fewer than the limit are in flight. Lock-free.
     pub fn acquire(self: &Arc<Self>) -> Option<Slot> {
-        let limit = self.limit();
+        let mut limit = self.limit();
         let mut n = self.in_flight.load(Ordering::Relaxed);
         loop {
             if n >= limit {
-                return None;
+                // In slow start the limit grows on demand within the
+                // interval, up to its room.
+                if limit >= self.room.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let _ = self.limit.compare_exchange(
+                    limit,
+                    limit + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                limit = self.limit();
+                continue;
             }
             match self.in_flight.compare_exchange_weak(
                 n,
@@ -216,6 +243,7 @@ impl AdaptiveLimit {
         Some(Slot {
             limit: self.clone(),
             started: self.clock.now_nanos(),
+            cohort: self.cohorts.start(),
             done: false,
         })
     }
@@ -264,6 +292,7 @@ impl AdaptiveLimit {
         let answered = self.answered.swap(0, Ordering::AcqRel);
         let sum = self.rtt_sum.swap(0, Ordering::AcqRel);
         self.rtts.drain(rtts);
+        self.cohorts.advance(|sums| baseline.cohort(sums));
         let peak = self.peak.swap(self.in_flight(), Ordering::AcqRel);
         let dropped = self.dropped.swap(0, Ordering::AcqRel);
         if answered == 0 && dropped == 0 {
@@ -283,7 +312,7 @@ impl AdaptiveLimit {
             });
             self.base_seen.store(base, Ordering::Relaxed);
             self.rtt_seen.store(rtt, Ordering::Relaxed);
-            if rtt > base {
+            if rtt > base && baseline.settled() {
                 queue = limit * (1.0 - base as f64 / rtt as f64);
             }
         }
@@ -303,7 +332,7 @@ impl AdaptiveLimit {
             // congestion it doubles (TCP's slow start); near it, it creeps.
             let at = self.congested_at.load(Ordering::Relaxed);
             if at == NEVER || now.saturating_sub(at) >= nanos(SLOW_START_AFTER) {
-                limit * 2.0
+                f64::from(peak).max(limit) * 2.0
             } else {
                 limit + log
             }
@@ -327,6 +356,17 @@ impl AdaptiveLimit {
         }
         let next = (next.round() as u32).clamp(self.settings.min, self.settings.max);
         self.limit.store(next, Ordering::Relaxed);
+        // Slow start, on demand: with no congestion for a while and none
+        // now, the next interval may double the limit as calls arrive,
+        // rather than refuse them until the interval ends.
+        let at = self.congested_at.load(Ordering::Relaxed);
+        let calm = at == NEVER || now.saturating_sub(at) >= nanos(SLOW_START_AFTER);
+        let room = if calm && queue < alpha {
+            next.saturating_mul(2).min(self.settings.max)
+        } else {
+            next
+        };
+        self.room.store(room, Ordering::Relaxed);
     }
 }
 
@@ -336,6 +376,8 @@ impl Slot {
         self.done = true;
         let rtt = self.limit.clock.now_nanos().saturating_sub(self.started);
         self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let timed = (sample == Sample::Answered).then_some(rtt);
+        self.limit.cohorts.end(self.cohort, timed);
         self.limit.record(rtt, sample);
     }
 }
@@ -344,6 +386,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if !self.done {
             self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.limit.cohorts.end(self.cohort, None);
         }
     }
 }

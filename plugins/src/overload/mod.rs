@@ -24,6 +24,7 @@
 //! short dip Envoy's users complained of.
 
 mod baseline;
+mod cohort;
 pub mod config;
 pub mod gate;
 pub mod limit;

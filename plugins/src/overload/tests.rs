@@ -229,6 +229,7 @@ fn a_slot_given_up_frees_its_place_without_a_sample() {
         LimitSettings {
             initial: 1,
             min: 1,
+            max: 1,
             ..LimitSettings::default()
         },
         clock.clone(),
@@ -311,6 +312,11 @@ fn jitter_in_service_time_is_not_read_as_a_queue() {
     run.run(&mut provider, 1000, 30);
     // 200 workers at 100 ms on average: 2,000 calls a second.
     let goodput = (run.answered - before) as f64 / 30.0;
+    eprintln!(
+        "DEBUG limits {:?} base {:?}",
+        &run.limits[..],
+        run.limit.rtts()
+    );
     assert!(goodput >= 0.95 * 2000.0, "goodput {goodput}/s under jitter");
     let (low, high) = run.range(30);
     // Within 7% of the workers below (the goodput above is what counts)

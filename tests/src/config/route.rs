@@ -19,6 +19,8 @@ pub struct Route {
     deadline_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<Retry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<serde_yaml::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     policies: Vec<Policy>,
 }
@@ -94,6 +96,7 @@ impl Route {
             timeouts: Timeouts::default(),
             deadline_header: None,
             retry: None,
+            priority: None,
             policies: Vec::new(),
         }
     }
@@ -149,6 +152,27 @@ impl Route {
 
     pub fn retry(mut self, retry: Retry) -> Route {
         self.retry = Some(retry);
+        self
+    }
+
+    /// The route's class at its cluster's overload gate: `"critical"`.
+    pub fn priority(mut self, class: &str) -> Route {
+        self.priority = Some(serde_yaml::Value::String(class.into()));
+        self
+    }
+
+    /// The class by the value of `key`, `class` otherwise:
+    /// `priority_by("tier", "default", &[("gold", "critical")])`.
+    pub fn priority_by(mut self, key: &str, class: &str, classes: &[(&str, &str)]) -> Route {
+        let mut map = serde_yaml::Mapping::new();
+        for (value, c) in classes {
+            map.insert((*value).into(), (*c).into());
+        }
+        let mut p = serde_yaml::Mapping::new();
+        p.insert("class".into(), class.into());
+        p.insert("key".into(), key.into());
+        p.insert("classes".into(), serde_yaml::Value::Mapping(map));
+        self.priority = Some(serde_yaml::Value::Mapping(p));
         self
     }
 

@@ -16,6 +16,8 @@ pub struct Cluster {
     protocol: Option<Protocol>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_budget: Option<RetryBudget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overload: Option<serde_yaml::Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -34,7 +36,25 @@ impl Cluster {
             read_timeout_ms: None,
             protocol: None,
             retry_budget: None,
+            overload: None,
         }
+    }
+
+    /// `overload: off`: no adaptive limit in front of the cluster.
+    pub fn overload_off(mut self) -> Cluster {
+        self.overload = Some(serde_yaml::Value::String("off".into()));
+        self
+    }
+
+    /// A fixed limit of `n` (the adaptive one held at `min = max = n`),
+    /// queueing at most `queue` for at most `max_wait` (`"2s"`): the gate
+    /// made predictable for a test.
+    pub fn overload_fixed(mut self, n: u32, queue: usize, max_wait: &str) -> Cluster {
+        let text = format!(
+            "{{ initial: {n}, min: {n}, max: {n}, max_queue: {queue}, max_wait: {max_wait} }}"
+        );
+        self.overload = Some(serde_yaml::from_str(&text).expect("a valid overload map"));
+        self
     }
 
     pub fn connect_timeout_ms(mut self, ms: u64) -> Cluster {

@@ -51,13 +51,15 @@ async fn refusal_gateway(up: &PyGrpcUpstream) -> (Gateway, ClosedPort) {
         .cluster("guarded", grpc([up.addr]))
         .cluster("sluggish", grpc([up.addr]).read_timeout_ms(300))
         .cluster("down", grpc([down.addr()]))
+        .cluster("gated", grpc([up.addr]).overload_fixed(1, 0, "50ms"))
         .route(case("ok", "echo"))
         .route(case("denied", "echo").policy(Deny::new().users(["mallory"])))
         .route(case("limited", "echo").policy(RateLimit::new("endpoint", 1, "1m")))
         .route(case("overloaded", "echo").policy(Concurrency::max(1)))
         .route(case("open", "guarded").policy(Breaker::consecutive_failures(5)))
         .route(case("down", "down"))
-        .route(case("slow", "sluggish"));
+        .route(case("slow", "sluggish"))
+        .route(case("gate", "gated"));
     (gateway(&config).start().await, down)
 }
 
@@ -188,6 +190,22 @@ async fn every_refusal_row_is_a_status_grpc_core_clients_read() {
             "{refused:?}"
         );
     }
+    // The cluster's overload gate, held at one place: the same, naming the
+    // cluster, with a second of pushback.
+    let pair = call_async(
+        target,
+        vec![GrpcCall::new("Unary", "sleep:1500")
+            .metadata("x-case", "gate")
+            .parallel(2)],
+    )
+    .await;
+    let mut codes: Vec<&str> = pair.iter().map(|r| r.code.as_str()).collect();
+    codes.sort();
+    assert_eq!(codes, ["OK", "UNAVAILABLE"], "{pair:?}");
+    let refused = pair.iter().find(|r| r.code == "UNAVAILABLE").unwrap();
+    assert!(refused.details.contains("(gated)"), "{refused:?}");
+    assert_eq!(refused.trailer("x-breakwater-error"), Some("overloaded"));
+    assert_eq!(pushback(refused), 1000, "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

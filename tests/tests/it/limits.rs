@@ -261,29 +261,34 @@ async fn concurrency_queue_lets_waiters_through_in_turn() {
     assert_eq!(up.count(), 3);
 }
 
+/// A client that gives up does not end the provider's work: the call goes
+/// on (the gateway keeps reading its answer) and its slot stays taken until
+/// the upstream answers, then frees at once.
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrency_slot_is_released_when_the_client_gives_up() {
+async fn concurrency_slot_is_held_until_the_upstream_answers_a_client_that_left() {
     let up = MockUpstream::start("a").await;
     let body = with_policy(&up, Keys::new(), Concurrency::max(1));
     let gw = gateway(&body).start().await;
-    // The client gives up long before the upstream would answer (10 s).
+    let started = Instant::now();
+    // The client gives up long before the upstream answers (1.5 s).
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    assert!(impatient
-        .get(gw.url("/slow?ms=10000"))
-        .send()
-        .await
-        .is_err());
-    let released = Instant::now();
+    assert!(impatient.get(gw.url("/slow?ms=1500")).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(limits(&gw).await["limits"][0]["in_flight"], 1);
+    let busy = get(&gw, "/x", &[]).await;
+    assert!(started.elapsed() < Duration::from_millis(1400));
+    assert_eq!(busy.status(), 503, "the provider is still working");
+    assert_eq!(up.count(), 1);
     eventually(
         Duration::from_secs(5),
-        "the abandoned request's slot to be released",
+        "the slot to be released once the upstream answered",
         || async { (limits(&gw).await["limits"][0]["in_flight"] == 0).then_some(()) },
     )
     .await;
-    assert!(released.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() >= Duration::from_millis(1450));
     assert_eq!(get(&gw, "/x", &[]).await.status(), 200);
 }
 

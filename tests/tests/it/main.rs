@@ -17,6 +17,7 @@ mod hotkeys;
 mod keys;
 mod lifecycle;
 mod limits;
+mod overload;
 mod proxy;
 mod redis_harness;
 mod reload;
