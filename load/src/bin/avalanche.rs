@@ -95,6 +95,14 @@ struct Args {
     /// start) instead of removing them at the end.
     #[arg(long)]
     keep_work_dir: bool,
+    /// Where every run is saved (JSON), to be reported again later.
+    #[arg(long, default_value = "target/avalanche-runs")]
+    runs_dir: PathBuf,
+    /// Run only these scenarios (by name); report the others from their
+    /// saved runs in `--runs-dir` (those never run are left out). For
+    /// rerunning a run that shared the box with a build.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// List the runs and their length, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -250,8 +258,19 @@ fn main() -> std::io::Result<()> {
         .build()?;
     let mut runs = Vec::new();
     for s in &scenarios {
+        if !args.only.is_empty() && !args.only.contains(&s.name) {
+            match lab::run::load(&args.runs_dir, &s.name) {
+                Some(saved) => {
+                    eprintln!("{}: the saved run", s.name);
+                    runs.push(saved);
+                }
+                None => eprintln!("{}: no saved run, left out", s.name),
+            }
+            continue;
+        }
         eprintln!("running {} ...", s.name);
         let run = rt.block_on(lab::run(s, &env))?;
+        lab::run::save(&run, &args.runs_dir)?;
         std::fs::write(
             args.out_dir.join(format!("{}.csv", s.name)),
             consumer::to_csv(&run.timeline),

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 /// One cluster's state on one instance, at one second of the run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub second: u64,
     pub instance: usize,

@@ -115,18 +115,18 @@ fn header(out: &mut String, runs: &[RunResult], env: &Env, note: &str) {
     );
     let _ = writeln!(
         out,
-        "Columns: goodput = mean successful calls per second over the spike (or the slow phase) as a fraction of the provider's capacity then; amplification = requests the provider received per logical call offered; recovery = seconds after the spike until a second's goodput is ≥ 95% of its offer; after = goodput over offer from 5 s after the spike to the end (metastable collapse reads low); p99 = of admitted calls arriving from the spike's start on (the attempt the front let through and the provider answered: the front's queue wait and the provider's round trip), against 2× the service time; p99 call = the same calls as the consumer saw them, from their first attempt, so with the refused attempts and their queue waits before the admitted one; shed = attempts refused with `x-breakwater-error: overloaded`; limit = the gateway's adaptive limit from `GET /overload` during the spike, mean (min–max), summed over a fleet's instances.\n"
+        "Columns: goodput = mean successful calls per second over the spike (or the slow phase) as a fraction of the provider's capacity then; amplification = requests the provider received per logical call offered; recovery = seconds after the spike until a second's goodput is ≥ 95% of its offer; after = goodput over offer from 5 s after the spike to the end (metastable collapse reads low); p99 = of admitted calls arriving from the spike's start on (the attempt the front let through and the provider answered: the front's queue wait and the provider's round trip), against 2× the service time; p99 calm = of admitted calls in the calm phase before the spike, what this box measures without overload; p99 call = the same calls as the consumer saw them, from their first attempt, so with the refused attempts and their queue waits before the admitted one; shed = attempts refused with `x-breakwater-error: overloaded`; limit = the gateway's adaptive limit from `GET /overload` during the spike, mean (min–max), summed over a fleet's instances.\n"
     );
 }
 
 fn targets_table(out: &mut String, runs: &[&RunResult]) {
-    let _ = writeln!(out, "| front | provider | load | {} | {} | {} | {} | p99 call | after | shed attempts | wasted upstream work | limit |", targets::GOODPUT, targets::AMPLIFICATION, targets::RECOVERY, targets::P99);
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| front | provider | load | {} | {} | {} | {} | p99 calm | p99 call | after | shed attempts | wasted upstream work | limit |", targets::GOODPUT, targets::AMPLIFICATION, targets::RECOVERY, targets::P99);
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let vs = verdicts(r);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} of {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} of {} | {} |",
             r.scenario.front.name(),
             provider_label(r),
             load_label(r),
@@ -134,6 +134,7 @@ fn targets_table(out: &mut String, runs: &[&RunResult]) {
             cell(&vs, targets::AMPLIFICATION),
             cell(&vs, targets::RECOVERY),
             cell(&vs, targets::P99),
+            r.p99_calm_ms().map_or("–".into(), |p| format!("{p:.0} ms")),
             r.p99_call_ms(),
             r.success_after().map_or("–".into(), |a| format!("{a:.2}")),
             r.shed(),
@@ -176,14 +177,14 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
             "## Matrix: capacity × service time, default config, spike\n"
         );
         let _ = writeln!(out, "Targets met: **{pass} of {total}**.\n");
-        let _ = writeln!(out, "| service time | C | workers | {} | {} | {} | {} | p99 call | after | shed attempts | limit | front CPU |", targets::GOODPUT, targets::AMPLIFICATION, targets::RECOVERY, targets::P99);
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| service time | C | workers | {} | {} | {} | {} | p99 calm | p99 call | after | shed attempts | limit | front CPU |", targets::GOODPUT, targets::AMPLIFICATION, targets::RECOVERY, targets::P99);
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &matrix {
             let vs = verdicts(r);
             let p = &r.scenario.provider;
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} | {:.1} s |",
+                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} | {:.1} s |",
                 label(p.service),
                 p.capacity(),
                 p.workers,
@@ -191,6 +192,7 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
                 cell(&vs, targets::AMPLIFICATION),
                 cell(&vs, targets::RECOVERY),
                 cell(&vs, targets::P99),
+                r.p99_calm_ms().map_or("–".into(), |p| format!("{p:.0} ms")),
                 r.p99_call_ms(),
                 r.success_after().map_or("–".into(), |a| format!("{a:.2}")),
                 r.shed(),
@@ -201,7 +203,7 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
         for s in skipped {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | – | not run: {} | | | | | | | | |",
+                "| {} | {:.0} | – | not run: {} | | | | | | | | | |",
                 label(s.service),
                 s.capacity,
                 s.why
@@ -322,14 +324,14 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
 
 /// One row per run, every headline figure: the tables' source.
 pub fn runs_csv(runs: &[RunResult]) -> String {
-    let mut out = String::from("run,group,front,instances,workers,service_ms,capacity,load,offered,attempts,goodput_x_c,success_in_window,amplification,recovery_s,success_after,p99_ms,p99_call_ms,unloaded_ms,non_2xx,shed,errors,timeouts,failed,provider_received,provider_completed,provider_wasted,limit_mean,front_cpu_s,foreign_cores,targets_met,targets\n");
+    let mut out = String::from("run,group,front,instances,workers,service_ms,capacity,load,offered,attempts,goodput_x_c,success_in_window,amplification,recovery_s,success_after,p99_ms,p99_calm_ms,p99_call_ms,unloaded_ms,non_2xx,shed,errors,timeouts,failed,provider_received,provider_completed,provider_wasted,limit_mean,front_cpu_s,foreign_cores,targets_met,targets\n");
     for r in runs {
         let p = &r.scenario.provider;
         let vs = verdicts(r);
         let (from, to) = r.scenario.window();
         let _ = writeln!(
             out,
-            "{},{:?},{},{},{},{},{:.0},{},{},{},{:.3},{:.4},{:.3},{},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{}",
+            "{},{:?},{},{},{},{},{:.0},{},{},{},{:.3},{:.4},{:.3},{},{},{:.1},{},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{}",
             r.scenario.name,
             r.scenario.group,
             r.scenario.front.name(),
@@ -346,6 +348,7 @@ pub fn runs_csv(runs: &[RunResult]) -> String {
             r.recovery_secs().map_or(String::new(), |s| s.to_string()),
             r.success_after().map_or(String::new(), |a| format!("{a:.3}")),
             r.p99_ms(),
+            r.p99_calm_ms().map_or(String::new(), |p| format!("{p:.1}")),
             r.p99_call_ms(),
             r.scenario.unloaded_latency().as_secs_f64() * 1000.0,
             r.non_2xx(),

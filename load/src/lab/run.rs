@@ -11,8 +11,9 @@ use crate::procs::{machine_busy, process_tree, tree_cpu};
 use crate::sim::consumer::{self, ConsumerConfig, Latencies, Second};
 use crate::sim::provider::{Provider, StatsView};
 
-/// What one run measured.
-#[derive(Debug, Clone)]
+/// What one run measured. Saved as JSON ([`save`]) so that a later
+/// invocation can rerun some scenarios and report all of them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
     pub scenario: Scenario,
     pub timeline: Vec<Second>,
@@ -114,6 +115,14 @@ impl RunResult {
         consumer::quantile(&self.latencies.admitted_between(from, u64::MAX), 0.99)
     }
 
+    /// p99 (ms) of the admitted calls before the window (the calm phase of
+    /// a spike run): what this box measures with no overload, for scale.
+    pub fn p99_calm_ms(&self) -> Option<f64> {
+        let (from, _) = self.scenario.window();
+        let calm = self.latencies.admitted_between(0, from);
+        (!calm.is_empty()).then(|| consumer::quantile(&calm, 0.99))
+    }
+
     /// p99 (ms) of the same calls as the consumer saw them: from the first
     /// attempt, so with the refused and timed-out attempts before the one
     /// that succeeded.
@@ -190,4 +199,17 @@ pub async fn run(scenario: &Scenario, env: &Env) -> std::io::Result<RunResult> {
         front_cpu,
         foreign_cores,
     })
+}
+
+/// Saves `run` as `<dir>/<name>.json`.
+pub fn save(run: &RunResult, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(format!("{}.json", run.scenario.name)), json)
+}
+
+/// The run saved as `<dir>/<name>.json`, if any.
+pub fn load(dir: &std::path::Path, name: &str) -> Option<RunResult> {
+    let bytes = std::fs::read(dir.join(format!("{name}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::sim::consumer::Phase;
 use crate::sim::provider::{ProviderConfig, ServicePhase};
 
 /// What stands between consumer and provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Front {
     Direct,
     /// nginx as an operator would configure it: `proxy_next_upstream error
@@ -59,7 +61,7 @@ impl Front {
 }
 
 /// The consumer's load over time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Load {
     /// `warm` at 0.7 C, `spike` at `multiplier` × C, `cool` at 0.7 C.
     Spike {
@@ -76,7 +78,7 @@ pub enum Load {
 }
 
 /// Which table of the summary a run belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Group {
     /// The shipped default config against the targets, beside the
     /// other fronts.
@@ -92,7 +94,7 @@ pub enum Group {
 }
 
 /// One run of the lab.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scenario {
     /// The run's name: its CSV's file stem.
     pub name: String,

@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rng;
 
@@ -48,7 +48,7 @@ pub struct ConsumerConfig {
 }
 
 /// One second of the timeline.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Second {
     pub second: u64,
     pub offered: u64,
@@ -92,7 +92,7 @@ struct Bucket {
 /// Successful calls' latencies (ms), by the second the call arrived in:
 /// from the first attempt (`calls`), and of the attempt that succeeded
 /// (`admitted`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latencies {
     pub calls: Vec<Vec<f64>>,
     pub admitted: Vec<Vec<f64>>,

@@ -32,13 +32,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rng;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProviderConfig {
     pub workers: usize,
     /// The service time, or the first one when `schedule` is set.
@@ -51,7 +51,7 @@ pub struct ProviderConfig {
 }
 
 /// One stretch of the service-time schedule.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ServicePhase {
     pub duration: Duration,
     pub service: Duration,
@@ -132,7 +132,7 @@ pub struct ProviderStats {
     pub wasted: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StatsView {
     pub received: u64,
     pub completed: u64,
