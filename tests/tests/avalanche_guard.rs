@@ -54,6 +54,14 @@ async fn the_default_config_holds_goodput_through_a_3x_spike() {
         "goodput during the 3× spike was {goodput:.2} C, below 0.7 C: the default config no longer protects the provider\n{table}\ntimeline:\n{}",
         breakwater_load::sim::consumer::to_csv(&run.timeline)
     );
+    eprintln!(
+        "guard: goodput {goodput:.2} C during the 3× spike, amplification {:.2}, recovery {:?} s, p99 of admitted calls {:.0} ms, {} attempts shed, {:?} in all",
+        run.amplification(),
+        run.recovery_secs(),
+        run.p99_ms(),
+        run.shed(),
+        started.elapsed()
+    );
     // The guard's own budget (issue 16: ≤ 60 s).
     assert!(
         started.elapsed() < Duration::from_secs(60),

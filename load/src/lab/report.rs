@@ -6,6 +6,24 @@ use super::run::RunResult;
 use super::scenario::{label, Env, Group, Load, Skipped};
 use super::targets::{self, verdicts, Verdict};
 
+/// Whether the provider's own queueing without overload (Poisson arrivals
+/// at 0.7 C into its pool) already passes the p99 bound: then no front can
+/// meet that target on this provider.
+fn calm_above_bound(r: &RunResult) -> bool {
+    let bound = 2.0 * r.scenario.unloaded_latency().as_secs_f64() * 1000.0;
+    r.p99_calm_ms().is_some_and(|p| p > bound)
+}
+
+fn calm_cell(r: &RunResult) -> String {
+    match r.p99_calm_ms() {
+        None => "–".into(),
+        Some(p) if calm_above_bound(r) => format!("{p:.0} ms ¹"),
+        Some(p) => format!("{p:.0} ms"),
+    }
+}
+
+const CALM_NOTE: &str = "¹ Above the p99 bound already in the calm phase, before any overload: Poisson arrivals at 0.7 C into a pool this small queue at the provider itself, so no front can meet the p99 target on this provider.\n";
+
 fn verdict_of<'a>(vs: &'a [Verdict], target: &str) -> Option<&'a Verdict> {
     vs.iter().find(|v| v.target == target)
 }
@@ -134,7 +152,7 @@ fn targets_table(out: &mut String, runs: &[&RunResult]) {
             cell(&vs, targets::AMPLIFICATION),
             cell(&vs, targets::RECOVERY),
             cell(&vs, targets::P99),
-            r.p99_calm_ms().map_or("–".into(), |p| format!("{p:.0} ms")),
+            calm_cell(r),
             r.p99_call_ms(),
             r.success_after().map_or("–".into(), |a| format!("{a:.2}")),
             r.shed(),
@@ -192,7 +210,7 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
                 cell(&vs, targets::AMPLIFICATION),
                 cell(&vs, targets::RECOVERY),
                 cell(&vs, targets::P99),
-                r.p99_calm_ms().map_or("–".into(), |p| format!("{p:.0} ms")),
+                calm_cell(r),
                 r.p99_call_ms(),
                 r.success_after().map_or("–".into(), |a| format!("{a:.2}")),
                 r.shed(),
@@ -210,13 +228,17 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
             );
         }
         let _ = writeln!(out);
+        if matrix.iter().any(|r| calm_above_bound(r)) {
+            let _ = writeln!(out, "{CALM_NOTE}");
+        }
     }
 
     let slow = of(Group::SlowProvider);
     if !slow.is_empty() {
         let _ = writeln!(out, "## Slow provider: service time rises 10× mid-run\n");
-        let _ = writeln!(out, "| front | provider | load | goodput while slow (× new C) | {} | {} | shed attempts | limit before | limit while slow |", targets::AMPLIFICATION, targets::P99);
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "Goodput while slow is over the whole slow phase; settled = seconds after the slowdown until five seconds in a row average ≥ 0.9 of the new capacity; late = goodput over the slow phase's second half.\n");
+        let _ = writeln!(out, "| front | provider | load | goodput while slow (× new C) | settled after | late (× new C) | {} | {} | shed attempts | limit before | limit while slow |", targets::AMPLIFICATION, targets::P99);
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &slow {
             let vs = verdicts(r);
             let (from, to) = r.scenario.window();
@@ -225,7 +247,7 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
             let p = &r.scenario.provider;
             let _ = writeln!(
                 out,
-                "| {} | {} × {} → {} (C {:.0} → {:.0}) | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} × {} → {} (C {:.0} → {:.0}) | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
                 r.scenario.front.name(),
                 p.workers,
                 label(p.service),
@@ -234,6 +256,8 @@ pub fn summary(runs: &[RunResult], skipped: &[Skipped], env: &Env, note: &str) -
                 r.scenario.window_capacity(),
                 load_label(r),
                 cell(&vs, targets::GOODPUT),
+                r.settle_secs().map_or("not within the run".into(), |s| format!("{s} s")),
+                r.goodput_late_in_window(),
                 cell(&vs, targets::AMPLIFICATION),
                 cell(&vs, targets::P99),
                 r.shed(),

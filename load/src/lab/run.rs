@@ -72,6 +72,35 @@ impl RunResult {
         goodput / ((to - from).max(1) as f64 * self.scenario.window_capacity())
     }
 
+    /// Seconds from the window's start until goodput holds ≥ 0.9 of the
+    /// capacity (the mean of five seconds in a row), e.g. how long a
+    /// slower provider takes to be served at its new pace again. None: not
+    /// within the window.
+    pub fn settle_secs(&self) -> Option<u64> {
+        let (from, to) = self.scenario.window();
+        let good = |s: u64| {
+            self.timeline
+                .get(s as usize)
+                .map_or(0.0, |x| x.goodput as f64)
+        };
+        (from..to.saturating_sub(4))
+            .find(|&s| {
+                let mean = (s..s + 5).map(good).sum::<f64>() / 5.0;
+                mean >= 0.9 * self.scenario.capacity_at(s)
+            })
+            .map(|s| s - from)
+    }
+
+    /// Mean goodput over the second half of the window, as a fraction of
+    /// the capacity then.
+    pub fn goodput_late_in_window(&self) -> f64 {
+        let (from, to) = self.scenario.window();
+        let mid = from + (to - from) / 2;
+        let goodput: f64 = self.in_window(mid, to).map(|s| s.goodput as f64).sum();
+        let capacity: f64 = (mid..to).map(|s| self.scenario.capacity_at(s)).sum();
+        goodput / capacity.max(1.0)
+    }
+
     /// Logical calls that succeeded over those offered in the window.
     pub fn success_in_window(&self) -> f64 {
         let (from, to) = self.scenario.window();
