@@ -18,7 +18,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "nginx,haproxy,bare-pingora,breakwater,breakwater-chain"
+        default_value = "nginx,haproxy,bare-pingora,breakwater-no-gate,breakwater,breakwater-chain"
     )]
     contenders: Vec<String>,
     /// How long the counted wrk run lasts (under valgrind a proxy serves a

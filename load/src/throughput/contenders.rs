@@ -18,8 +18,12 @@ pub enum Contender {
     Haproxy,
     /// Pingora's proxy with the default `ProxyHttp` (`bare-pingora`).
     BarePingora,
-    /// Breakwater, one route, no policies.
+    /// Breakwater, one route, no policies: the shipped defaults, the
+    /// cluster's overload gate included.
     BreakwaterBare,
+    /// The same with `overload: off`: what the default gate costs is the
+    /// difference.
+    BreakwaterNoGate,
     /// Breakwater with per-IP and per-user rate limits, per-user abuse
     /// windows, per-user hot-key detection, a circuit breaker and a
     /// concurrency limit.
@@ -27,12 +31,13 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 6] = [
+    pub const ALL: [Contender; 7] = [
         Contender::Direct,
         Contender::Nginx,
         Contender::Haproxy,
         Contender::BarePingora,
         Contender::BreakwaterBare,
+        Contender::BreakwaterNoGate,
         Contender::BreakwaterChain,
     ];
 
@@ -43,6 +48,7 @@ impl Contender {
             Contender::Haproxy => "haproxy",
             Contender::BarePingora => "bare-pingora",
             Contender::BreakwaterBare => "breakwater",
+            Contender::BreakwaterNoGate => "breakwater-no-gate",
             Contender::BreakwaterChain => "breakwater-chain",
         }
     }
@@ -122,12 +128,11 @@ pub async fn start(
                 .arg(&dir);
             cmd
         }
-        Contender::BreakwaterBare | Contender::BreakwaterChain => {
+        Contender::BreakwaterBare | Contender::BreakwaterNoGate | Contender::BreakwaterChain => {
             let conf = dir.join("gateway.yaml");
-            let chain = c == Contender::BreakwaterChain;
             std::fs::write(
                 &conf,
-                gateway_config(upstream, port, admin.port(), bins.workers, &dir, chain),
+                gateway_config(upstream, port, admin.port(), bins.workers, &dir, c),
             )?;
             let mut cmd = Command::new(&bins.gateway);
             cmd.arg("-c").arg(&conf);
@@ -221,11 +226,11 @@ fn gateway_config(
     admin: u16,
     workers: usize,
     dir: &Path,
-    chain: bool,
+    c: Contender,
 ) -> String {
     // Limits far above the offered load: the bench measures what deciding
     // costs, not what rejecting saves.
-    let policies = if chain {
+    let policies = if c == Contender::BreakwaterChain {
         r#"    policies:
       - rate_limit: { key: ip, limit: 10000000, window: 1s, burst: 1000000 }
       - rate_limit: { key: user, limit: 1000000, window: 1s, burst: 100000 }
@@ -234,6 +239,11 @@ fn gateway_config(
       - circuit_breaker: { consecutive_failures: 5, error_ratio: 0.5, min_requests: 20, open: 5s }
       - concurrency_limit: { max: 100000 }
 "#
+    } else {
+        ""
+    };
+    let gate = if c == Contender::BreakwaterNoGate {
+        "    overload: off\n"
     } else {
         ""
     };
@@ -249,7 +259,7 @@ fn gateway_config(
 clusters:
   up:
     endpoints: ["{upstream}"]
-routes:
+{gate}routes:
   - id: goods
     cluster: up
 {policies}"#

@@ -11,23 +11,24 @@
 //! gap between them reads as a queue.
 //!
 //! # The algorithm
-//! - **The first batch, by cohort.** Calls are grouped by the interval they
-//!   started in ([`super::cohort`]); a cohort counts once all its calls
-//!   ended, so its mean is over its fast and slow calls alike. The first
-//!   [`BATCH`] answered calls of closed cohorts set the baseline. (The calls
-//!   that end first after a start or a burst are the fast ones: with ±20%
-//!   jitter in service time a first batch by end time read 11% low, which
-//!   the gradient then took for a standing queue of a tenth of the limit,
-//!   for good.) Until then the least trimmed mean of an interval stands in,
-//!   and the limit does not read it as a queue.
+//! - **The first calls set it.** The mean of the first 20 calls to *start*,
+//!   once all of them have ended ([`super::first`]): the first to *end* are
+//!   the fast ones, and with ±20% jitter in service time a first batch by
+//!   end time read 11% low, which the gradient then took for a standing
+//!   queue of a tenth of the limit, for good. Until then the least trimmed
+//!   mean of an interval stands in, and the limit does not read it as a
+//!   queue.
 //! - **A trimmed mean of a batch, after.** Answered calls (not failures: a
 //!   reset is fast, a timeout is the deadline) are gathered in a batch of at
 //!   least [`BATCH`] and at most [`BATCH_MAX`]; its mean without the lowest
 //!   and highest tenth is the batch's typical RTT. One fast answer in ten
 //!   moves nothing, and it compares with a mean.
-//! - **Falling at once.** A batch below the baseline replaces it, whether or
-//!   not its calls were "clean": calls answered that fast under load prove
-//!   the provider's pace is at most that.
+//! - **Falling beyond its noise.** A batch lowers the baseline to its
+//!   trimmed mean plus two standard errors when that is below it, whether
+//!   or not its calls were "clean": calls answered that fast under load
+//!   prove the provider's pace is at most that. (Falling to the mean itself
+//!   made the baseline the least of many noisy means, two or three
+//!   standard errors under the provider's pace.)
 //! - **Rising only at the floor.** The baseline never rises because time
 //!   passed. It rises when, with the limit at its floor (at most `2·min`),
 //!   the typical RTT stays at least [`RISE`] × the baseline for
@@ -52,15 +53,13 @@
 //!   queue: the limit holds near `beta / (1 - 1/slowdown)`.
 //! - The batch comes from a reservoir of [`SLOTS`] samples per interval: in
 //!   a busy interval the typical RTT is an estimate.
-//! - A falling batch is one estimate: the baseline is the least of many, so
-//!   under jitter it sits a few percent under the true mean (the limit's
-//!   creep through the dead band keeps that from holding it low).
-//! - A cohort with a call longer than the cohort ring (6.4 s) is given up:
-//!   the first batch of a provider that slow waits for shorter calls.
+//! - A batch is the calls that *ended* in an interval, at least a round
+//!   trip long: a burst's fast calls end first, so a batch cut short of the
+//!   round trip reads low.
+//! - After a provider gets much faster, the baseline follows only partly
+//!   (see the module's known gaps).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use super::cohort::Sums;
 
 /// Reservoir slots per interval.
 pub(super) const SLOTS: usize = 64;
@@ -126,6 +125,20 @@ pub(super) fn trimmed_mean(sorted: &[u64]) -> u64 {
     kept.iter().sum::<u64>() / kept.len() as u64
 }
 
+/// A sorted batch's trimmed mean plus two standard errors of it: a batch
+/// lowers the baseline only by what its own noise cannot explain. The least
+/// of many noisy means sits two or three standard errors under the
+/// provider's mean pace (with ±20% jitter, 5 to 10%), which the gradient
+/// reads as a standing queue of that share of the limit.
+pub(super) fn upper_bound(sorted: &[u64]) -> u64 {
+    let cut = sorted.len() / 10;
+    let kept = &sorted[cut..sorted.len() - cut];
+    let n = kept.len() as f64;
+    let mean = kept.iter().sum::<u64>() as f64 / n;
+    let var = kept.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean + 2.0 * (var / n).sqrt()) as u64
+}
+
 /// What one interval tells the baseline.
 pub(super) struct Interval<'a> {
     /// A sample of the interval's answered RTTs, sorted (may be empty).
@@ -143,8 +156,6 @@ pub(super) struct Baseline {
     settled: bool,
     /// The batch being gathered.
     batch: Vec<u64>,
-    /// The closed cohorts gathered toward the first batch.
-    first: Sums,
     /// Intervals in a row of a slower provider at the floor, and the least
     /// typical RTT among them.
     slower: u32,
@@ -169,24 +180,17 @@ impl Baseline {
         self.batch.extend(iv.rtts.iter().take(room));
         if self.batch.len() >= BATCH {
             self.batch.sort_unstable();
-            let typical = trimmed_mean(&self.batch);
+            let bound = upper_bound(&self.batch);
             self.batch.clear();
-            self.nanos = self.nanos.min(typical);
+            self.nanos = self.nanos.min(bound);
         }
         self.nanos
     }
 
-    /// Takes a closed cohort's calls toward the first batch, which settles
-    /// the baseline: its mean is over whole cohorts, fast and slow calls
-    /// alike, where the first calls to end after a start or a burst are
-    /// the fast ones.
-    pub(super) fn cohort(&mut self, sums: Sums) {
-        if self.settled {
-            return;
-        }
-        self.first.add(sums);
-        if (self.first.count as usize) >= BATCH {
-            self.nanos = self.first.mean();
+    /// The first calls' mean ([`super::first`]) sets the baseline, once.
+    pub(super) fn settle(&mut self, mean: u64) {
+        if !self.settled {
+            self.nanos = mean;
             self.settled = true;
         }
     }

@@ -208,13 +208,14 @@ impl Gate {
     /// Books a call's admission or refusal; returns the move into or out of
     /// overload it makes, if any (one caller sees each move).
     pub fn note(&self, admitted: bool) -> Option<Change> {
+        if admitted && !self.overloaded.load(Ordering::Relaxed) {
+            // The common case: one load, no clock read.
+            return None;
+        }
         let now = self.clock.now_nanos();
         if !admitted {
             self.last_shed.store(now, Ordering::Relaxed);
             return (!self.overloaded.swap(true, Ordering::AcqRel)).then_some(Change::Entered);
-        }
-        if !self.overloaded.load(Ordering::Relaxed) {
-            return None;
         }
         let quiet = now.saturating_sub(self.last_shed.load(Ordering::Relaxed));
         if quiet < nanos(OVERLOAD_MEMORY) {

@@ -2,8 +2,11 @@
 //! once, learned from round trips alone.
 //!
 //! # The algorithm
-//! Every `interval` (100 ms) the limit is decided again from the round trips
-//! that ended in it:
+//! Every `interval` (100 ms), or once per round trip when the baseline is
+//! longer (as Vegas adjusts once per RTT: an interval much shorter than the
+//! round trip sees only the first calls of a burst end, and its mean swings
+//! with the burst rather than the queue), the limit is decided again from
+//! the round trips that ended in it:
 //!
 //! - **Baseline**: the provider's unloaded round trip ([`super::baseline`]):
 //!   the trimmed mean (10% cut each side) of batches of at least 20 answered
@@ -67,7 +70,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::baseline::{Baseline, Interval, Reservoir};
-use super::cohort::Cohorts;
+use super::first::FirstCalls;
 use crate::Clock;
 
 /// How long without congestion before a limit that binds doubles again
@@ -121,9 +124,8 @@ pub struct AdaptiveLimit {
     answered: AtomicU64,
     rtt_sum: AtomicU64,
     rtts: Reservoir,
-    /// Round trips by the interval their calls started in, for the
-    /// baseline's unbiased batches.
-    cohorts: Cohorts,
+    /// The first calls' round trips, for the first baseline.
+    first: FirstCalls,
     peak: AtomicU32,
     dropped: AtomicU64,
     next_update: AtomicU64,
@@ -153,8 +155,8 @@ struct State {
 pub struct Slot {
     limit: Arc<AdaptiveLimit>,
     started: u64,
-    /// The cohort of calls started in the same interval.
-    cohort: u64,
+    /// One of the limit's first calls, whose mean sets the first baseline.
+    first: bool,
     done: bool,
 }
 
@@ -171,7 +173,7 @@ impl AdaptiveLimit {
             answered: AtomicU64::new(0),
             rtt_sum: AtomicU64::new(0),
             rtts: Reservoir::new(),
-            cohorts: Cohorts::new(),
+            first: FirstCalls::default(),
             peak: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
             next_update: AtomicU64::new(next),
@@ -243,7 +245,7 @@ impl AdaptiveLimit {
         Some(Slot {
             limit: self.clone(),
             started: self.clock.now_nanos(),
-            cohort: self.cohorts.start(),
+            first: self.first.start(),
             done: false,
         })
     }
@@ -273,7 +275,11 @@ impl AdaptiveLimit {
         if now < due {
             return;
         }
-        let next = now + nanos(self.settings.interval);
+        // Once per round trip at least, as Vegas adjusts: an interval much
+        // shorter than the round trip sees only the first calls of a burst
+        // end, and its mean swings with the burst, not the queue.
+        let base = self.base_seen.load(Ordering::Relaxed);
+        let next = now + nanos(self.settings.interval).max(base);
         if self
             .next_update
             .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -292,7 +298,9 @@ impl AdaptiveLimit {
         let answered = self.answered.swap(0, Ordering::AcqRel);
         let sum = self.rtt_sum.swap(0, Ordering::AcqRel);
         self.rtts.drain(rtts);
-        self.cohorts.advance(|sums| baseline.cohort(sums));
+        if let Some(mean) = self.first.mean() {
+            baseline.settle(mean);
+        }
         let peak = self.peak.swap(self.in_flight(), Ordering::AcqRel);
         let dropped = self.dropped.swap(0, Ordering::AcqRel);
         if answered == 0 && dropped == 0 {
@@ -377,7 +385,9 @@ impl Slot {
         let rtt = self.limit.clock.now_nanos().saturating_sub(self.started);
         self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
         let timed = (sample == Sample::Answered).then_some(rtt);
-        self.limit.cohorts.end(self.cohort, timed);
+        if self.first {
+            self.limit.first.end(timed);
+        }
         self.limit.record(rtt, sample);
     }
 }
@@ -386,7 +396,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if !self.done {
             self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.limit.cohorts.end(self.cohort, None);
+            if self.first {
+                self.limit.first.end(None);
+            }
         }
     }
 }
