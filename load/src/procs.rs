@@ -1,17 +1,22 @@
-//! Processes the load lab starts: spawning them with a log file, waiting for
-//! them to listen, stopping them on drop, and reading what they cost from
-//! `/proc` (CPU time and resident memory of a whole process tree, so nginx's
-//! and HAProxy's workers are charged to them).
+//! Processes the load lab starts: spawning them with a log file, handing
+//! them loopback ports that nobody else can take, waiting for them to
+//! listen, stopping them on drop, and reading what they cost from `/proc`
+//! (CPU time and resident memory of a whole process tree, so nginx's and
+//! HAProxy's workers are charged to them).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, Socket, Type};
+
 /// A started process, stopped with its descendants on drop: SIGTERM first
 /// (nginx's master then stops its workers), SIGKILL for whatever is left
 /// after 3 s, so no orphaned worker keeps burning CPU into the next run.
-pub struct Spawned(pub Child);
+/// The ports it was given ([`Spawned::holding`]) are released after it is
+/// gone.
+pub struct Spawned(pub Child, Vec<PortLease>);
 
 impl Spawned {
     /// Starts `cmd` with stdout and stderr going to `log`.
@@ -22,7 +27,14 @@ impl Spawned {
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
-        Ok(Self(child))
+        Ok(Self(child, Vec::new()))
+    }
+
+    /// Keeps `leases` until the process is stopped, so that its ports stay
+    /// out of everyone else's reach for its whole life.
+    pub fn holding(mut self, leases: impl IntoIterator<Item = PortLease>) -> Self {
+        self.1.extend(leases);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -53,11 +65,52 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// A port that was free a moment ago (the OS picks it).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A loopback port reserved for a child process, held until dropped.
+///
+/// Binding port 0 and closing the socket again (what this module used to
+/// do) leaves a window in which another socket (a parallel run's listener,
+/// the source port of an outgoing connection: the lab makes thousands) can
+/// take the port before the child binds it. A lease is a socket bound with
+/// `SO_REUSEADDR` and *not* listening: on Linux it keeps the port out of the
+/// kernel's choice for port 0 and for outgoing connections, and out of
+/// every explicit bind without `SO_REUSEADDR`, while a child that binds it
+/// with `SO_REUSEADDR` and listens succeeds, because the lease does not
+/// listen. Every child the lab starts sets it (Pingora, nginx, HAProxy,
+/// redis-server, Tokio's and mio's listeners). The harness in `tests/`
+/// does the same (`tests/src/ports.rs`, with unit tests of these
+/// semantics); keep the lease for the child's whole life
+/// ([`Spawned::holding`]).
+#[derive(Debug)]
+pub struct PortLease {
+    _socket: Socket,
+    addr: SocketAddr,
+}
+
+impl PortLease {
+    /// Leases a loopback port the kernel picks.
+    pub fn new() -> std::io::Result<PortLease> {
+        // Close-on-exec (socket2's default): children do not inherit it.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("a leased port without an address"))?;
+        Ok(PortLease {
+            _socket: socket,
+            addr,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// Waits up to 30 s for `addr` to accept connections.
@@ -136,6 +189,36 @@ pub fn tree_cpu(pids: &[u32]) -> Duration {
     Duration::from_secs_f64(ticks as f64 / hz)
 }
 
+/// CPU time the whole machine has spent busy so far (every core: user,
+/// nice, system, steal), from `/proc/stat`. Interrupt time is left out: on
+/// a loopback lab it is mostly the lab's own packets, which no process is
+/// charged for.
+pub fn machine_busy() -> Duration {
+    // SAFETY: as in `tree_cpu`.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_owned();
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            Some(
+                f.iter()
+                    .take(8)
+                    .enumerate()
+                    .filter(|(i, _)| [0, 1, 2, 7].contains(i))
+                    .map(|(_, v)| v)
+                    .sum(),
+            )
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / hz)
+}
+
 /// Resident memory of a process tree, in KiB.
 pub fn tree_rss_kib(pids: &[u32]) -> u64 {
     pids.iter()
@@ -174,6 +257,23 @@ mod tests {
         assert!(tree_cpu(&[me]) > t0);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_leased_port_is_kept_from_others_and_given_to_a_reusing_child() {
+        let lease = PortLease::new().unwrap();
+        // A plain bind (no SO_REUSEADDR) cannot take it.
+        let plain = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        assert!(plain.bind(&lease.addr().into()).is_err());
+        // A child that binds with SO_REUSEADDR and listens, as the lab's
+        // children do (Tokio's listener sets it), gets it.
+        let child = std::net::TcpListener::bind(lease.addr()).expect("the child binds it");
+        let conn = std::net::TcpStream::connect(lease.addr()).unwrap();
+        assert_eq!(
+            child.accept().unwrap().1,
+            conn.local_addr().unwrap(),
+            "the child serves on the leased port"
+        );
     }
 
     #[test]

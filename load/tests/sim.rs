@@ -10,18 +10,14 @@ async fn provider(workers: usize, service_ms: u64) -> Provider {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     Provider::start(
         listener,
-        ProviderConfig {
-            workers,
-            service: Duration::from_millis(service_ms),
-            jitter: Duration::ZERO,
-        },
+        ProviderConfig::new(workers, Duration::from_millis(service_ms), Duration::ZERO),
     )
     .unwrap()
 }
 
 fn consumer(p: &Provider, rate: f64, timeout_ms: u64, retries: u32) -> ConsumerConfig {
     ConsumerConfig {
-        target: p.addr,
+        targets: vec![p.addr],
         path: "/work".into(),
         timeout: Duration::from_millis(timeout_ms),
         retries,

@@ -1,6 +1,6 @@
 //! `client-sim`: the avalanche lab's consumer (see `breakwater_load::sim::consumer`).
 //!
-//! client-sim --target 127.0.0.1:9100 --schedule 20s@700,30s@2000,30s@700 \
+//! client-sim --target 127.0.0.1:9100[,127.0.0.1:9101,...] --schedule 20s@700,30s@2000,30s@700 \
 //!            --timeout-ms 3000 --retries 2 --out timeline.csv
 
 use std::time::Duration;
@@ -10,8 +10,9 @@ use clap::Parser;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    target: std::net::SocketAddr,
+    /// Where to send calls; several (comma-separated) take attempts in turn.
+    #[arg(long, value_delimiter = ',', required = true)]
+    target: Vec<std::net::SocketAddr>,
     #[arg(long, default_value = "/work")]
     path: String,
     /// Phases as `<duration>@<calls per second>`, comma-separated.
@@ -52,7 +53,7 @@ fn main() -> Result<(), String> {
     let args = Args::parse();
     let schedule = parse_schedule(&args.schedule)?;
     let cfg = ConsumerConfig {
-        target: args.target,
+        targets: args.target,
         path: args.path,
         timeout: Duration::from_millis(args.timeout_ms),
         retries: args.retries,
@@ -71,12 +72,15 @@ fn main() -> Result<(), String> {
     }
     let sum = |f: fn(&consumer::Second) -> u64| timeline.iter().map(f).sum::<u64>();
     eprintln!(
-        "offered {} goodput {} failed {} attempts {} timeouts {}",
+        "offered {} goodput {} failed {} attempts {} timeouts {} non-2xx {} (shed {}) errors {}",
         sum(|s| s.offered),
         sum(|s| s.goodput),
         sum(|s| s.failed),
         sum(|s| s.attempts),
-        sum(|s| s.timeouts)
+        sum(|s| s.timeouts),
+        sum(|s| s.non_2xx),
+        sum(|s| s.shed),
+        sum(|s| s.errors)
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use super::admin;
 use super::config::{gateway_yaml, GatewaySpec, Mode};
-use crate::procs::{free_port, wait_listening, Spawned};
+use crate::procs::{wait_listening, PortLease, Spawned};
 
 /// What every instance of a fleet shares.
 #[derive(Debug, Clone)]
@@ -50,8 +50,8 @@ pub async fn start(spec: &FleetSpec, name: &str, dir: &Path) -> std::io::Result<
     for i in 0..spec.instances {
         let run_dir = dir.join(format!("{name}-{i}"));
         std::fs::create_dir_all(&run_dir)?;
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let leases = [PortLease::new()?, PortLease::new()?];
+        let (addr, admin) = (leases[0].addr(), leases[1].addr());
         let yaml = gateway_yaml(&GatewaySpec {
             mode: spec.mode,
             instance_id: format!("{name}-{i}"),
@@ -68,7 +68,7 @@ pub async fn start(spec: &FleetSpec, name: &str, dir: &Path) -> std::io::Result<
         std::fs::write(&conf, yaml)?;
         let mut cmd = Command::new(&spec.gateway_bin);
         cmd.arg("-c").arg(&conf);
-        let process = Spawned::start(cmd, &run_dir.join("out.log"))?;
+        let process = Spawned::start(cmd, &run_dir.join("out.log"))?.holding(leases);
         instances.push(Instance {
             process,
             addr,

@@ -36,7 +36,7 @@ pub use config::{gateway_yaml, GatewaySpec, Mode};
 pub use limit::{LimitResult, Tick};
 pub use report::{compare_csv, limit_csv, markdown};
 
-use crate::procs::{free_port, wait_listening, Spawned};
+use crate::procs::{wait_listening, PortLease, Spawned};
 
 /// Phase 1's settings.
 #[derive(Debug, Clone)]
@@ -87,13 +87,14 @@ pub struct Results {
 /// Runs both phases.
 pub async fn run(cfg: &BenchConfig) -> std::io::Result<Results> {
     std::fs::create_dir_all(&cfg.work_dir)?;
-    let upstream: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let lease = PortLease::new()?;
+    let upstream = lease.addr();
     let mut cmd = Command::new(&cfg.upstream_bin);
     cmd.arg("--listen")
         .arg(upstream.to_string())
         .arg("--threads")
         .arg(cfg.upstream_threads.to_string());
-    let _upstream = Spawned::start(cmd, &cfg.work_dir.join("upstream.log"))?;
+    let _upstream = Spawned::start(cmd, &cfg.work_dir.join("upstream.log"))?.holding([lease]);
     wait_listening(upstream, &cfg.work_dir).await?;
     let redis = redis::start(&cfg.work_dir.join("redis")).await?;
     let env = Env {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use crate::procs::{free_port, wait_listening, Spawned};
+use crate::procs::{wait_listening, PortLease, Spawned};
 
 pub struct Redis {
     pub process: Spawned,
@@ -17,7 +17,8 @@ pub struct Redis {
 /// Starts `redis-server` on a free port, its log and working dir in `dir`.
 pub async fn start(dir: &Path) -> std::io::Result<Redis> {
     std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
+    let lease = PortLease::new()?;
+    let port = lease.port();
     let mut cmd = Command::new("redis-server");
     cmd.arg("--port")
         .arg(port.to_string())
@@ -29,11 +30,13 @@ pub async fn start(dir: &Path) -> std::io::Result<Redis> {
         .arg("no")
         .arg("--dir")
         .arg(dir);
-    let process = Spawned::start(cmd, &dir.join("redis.log")).map_err(|e| {
-        std::io::Error::other(format!(
-            "cannot run redis-server ({e}); apt-get install -y redis-server"
-        ))
-    })?;
+    let process = Spawned::start(cmd, &dir.join("redis.log"))
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot run redis-server ({e}); apt-get install -y redis-server"
+            ))
+        })?
+        .holding([lease]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(addr, dir).await?;
     Ok(Redis { process, addr })

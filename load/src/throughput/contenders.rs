@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::procs::{find_bin, free_port, nginx_bin, wait_listening, Spawned};
+use crate::procs::{find_bin, nginx_bin, wait_listening, PortLease, Spawned};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
@@ -88,8 +88,8 @@ pub async fn start(
 ) -> std::io::Result<Option<Running>> {
     let dir = bins.work_dir.join(c.name());
     std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (listen, admin) = (PortLease::new()?, PortLease::new()?);
+    let (port, addr) = (listen.port(), listen.addr());
     let cmd = match c {
         Contender::Direct => return Ok(None),
         Contender::Nginx => {
@@ -132,7 +132,7 @@ pub async fn start(
             let conf = dir.join("gateway.yaml");
             std::fs::write(
                 &conf,
-                gateway_config(upstream, port, free_port()?, bins.workers, &dir, c),
+                gateway_config(upstream, port, admin.port(), bins.workers, &dir, c),
             )?;
             let mut cmd = Command::new(&bins.gateway);
             cmd.arg("-c").arg(&conf);
@@ -140,7 +140,7 @@ pub async fn start(
         }
     };
     let cmd = wrapped(cmd, &bins.wrapper);
-    let process = Spawned::start(cmd, &dir.join("out.log"))?;
+    let process = Spawned::start(cmd, &dir.join("out.log"))?.holding([listen, admin]);
     wait_listening(addr, &dir).await?;
     Ok(Some(Running {
         contender: c,

@@ -171,13 +171,14 @@ pub(crate) async fn start_upstream(
 ) -> std::io::Result<(SocketAddr, Option<u32>, UpstreamGuard)> {
     match &cfg.upstream_bin {
         Some(bin) => {
-            let upstream: SocketAddr = ([127, 0, 0, 1], crate::procs::free_port()?).into();
+            let lease = crate::procs::PortLease::new()?;
+            let upstream = lease.addr();
             let mut cmd = Command::new(bin);
             cmd.arg("--listen")
                 .arg(upstream.to_string())
                 .arg("--threads")
                 .arg(cfg.upstream_threads.to_string());
-            let p = Spawned::start(cmd, &cfg.bins.work_dir.join("upstream.log"))?;
+            let p = Spawned::start(cmd, &cfg.bins.work_dir.join("upstream.log"))?.holding([lease]);
             wait_listening(upstream, &cfg.bins.work_dir).await?;
             Ok((upstream, Some(p.pid()), (Some(p), None)))
         }

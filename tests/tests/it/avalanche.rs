@@ -1,51 +1,67 @@
 //! Smoke run of the avalanche lab: a few seconds, end to end, through the
 //! real gateway. It checks that the lab works; it asserts no figures (those
-//! are the full run's business: `load/README.md`).
+//! are the full run's business: `load/README.md`; the regression guard on
+//! the default config's goodput is `tests/tests/avalanche_guard.rs`).
 
 use std::time::Duration;
 
-use breakwater_load::lab::{self, Front, LabConfig};
+use breakwater_load::lab::scenario::{provider, spike};
+use breakwater_load::lab::{self, chart, report, Env, Front, Group};
 use breakwater_load::sim::consumer;
-use breakwater_load::sim::provider::ProviderConfig;
 
 use crate::BIN;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lab_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LabConfig {
-        provider: ProviderConfig {
-            workers: 5,
-            service: Duration::from_millis(20),
-            jitter: Duration::from_millis(5),
-        },
+    let env = Env {
+        gateway_bin: BIN.into(),
+        work_dir: dir.path().join("work"),
         timeout: Duration::from_millis(200),
         retries: 1,
-        warm: Duration::from_secs(1),
-        spike: Duration::from_secs(1),
-        cool: Duration::from_secs(1),
-        gateway_bin: BIN.into(),
-        work_dir: dir.path().to_path_buf(),
     };
+    let second = Duration::from_secs(1);
     let mut runs = Vec::new();
-    for front in [Front::Direct, Front::BreakwaterTuned] {
-        let run = lab::run(front, 2.0, &cfg).await.expect("the run completes");
-        assert!(
-            run.offered > 0,
-            "{}: the consumer offered calls",
-            front.name()
+    for (front, instances) in [
+        (Front::Direct, 1),
+        (Front::BreakwaterTuned, 1),
+        (Front::BreakwaterDefault, 2),
+    ] {
+        let mut s = spike(
+            front.name().into(),
+            if instances > 1 {
+                Group::Fleet
+            } else {
+                Group::Targets
+            },
+            front,
+            provider(5, Duration::from_millis(20)),
+            2.0,
+            (second, second, second),
         );
+        s.instances = instances;
+        let run = lab::run(&s, &env).await.expect("the run completes");
+        assert!(run.offered() > 0, "{}: the consumer offered calls", s.name);
         assert!(
             run.provider.received > 0,
             "{}: the provider saw them",
-            front.name()
+            s.name
         );
         assert!(consumer::to_csv(&run.timeline).lines().count() > 3);
         runs.push(run);
     }
-    let table = lab::summary_table(&runs, &cfg);
-    assert!(
-        table.contains("| direct | 2× C |") && table.contains("| breakwater-tuned | 2× C |"),
-        "{table}"
-    );
+    let summary = report::summary(&runs, &[], &env, "");
+    for row in [
+        "| direct | 5 × 20ms (C = 250) | 2× C |",
+        "| breakwater-tuned | 5 × 20ms (C = 250) | 2× C |",
+        "| breakwater-default | 5 × 20ms (C = 250) | 2× C |",
+    ] {
+        assert!(summary.contains(row), "{row} missing from\n{summary}");
+    }
+    assert_eq!(report::runs_csv(&runs).lines().count(), 4);
+    let svg = dir.path().join("goodput.svg");
+    chart::draw(&chart::panels(&runs), &svg).unwrap();
+    assert!(std::fs::read_to_string(svg)
+        .unwrap()
+        .contains("breakwater-tuned"));
 }
