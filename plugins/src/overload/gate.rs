@@ -3,7 +3,10 @@
 //!
 //! A call that finds the limit full waits, at most `max_wait` and never past
 //! the caller's own deadline, in the queue of its [`Class`]. A freed place
-//! goes to the oldest waiter of the highest class. A full queue sheds from
+//! goes to a waiter of the highest class: the oldest while the queue is at
+//! most half full, the newest past that (adaptive LIFO, as Facebook's
+//! queues do under overload: the oldest have spent their wait, and serving
+//! them first made every admitted call wait nearly all of it). A full queue sheds from
 //! the bottom: an arrival evicts the newest waiter of a lower class (who is
 //! refused at once), or is refused itself when none is lower. So under
 //! overload the lowest class is shed first and the highest last, like
@@ -388,7 +391,17 @@ impl Gate {
             let Some(slot) = self.limit.acquire() else {
                 return;
             };
-            let waiter = q.by_class[class].pop_front().expect("a waiter");
+            // Oldest first while the queue is short; newest first once it
+            // is over half full (adaptive LIFO): in a long queue the
+            // oldest have spent their wait, and serving them made every
+            // admitted call wait nearly the whole of it.
+            let long = q.len * 2 > self.settings.max_queue;
+            let waiter = if long {
+                q.by_class[class].pop_back()
+            } else {
+                q.by_class[class].pop_front()
+            }
+            .expect("a waiter");
             q.len -= 1;
             drop(q);
             // A waiter that left in the meantime gives the place back

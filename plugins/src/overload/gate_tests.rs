@@ -183,3 +183,27 @@ async fn a_place_held_for_a_gone_client_frees_when_the_hold_ends() {
     tokio::time::sleep(Duration::from_millis(2)).await;
     assert_eq!(g.limit().in_flight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn past_half_full_the_queue_serves_its_newest_waiter_first() {
+    let g = gate(1, 4);
+    let holder = g.admit(Class::Default, None).await.expect("a place");
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let g = g.clone();
+        waiters.push(tokio::spawn(async move {
+            g.admit(Class::Default, None).await.map(drop).is_ok()
+        }));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(g.queued(), 3, "three of four queue places taken");
+    holder.finish(Sample::Answered);
+    let newest = waiters.pop().unwrap();
+    assert!(newest.await.unwrap(), "the newest waiter got the place");
+    // Its place, freed at once, goes on: the queue is short again, so to
+    // the oldest first, and so on.
+    for w in waiters {
+        assert!(w.await.unwrap());
+    }
+    assert_eq!(g.queued(), 0);
+}

@@ -325,6 +325,10 @@ impl AdaptiveLimit {
             }
         }
         let busy = f64::from(peak) >= limit / 2.0;
+        // Growth needs the limit nearly used: grown on any interval that
+        // used half, a calm limit sat at three times the calls in flight,
+        // all let in at the first second of a spike.
+        let used = f64::from(peak) >= limit * 0.8;
         // The limit itself bound the interval's calls.
         let full = f64::from(peak) >= limit;
         // Loss cuts only under congestion: a few resets on a lightly used,
@@ -344,7 +348,7 @@ impl AdaptiveLimit {
             } else {
                 limit + log
             }
-        } else if queue < alpha && busy {
+        } else if queue < alpha && used {
             limit + log
         } else if full && queue <= beta && queue < limit / 2.0 {
             // Between alpha and beta with calls waiting: a real queue that
