@@ -28,7 +28,7 @@
 //!   nothing about its capacity, and cutting on them ratchets the limit down
 //!   to the load and refuses calls.
 //! - **Increase**: below `alpha` queued, and only when the interval used at
-//!   least half the limit, the limit grows by `log10(limit)` (at least 1):
+//!   least 80% of the limit, the limit grows by `log10(limit)` (at least 1):
 //!   an idle or lightly loaded cluster keeps its limit, so a healthy
 //!   upstream sees no probing and no refusals. When the limit itself bound
 //!   the interval (calls waited for it) with no queue at the provider, the
