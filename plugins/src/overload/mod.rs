@@ -45,4 +45,6 @@ pub use priority::{Priority, PriorityFile};
 #[cfg(test)]
 mod gate_tests;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
