@@ -77,8 +77,8 @@ fn signal(pid: u32, sig: libc::c_int) {
 /// with `SO_REUSEADDR` and listens succeeds, because the lease does not
 /// listen. Every child the lab starts sets it (Pingora, nginx, HAProxy,
 /// redis-server, Tokio's and mio's listeners). The harness in `tests/`
-/// does the same (`tests/src/ports.rs`, with unit tests of these
-/// semantics); keep the lease for the child's whole life
+/// leases its ports with this too (`tests/src/ports.rs` has the unit tests
+/// of these semantics); keep the lease for the child's whole life
 /// ([`Spawned::holding`]).
 #[derive(Debug)]
 pub struct PortLease {

@@ -114,7 +114,10 @@ impl GatewayBuilder {
     /// it accepts the file, else `Err` with it.
     pub fn check(&self) -> Result<String, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let leases = [PortLease::new(), PortLease::new()];
+        let leases = [
+            PortLease::new().expect("a loopback port lease"),
+            PortLease::new().expect("a loopback port lease"),
+        ];
         let path = dir.path().join("gateway.yaml");
         let text = render(&self.body, leases[0].port(), leases[1].port(), dir.path());
         fs::write(&path, text).expect("write config");
@@ -144,7 +147,10 @@ impl GatewayBuilder {
     /// exits or is not ready within 30 s.
     pub async fn start(self) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let leases = [PortLease::new(), PortLease::new()];
+        let leases = [
+            PortLease::new().expect("a loopback port lease"),
+            PortLease::new().expect("a loopback port lease"),
+        ];
         let (port, admin_port) = (leases[0].port(), leases[1].port());
         let config_path = dir.path().join("gateway.yaml");
         let log_path = dir.path().join("gateway.log");

@@ -31,39 +31,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A loopback port reserved for a child process that binds it with
-/// `SO_REUSEADDR` (module doc). The port is free for others again when
-/// this is dropped.
-#[derive(Debug)]
-pub struct PortLease {
-    _socket: Socket,
-    addr: SocketAddr,
-}
-
-impl PortLease {
-    /// Leases a port the kernel picks. Panics if no port can be bound.
-    pub fn new() -> PortLease {
-        let (socket, addr) = bind_loopback(true);
-        PortLease {
-            _socket: socket,
-            addr,
-        }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Default for PortLease {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// `SO_REUSEADDR` (module doc); the load lab's, which its benches hold the
+/// same way.
+pub use breakwater_load::procs::PortLease;
 
 /// A loopback port that refuses every connection for as long as this is
 /// kept: an endpoint that is down (module doc).
@@ -76,7 +46,7 @@ pub struct ClosedPort {
 impl ClosedPort {
     /// Binds a port the kernel picks. Panics if no port can be bound.
     pub fn new() -> ClosedPort {
-        let (socket, addr) = bind_loopback(false);
+        let (socket, addr) = bind_loopback();
         ClosedPort {
             _socket: socket,
             addr,
@@ -99,14 +69,12 @@ impl Default for ClosedPort {
     }
 }
 
-/// A TCP socket bound to `127.0.0.1:0`, not listening. The socket is
-/// close-on-exec (socket2's default), so children do not inherit it.
-fn bind_loopback(reuse_addr: bool) -> (Socket, SocketAddr) {
+/// A TCP socket bound to `127.0.0.1:0` without `SO_REUSEADDR`, not
+/// listening. The socket is close-on-exec (socket2's default), so children
+/// do not inherit it.
+fn bind_loopback() -> (Socket, SocketAddr) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
         .expect("a TCP socket for a port reservation");
-    socket
-        .set_reuse_address(reuse_addr)
-        .expect("SO_REUSEADDR on a port reservation");
     socket
         .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
         .expect("an ephemeral loopback port");
@@ -136,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_child_binding_with_reuse_addr_takes_a_leased_port_and_serves_on_it() {
-        let lease = PortLease::new();
+        let lease = PortLease::new().expect("a loopback port lease");
         let listener = listen_reusing(lease.addr()).expect("the child binds the leased port");
         let conn = TcpStream::connect(lease.addr()).expect("connects to the child");
         let (_, peer) = listener.accept().expect("the child accepts");
@@ -151,14 +119,16 @@ mod tests {
 
     #[test]
     fn others_cannot_take_a_leased_port() {
-        let lease = PortLease::new();
+        let lease = PortLease::new().expect("a loopback port lease");
         let plain = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         assert!(
             plain.bind(&lease.addr().into()).is_err(),
             "a bind without SO_REUSEADDR fails"
         );
         // The kernel never picks it for port 0 or for an outgoing connection.
-        let leases: Vec<PortLease> = (0..200).map(|_| PortLease::new()).collect();
+        let leases: Vec<PortLease> = (0..200)
+            .map(|_| PortLease::new().expect("a loopback port lease"))
+            .collect();
         let leased: HashSet<u16> = leases.iter().map(PortLease::port).collect();
         let server = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut picked = Vec::new();

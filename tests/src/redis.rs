@@ -183,13 +183,13 @@ impl std::fmt::Display for Unready {
 /// port) if `cluster`, and waits until it answers `PING`.
 fn launch(cluster: bool) -> RedisServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut leases = vec![PortLease::new()];
+    let mut leases = vec![PortLease::new().expect("a loopback port lease")];
     let port = leases[0].port();
     let mut extra = Vec::new();
     if cluster {
         // The bus port defaults to port + 10000, which overflows for
         // ephemeral ports above 55535; lease one instead.
-        let bus = PortLease::new();
+        let bus = PortLease::new().expect("a loopback port lease");
         extra = [
             "--cluster-enabled",
             "yes",

@@ -231,7 +231,7 @@ impl MockUpstream {
     /// Starts an upstream named `name` on a leased loopback port (Tokio
     /// binds with `SO_REUSEADDR`, see `ports`).
     pub async fn start(name: &str) -> Self {
-        let lease = PortLease::new();
+        let lease = PortLease::new().expect("a loopback port lease");
         let listener = TcpListener::bind(lease.addr())
             .await
             .expect("bind the leased port");
