@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 const FULL: &str = r#"
 server:
   threads: 2
+  drain_delay_secs: 0
   grace_period_secs: 10
   graceful_shutdown_timeout_secs: 5
   upstream_keepalive_pool_size: 512

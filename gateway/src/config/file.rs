@@ -82,6 +82,11 @@ pub struct ServerFile {
     /// accepting saved the cross-thread wake-ups on top (`load/README.md`),
     /// but a worker's connections cannot move to an idle one.
     pub work_stealing: bool,
+    /// After SIGTERM, how long the listeners keep accepting while `/ready`
+    /// answers 503, so a load balancer takes the instance out before it
+    /// stops (set it to the balancer's check interval × its fall count).
+    /// 0, the default, stops accepting at once, as Pingora does.
+    pub drain_delay_secs: u64,
     /// How long in-flight requests may drain after SIGTERM/SIGQUIT.
     pub grace_period_secs: u64,
     /// How long services get to shut down after the grace period.
@@ -110,6 +115,7 @@ impl Default for ServerFile {
         Self {
             threads: 2,
             work_stealing: false,
+            drain_delay_secs: 0,
             grace_period_secs: 10,
             graceful_shutdown_timeout_secs: 5,
             upstream_keepalive_pool_size: 512,

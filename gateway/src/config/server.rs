@@ -38,6 +38,11 @@ pub fn validate_server(file: &FileConfig) -> Result<(), ConfigError> {
     let at = |field: &str| ConfigPath::root().field("server").field(field);
     in_range(s.threads as u64, 1..=MAX_THREADS, at("threads"))?;
     in_range(
+        s.drain_delay_secs,
+        0..=MAX_DRAIN_SECS,
+        at("drain_delay_secs"),
+    )?;
+    in_range(
         s.grace_period_secs,
         0..=MAX_DRAIN_SECS,
         at("grace_period_secs"),

@@ -27,6 +27,7 @@ use breakwater_plugins::breaker::Breaker;
 use breakwater_plugins::Policy;
 
 use crate::control::{admin_hotkeys, admin_overload};
+use crate::state::drain::DrainCause;
 use crate::state::reload::ReloadOutcome;
 use crate::state::GatewayState;
 use gate::{Refusal, RequestView};
@@ -101,7 +102,21 @@ impl AdminApp {
         })
     }
 
-    fn healthz(&self) -> Response<Vec<u8>> {
+    /// `GET /live`: the process answers. Nothing else: a liveness probe
+    /// that failed on overload or drain would get a busy instance killed.
+    fn live(&self) -> Response<Vec<u8>> {
+        json_response(StatusCode::OK, &json!({ "status": "live" }))
+    }
+
+    /// `GET /ready` and `GET /healthz`: whether to send this instance
+    /// traffic. 503 while starting and while draining.
+    fn ready(&self) -> Response<Vec<u8>> {
+        if let Some(cause) = self.state.drain.cause() {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "status": "draining", "drain": cause.as_str() }),
+            );
+        }
         if self.state.ready.load(Ordering::Acquire) {
             // A degraded fleet link still serves (with local limits): the
             // instance stays in rotation and says so.
@@ -122,6 +137,38 @@ impl AdminApp {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({ "status": "starting" }),
             )
+        }
+    }
+
+    /// `POST /drain`: out of rotation on demand, still serving.
+    fn drain(&self) -> Response<Vec<u8>> {
+        if self.state.drain.start(DrainCause::Admin) {
+            tracing::info!(target: "breakwater::admin", "drain started from the admin: /ready answers 503");
+        }
+        let cause = self.state.drain.cause().unwrap_or(DrainCause::Admin);
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "draining", "drain": cause.as_str() }),
+        )
+    }
+
+    /// `DELETE /drain`: back in rotation, unless the process is stopping.
+    fn undrain(&self) -> Response<Vec<u8>> {
+        let was = self.state.drain.cause();
+        match self.state.drain.cancel() {
+            None => {
+                if was.is_some() {
+                    tracing::info!(target: "breakwater::admin", "drain called off from the admin");
+                }
+                json_response(StatusCode::OK, &json!({ "status": "serving" }))
+            }
+            Some(cause) => json_response(
+                StatusCode::CONFLICT,
+                &json!({
+                    "error": "the process is stopping (SIGTERM): its drain cannot be called off",
+                    "drain": cause.as_str(),
+                }),
+            ),
         }
     }
 
@@ -435,7 +482,10 @@ impl AdminApp {
         let path = session.req_header().uri.path().to_string();
         let query = session.req_header().uri.query().unwrap_or("").to_string();
         match (method, path.as_str()) {
-            (Method::GET, "/healthz") => self.healthz(),
+            (Method::GET, "/healthz" | "/ready") => self.ready(),
+            (Method::GET, "/live") => self.live(),
+            (Method::POST, "/drain") => self.drain(),
+            (Method::DELETE, "/drain") => self.undrain(),
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/config") => self.config(),
             (Method::POST, "/reload") => self.reload().await,
@@ -481,9 +531,9 @@ impl AdminApp {
             }
             (
                 _,
-                "/healthz" | "/metrics" | "/config" | "/reload" | "/limits" | "/overload"
-                | "/blocks" | "/breakers" | "/fleet" | "/cluster" | "/hotkeys" | "/hotkeys/stats"
-                | "/hotkeys/stream" | "/cache",
+                "/healthz" | "/ready" | "/live" | "/drain" | "/metrics" | "/config" | "/reload"
+                | "/limits" | "/overload" | "/blocks" | "/breakers" | "/fleet" | "/cluster"
+                | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream" | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use pingora::server::RunArgs;
+
 use crate::server::assemble::{build, RunFlags};
+use crate::server::drain_signal::DrainSignal;
 use crate::server::runtime_dir::{self, Prepare};
 use crate::state::GatewayState;
 
@@ -82,7 +85,12 @@ pub fn main() -> ExitCode {
         admin = %snapshot.source.admin.address,
         "breakwater starting"
     );
+    let drain_delay = std::time::Duration::from_secs(snapshot.source.server.drain_delay_secs);
     drop(snapshot);
+    let signals = DrainSignal {
+        state: state.clone(),
+        delay: drain_delay,
+    };
     let server = match build(
         state,
         RunFlags {
@@ -96,5 +104,8 @@ pub fn main() -> ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    ExitCode::SUCCESS
 }

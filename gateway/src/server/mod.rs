@@ -3,6 +3,7 @@
 
 pub mod assemble;
 pub mod cli;
+pub mod drain_signal;
 pub mod housekeeping;
 pub mod limits;
 pub mod logging;

@@ -15,6 +15,7 @@ use crate::config::{compile, CompileContext};
 use crate::config::{parse_str, LoadError};
 use crate::fleet::FleetStatus;
 use crate::metrics::{Metrics, StatusCounters};
+use crate::state::drain::Drain;
 use crate::state::overload_metrics::OverloadCollector;
 use crate::state::policy_metrics::PolicyCollector;
 use crate::state::reload::Reloader;
@@ -34,6 +35,9 @@ pub struct GatewayState {
     /// Set once the reload triggers (file watch, SIGHUP) are armed; `/healthz`
     /// answers 503 until then.
     pub ready: AtomicBool,
+    /// Set by SIGTERM or `POST /drain`: `/ready` answers 503 while the
+    /// listeners still serve.
+    pub drain: Drain,
     /// `breakwater_requests_total{route="none"}` for requests no route matched.
     pub unrouted: StatusCounters,
     /// Fleet mode's link status; `None` without a `fleet` section.
@@ -98,6 +102,7 @@ impl GatewayState {
             hot_events,
             reloader: Reloader::default(),
             ready: AtomicBool::new(false),
+            drain: Drain::default(),
             unrouted,
             fleet_status,
             admin_address,

@@ -1,6 +1,7 @@
 //! Process-wide state: the live snapshot behind one swap, what outlives
 //! snapshots, the reload that replaces it, and the metrics read from it.
 
+pub mod drain;
 pub mod gateway;
 pub mod overload_metrics;
 pub mod policy_metrics;

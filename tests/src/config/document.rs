@@ -104,6 +104,8 @@ impl Config {
 #[derive(Clone, Debug, Serialize)]
 pub struct Server {
     threads: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_delay_secs: Option<u64>,
     grace_period_secs: u64,
     graceful_shutdown_timeout_secs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +120,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             threads: 1,
+            drain_delay_secs: None,
             grace_period_secs: 5,
             graceful_shutdown_timeout_secs: 1,
             pid_file: Some(format!("{DIR}/bw.pid")),
@@ -139,6 +142,13 @@ impl Server {
     pub fn default_runtime_paths(mut self) -> Server {
         self.pid_file = None;
         self.upgrade_sock = None;
+        self
+    }
+
+    /// After SIGTERM, how long the listeners keep serving while `/ready`
+    /// answers 503.
+    pub fn drain_delay_secs(mut self, secs: u64) -> Server {
+        self.drain_delay_secs = Some(secs);
         self
     }
 

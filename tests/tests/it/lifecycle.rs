@@ -284,3 +284,61 @@ async fn every_worker_accepts_connections_on_the_shared_listener() {
         "one proxy thread per worker"
     );
 }
+
+/// `(status, "status" field of the JSON body)` of an admin GET.
+async fn probe(gw: &breakwater_tests::Gateway, path: &str) -> (u16, String) {
+    let r = client().get(gw.admin(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (
+        status,
+        body["status"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_turns_ready_off_and_keeps_serving_through_the_drain_delay() {
+    let up = MockUpstream::start("a").await;
+    let config = ungated(&up).server(Server::default().drain_delay_secs(3));
+    let mut gw = gateway(&config).start().await;
+    assert_eq!(probe(&gw, "/ready").await, (200, "ok".into()));
+    assert_eq!(probe(&gw, "/live").await, (200, "live".into()));
+    gw.signal(libc::SIGTERM);
+    eventually(
+        Duration::from_secs(2),
+        "/ready to answer 503 after SIGTERM",
+        || async { (probe(&gw, "/ready").await == (503, "draining".into())).then_some(()) },
+    )
+    .await;
+    // Out of rotation, and still serving: a new connection (a fresh
+    // client) is accepted and proxied, as a load balancer's stragglers are.
+    let r = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "a");
+    assert_eq!(probe(&gw, "/healthz").await, (503, "draining".into()));
+    assert_eq!(probe(&gw, "/live").await, (200, "live".into()));
+    // The admin cannot call a signal's drain off.
+    let undo = client().delete(gw.admin("/drain")).send().await.unwrap();
+    assert_eq!(undo.status(), 409);
+    let exit = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the gateway exits after the drain delay and its grace period");
+    assert!(exit.success(), "{exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_drain_takes_the_instance_out_of_rotation_and_delete_brings_it_back() {
+    let up = MockUpstream::start("a").await;
+    let gw = gateway(&ungated(&up)).start().await;
+    let c = client();
+    let r = c.post(gw.admin("/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(probe(&gw, "/ready").await, (503, "draining".into()));
+    assert_eq!(probe(&gw, "/healthz").await, (503, "draining".into()));
+    let r = c.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a drained instance still serves");
+    let r = c.delete(gw.admin("/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(probe(&gw, "/ready").await, (200, "ok".into()));
+}

@@ -2,7 +2,7 @@
 //!
 //! | request | needs |
 //! |---|---|
-//! | `GET /healthz` | nothing: load balancers probe it |
+//! | `GET /healthz`, `/ready`, `/live` | nothing: load balancers and orchestrators probe them |
 //! | any other read (`GET`, `HEAD`) | a token (read or write) when one is configured; else a `Host` that names the admin |
 //! | a mutation (any other method) | an own `Origin` (or none) and a `Host` that names the admin; the write token when one is configured |
 //!
@@ -46,7 +46,7 @@ pub fn is_mutation(method: &Method) -> bool {
 
 /// Admits `req` or says why not.
 pub fn admit(access: &AdminAccess, req: &RequestView<'_>) -> Result<(), Refusal> {
-    if *req.method == Method::GET && req.path == "/healthz" {
+    if *req.method == Method::GET && matches!(req.path, "/healthz" | "/ready" | "/live") {
         return Ok(());
     }
     let mutation = is_mutation(req.method);
@@ -120,13 +120,23 @@ mod tests {
     }
 
     #[test]
-    fn healthz_is_always_open() {
-        let probe = RequestView {
+    fn the_probes_are_always_open_and_drain_is_not() {
+        for path in ["/healthz", "/ready", "/live"] {
+            let probe = RequestView {
+                host: Some("lb.example"),
+                ..req(&Method::GET, path)
+            };
+            assert_eq!(admit(&tokens(), &probe), Ok(()), "{path}");
+            assert_eq!(admit(&AdminAccess::default(), &probe), Ok(()), "{path}");
+        }
+        let drain = RequestView {
             host: Some("lb.example"),
-            ..req(&Method::GET, "/healthz")
+            ..req(&Method::POST, "/drain")
         };
-        assert_eq!(admit(&tokens(), &probe), Ok(()));
-        assert_eq!(admit(&AdminAccess::default(), &probe), Ok(()));
+        assert!(matches!(
+            admit(&tokens(), &drain),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     #[test]
