@@ -22,6 +22,8 @@ const FULL: &str = r#"
 server:
   threads: 2
   drain_delay_secs: 0
+  max_connections: 1000
+  max_connections_per_ip: 10
   grace_period_secs: 10
   graceful_shutdown_timeout_secs: 5
   upstream_keepalive_pool_size: 512

@@ -105,6 +105,13 @@ pub struct ServerFile {
     /// path set here must be absolute, in a directory checked by the same
     /// rule (`runtime_dir`).
     pub upgrade_sock: Option<String>,
+    /// Downstream connections at once, every listener and worker together;
+    /// the one past it is closed at accept. Unset: half the open-file limit
+    /// less 256 (each connection may hold an upstream socket too), so the
+    /// process never runs out of descriptors.
+    pub max_connections: Option<u64>,
+    /// Downstream connections at once from one client address; 0: no cap.
+    pub max_connections_per_ip: u64,
     /// Reload when the config file changes. When false, only SIGHUP and
     /// `POST /reload` reload, as with nginx.
     pub watch_config: bool,
@@ -122,6 +129,8 @@ impl Default for ServerFile {
             pid_file: None,
             upgrade_sock: None,
             watch_config: true,
+            max_connections: None,
+            max_connections_per_ip: 0,
         }
     }
 }

@@ -13,6 +13,8 @@ use super::file::{FileConfig, ListenerFile, LoggingFile};
 const MAX_THREADS: u64 = 1024;
 /// Longest drain on shutdown, and longest wait for services to stop.
 const MAX_DRAIN_SECS: u64 = 3600;
+/// Ten million connections: past any open-file limit a kernel grants.
+const MAX_CONNECTIONS: u64 = 10_000_000;
 
 /// At least one listener, each with an address and, with `tls`, a
 /// certificate and key that load.
@@ -51,6 +53,14 @@ pub fn validate_server(file: &FileConfig) -> Result<(), ConfigError> {
         s.graceful_shutdown_timeout_secs,
         0..=MAX_DRAIN_SECS,
         at("graceful_shutdown_timeout_secs"),
+    )?;
+    if let Some(max) = s.max_connections {
+        in_range(max, 1..=MAX_CONNECTIONS, at("max_connections"))?;
+    }
+    in_range(
+        s.max_connections_per_ip,
+        0..=MAX_CONNECTIONS,
+        at("max_connections_per_ip"),
     )?;
     in_range(
         s.upstream_keepalive_pool_size as u64,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pingora::prelude::*;
-use pingora::proxy::{http_proxy_service_with_name, HttpProxy};
+use pingora::proxy::{http_proxy, HttpProxy};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -16,6 +16,8 @@ use crate::fleet::relay::FleetEvents;
 use crate::fleet::sync::FleetSync;
 use crate::fleet::Local;
 use crate::proxy::Gateway;
+use crate::server::capped::Capped;
+use crate::server::connections::{ConnectionLimits, Connections};
 use crate::server::housekeeping::Housekeeping;
 use crate::server::runtime_dir::{self, Prepare, RuntimePaths};
 use crate::server::workers::ProxyWorker;
@@ -42,33 +44,69 @@ fn server_conf(s: &ServerFile, paths: RuntimePaths) -> ServerConf {
     }
 }
 
-/// Binds one downstream listener.
-///
+/// The proxy service of one worker: its connections are counted against
+/// the process's cap.
+type ProxyService = Service<Capped<HttpProxy<Gateway>>>;
+
 /// Pingora keeps the h2c switch per service, not per listener: an `h2c`
 /// listener turns it on for the proxy, and since Pingora tells HTTP/2 from
 /// HTTP/1.1 by the connection preface, every cleartext listener then takes
 /// both. A TLS listener negotiates the protocol by ALPN instead.
-fn add_listener(
-    service: &mut Service<HttpProxy<Gateway>>,
-    listener: &ListenerFile,
-) -> Result<(), String> {
+fn set_h2c(proxy: &mut HttpProxy<Gateway>, listeners: &[ListenerFile]) {
+    let h2c = listeners
+        .iter()
+        .any(|l| l.tls.is_none() && matches!(l.protocol, ListenerProtocol::H2c));
+    if h2c {
+        let mut options = proxy.server_options.clone().unwrap_or_default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+    }
+}
+
+/// Binds one downstream listener.
+fn add_listener(service: &mut ProxyService, listener: &ListenerFile) -> Result<(), String> {
     if let Some(tls) = &listener.tls {
         let settings = tls_settings(tls)?;
         service.add_tls_with_settings(&listener.address, None, settings);
         return Ok(());
     }
-    match listener.protocol {
-        ListenerProtocol::Http1 => service.add_tcp(&listener.address),
-        ListenerProtocol::H2c => {
-            if let Some(app) = service.app_logic_mut() {
-                let mut options = app.server_options.clone().unwrap_or_default();
-                options.h2c = true;
-                app.server_options = Some(options);
-            }
-            service.add_tcp(&listener.address)
-        }
-    }
+    service.add_tcp(&listener.address);
     Ok(())
+}
+
+/// The connection caps: `server.max_connections`, else what the open-file
+/// limit allows; a configured cap the limit cannot hold is warned about.
+fn connection_limits(s: &ServerFile) -> ConnectionLimits {
+    let files = crate::server::limits::open_files();
+    let max = match (s.max_connections, &files) {
+        (Some(max), Ok(files)) => {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            let needed = ConnectionLimits::files_needed(max);
+            if needed > *files {
+                tracing::warn!(
+                    max_connections = max,
+                    open_file_limit = files,
+                    needed,
+                    "server.max_connections may need more open files than the process may have: \
+                     raise the limit (systemd LimitNOFILE, ulimit -n) or lower the cap"
+                );
+            }
+            max
+        }
+        (Some(max), Err(_)) => usize::try_from(max).unwrap_or(usize::MAX),
+        (None, Ok(files)) => ConnectionLimits::from_open_files(*files),
+        (None, Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; server.max_connections defaults to 10000");
+            10_000
+        }
+    };
+    let per_ip = usize::try_from(s.max_connections_per_ip).unwrap_or(usize::MAX);
+    tracing::info!(
+        max_connections = max,
+        max_connections_per_ip = per_ip,
+        "downstream connection caps"
+    );
+    ConnectionLimits { max, per_ip }
 }
 
 /// Builds the server for an already-loaded state. Fails if the private
@@ -97,19 +135,24 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
     } else {
         source.server.threads.max(1)
     };
+    let conns = Connections::new(connection_limits(&source.server), &state.metrics.registry);
     let mut proxies = Vec::new();
     for _ in 0..workers {
-        let mut proxy = http_proxy_service_with_name(
+        let mut proxy = http_proxy(
             &server.configuration,
             Gateway {
                 state: state.clone(),
             },
-            "breakwater proxy",
+        );
+        set_h2c(&mut proxy, &source.listeners);
+        let mut service = Service::new(
+            "breakwater proxy".to_string(),
+            Capped::new(proxy, conns.clone()),
         );
         for (i, l) in source.listeners.iter().enumerate() {
-            add_listener(&mut proxy, l).map_err(|e| format!("listeners[{i}]: {e}"))?;
+            add_listener(&mut service, l).map_err(|e| format!("listeners[{i}]: {e}"))?;
         }
-        proxies.push(proxy);
+        proxies.push(service);
     }
 
     let mut admin = Service::new(

@@ -7,6 +7,19 @@
 //! at startup. When the limit is still reached, accepts and connects fail
 //! fast ("Too many open files") rather than anything blocking.
 
+/// The soft `RLIMIT_NOFILE` now.
+pub fn open_files() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns `(before, after)`.
 pub fn raise_open_files() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {

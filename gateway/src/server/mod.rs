@@ -2,7 +2,9 @@
 //! workers, logging, process limits, the runtime directory and housekeeping.
 
 pub mod assemble;
+pub mod capped;
 pub mod cli;
+pub mod connections;
 pub mod drain_signal;
 pub mod housekeeping;
 pub mod limits;

@@ -35,6 +35,7 @@ use pingora::services::listening::Service;
 use pingora::services::Service as ServiceTrait;
 
 use crate::proxy::Gateway;
+use crate::server::capped::Capped;
 
 /// How long a worker waits for worker 0 to bind the listeners. Binding is
 /// immediate; this only bounds a start-up that has already failed.
@@ -45,13 +46,13 @@ const BIND_WAIT: Duration = Duration::from_secs(30);
 pub struct ProxyWorker {
     index: usize,
     name: String,
-    inner: Service<HttpProxy<Gateway>>,
+    inner: Service<Capped<HttpProxy<Gateway>>>,
 }
 
 impl ProxyWorker {
     /// Worker `index` around `inner`, a proxy service with its listeners
     /// added. The service is made single-threaded.
-    pub fn new(index: usize, mut inner: Service<HttpProxy<Gateway>>) -> Self {
+    pub fn new(index: usize, mut inner: Service<Capped<HttpProxy<Gateway>>>) -> Self {
         inner.threads = Some(1);
         Self {
             index,

@@ -114,6 +114,10 @@ pub struct Server {
     upgrade_sock: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     watch_config: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_ip: Option<u64>,
 }
 
 impl Default for Server {
@@ -126,6 +130,8 @@ impl Default for Server {
             pid_file: Some(format!("{DIR}/bw.pid")),
             upgrade_sock: Some(format!("{DIR}/upgrade.sock")),
             watch_config: None,
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -149,6 +155,13 @@ impl Server {
     /// answers 503.
     pub fn drain_delay_secs(mut self, secs: u64) -> Server {
         self.drain_delay_secs = Some(secs);
+        self
+    }
+
+    /// Downstream connections at once, and from one address (0: no cap).
+    pub fn max_connections(mut self, total: u64, per_ip: u64) -> Server {
+        self.max_connections = Some(total);
+        self.max_connections_per_ip = Some(per_ip);
         self
     }
 

@@ -7,6 +7,7 @@ mod cache;
 mod cluster;
 mod config_builder;
 mod config_check;
+mod connections;
 mod deadlines;
 mod dedupe;
 mod deny;
