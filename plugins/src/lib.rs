@@ -20,6 +20,7 @@ pub mod duration;
 pub mod exchange;
 pub mod fleet;
 pub mod flight;
+pub mod health;
 pub mod hotkey;
 pub mod key_text;
 pub mod keys;

@@ -181,12 +181,40 @@ def serve():
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     server.add_generic_rpc_handlers((handler,))
+    health = _health(server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     _say("PORT %d" % port)
-    # Serve until the test closes our stdin (or kills us).
-    sys.stdin.read()
+    # Serve until the test closes our stdin (or kills us); a line
+    # `HEALTH <service|-> <SERVING|NOT_SERVING>` sets a health status.
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 3 and words[0] == "HEALTH" and health is not None:
+            service = "" if words[1] == "-" else words[1]
+            health.set(service, _health_status(words[2]))
+            _say("HEALTH-SET %s %s" % (words[1], words[2]))
     server.stop(0)
+
+
+def _health(server):
+    """grpc.health.v1.Health from grpcio-health-checking (gRPC's own
+    implementation), every service SERVING; None when the package is
+    missing (only the health-check tests need it)."""
+    try:
+        from grpc_health.v1 import health, health_pb2_grpc
+    except ImportError:
+        return None
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for service in ("", "test.Echo"):
+        servicer.set(service, _health_status("SERVING"))
+    return servicer
+
+
+def _health_status(name):
+    from grpc_health.v1 import health_pb2
+
+    return getattr(health_pb2.HealthCheckResponse, name)
 
 
 # ------------------------------------------------------------------ client

@@ -169,6 +169,8 @@ pub struct PyGrpcUpstream {
     pub addr: SocketAddr,
     child: Child,
     calls: Arc<Mutex<Vec<String>>>,
+    /// `HEALTH-SET` acknowledgements from the script.
+    health_acks: Arc<Mutex<Vec<String>>>,
 }
 
 impl PyGrpcUpstream {
@@ -191,11 +193,14 @@ impl PyGrpcUpstream {
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line: {first}"));
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let seen = calls.clone();
+        let health_acks = Arc::new(Mutex::new(Vec::new()));
+        let (seen, acks) = (calls.clone(), health_acks.clone());
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Some(call) = line.strip_prefix("CALL ") {
                     seen.lock().unwrap().push(call.to_string());
+                } else if line.starts_with("HEALTH-SET ") {
+                    acks.lock().unwrap().push(line);
                 }
             }
         });
@@ -203,6 +208,7 @@ impl PyGrpcUpstream {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
             calls,
+            health_acks,
         }
     }
 
@@ -210,6 +216,38 @@ impl PyGrpcUpstream {
     pub fn calls(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
+
+    /// Sets `grpc.health.v1` status of `service` (`""`: the server) to
+    /// `status` (`SERVING`, `NOT_SERVING`), in grpcio-health-checking's own
+    /// servicer. Returns once the server has applied it.
+    pub fn set_health(&mut self, service: &str, status: &str) {
+        use std::io::Write;
+        let service = if service.is_empty() { "-" } else { service };
+        let stdin = self.child.stdin.as_mut().expect("the upstream's stdin");
+        writeln!(stdin, "HEALTH {service} {status}").expect("write to the grpcio upstream");
+        stdin.flush().expect("flush");
+        let want = format!("HEALTH-SET {service} {status}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.health_acks.lock().unwrap().contains(&want) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the grpcio upstream did not apply {want}");
+    }
+}
+
+/// Panics with the install hint when grpcio-health-checking is missing.
+pub fn require_grpc_health() {
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc_health.v1.health"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 with grpcio-health-checking is missing: .ci/setup installs it"
+    );
 }
 
 impl Drop for PyGrpcUpstream {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater_plugins::bounds::{in_range, nanos, MAX_TIMEOUT};
+use breakwater_plugins::bounds::{duration_in, in_range, nanos, MAX_TIMEOUT};
 use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::ConfigError;
 
@@ -13,6 +13,7 @@ use super::context::CompileContext;
 use super::file::ClusterFile;
 use breakwater_plugins::overload::{AdaptiveLimit, Gate};
 
+use crate::upstream::health::{ClusterHealth, EndpointCheck, ProbeTarget};
 use crate::upstream::{Cluster, ClusterAccounting, ClusterOverload, ClusterTimeouts};
 
 /// The upstream clusters by name.
@@ -73,6 +74,10 @@ fn compile_cluster(
         Some(o) => cluster.with_overload(o),
         None => cluster,
     };
+    let cluster = match health(name, c, &path, cx, &cluster.addrs)? {
+        Some(h) => cluster.with_health(h),
+        None => cluster,
+    };
     Ok(if c.protocol.is_h2() {
         cluster.speak_h2(c.h2_streams)
     } else {
@@ -110,6 +115,65 @@ fn overload(
     };
     Ok(Some(ClusterOverload { gate, settings }))
 }
+
+/// The cluster's health checks. An endpoint a reload keeps, probed the
+/// same way, keeps its state (a down endpoint stays down until it passes
+/// `rise` probes); a new one starts up, probed at once.
+fn health(
+    name: &str,
+    c: &ClusterFile,
+    path: &ConfigPath,
+    cx: &CompileContext<'_>,
+    addrs: &[std::net::SocketAddr],
+) -> Result<Option<Arc<ClusterHealth>>, ConfigError> {
+    let Some(file) = &c.health_check else {
+        if c.slow_start.is_some() {
+            return Err(path.field("slow_start").error(
+                "needs `health_check`: slow start ramps an endpoint the probes bring back",
+            ));
+        }
+        return Ok(None);
+    };
+    let settings = file.compile(&path.field("health_check"))?;
+    let slow_start = duration_in(
+        c.slow_start.map_or(Duration::ZERO, |d| d.as_duration()),
+        Duration::ZERO..=MAX_SLOW_START,
+        path.field("slow_start"),
+    )?;
+    let target = ProbeTarget {
+        tls: c.tls,
+        sni: c.sni.clone(),
+        h2: c.protocol.is_h2(),
+    };
+    let live = cx
+        .previous_cluster(name)
+        .and_then(|prev| prev.health.as_deref())
+        .filter(|prev| prev.settings == settings && prev.target == target);
+    let now = cx.clock.now_nanos();
+    // An endpoint added to a cluster that was serving ramps up; at startup,
+    // or in a new cluster, every endpoint is new and none ramps.
+    let serving = cx.previous_cluster(name).map(|prev| &prev.addrs);
+    let endpoints = addrs
+        .iter()
+        .map(|addr| {
+            live.and_then(|l| l.endpoints.iter().find(|e| e.addr == *addr).cloned())
+                .unwrap_or_else(|| {
+                    let added = serving.is_some_and(|s| !s.contains(addr));
+                    Arc::new(EndpointCheck::new(*addr, now, added))
+                })
+        })
+        .collect();
+    Ok(Some(Arc::new(ClusterHealth::new(
+        settings,
+        target,
+        endpoints,
+        slow_start,
+        cx.clock.clone(),
+    ))))
+}
+
+/// The longest slow start: an hour of ramping is already a deploy.
+const MAX_SLOW_START: Duration = Duration::from_secs(3600);
 
 /// At least one endpoint, each `host:port`, none twice.
 fn check_endpoints(endpoints: &[String], path: &ConfigPath) -> Result<(), ConfigError> {

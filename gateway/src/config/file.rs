@@ -8,6 +8,7 @@ use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::dedupe::DedupeConfig;
 use breakwater_plugins::deny::DenyConfig;
 use breakwater_plugins::duration::HumanDuration;
+use breakwater_plugins::health::HealthCheckFile;
 use breakwater_plugins::hotkey::HotKeyConfig;
 use breakwater_plugins::overload::{OverloadFile, PriorityFile};
 use breakwater_plugins::rate_limit::RateLimitConfig;
@@ -324,6 +325,15 @@ pub struct ClusterFile {
     /// `off`; its bounds may be adjusted (`plugins/src/overload/config.rs`).
     #[serde(default)]
     pub overload: OverloadFile,
+    /// Active health checks (`plugins/src/health/config.rs`); none unless
+    /// set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckFile>,
+    /// An endpoint the health checks bring back, or a reload adds, takes a
+    /// share of its traffic growing from 10% to all over this window
+    /// (`plugins/src/health/slow_start.rs`). Needs `health_check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<HumanDuration>,
 }
 
 fn default_h2_streams() -> usize {

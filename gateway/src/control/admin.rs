@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use breakwater_plugins::breaker::Breaker;
 use breakwater_plugins::Policy;
 
-use crate::control::{admin_hotkeys, admin_overload};
+use crate::control::{admin_endpoints, admin_hotkeys, admin_overload};
 use crate::state::drain::DrainCause;
 use crate::state::reload::ReloadOutcome;
 use crate::state::GatewayState;
@@ -511,6 +511,7 @@ impl AdminApp {
                 ),
             },
             (Method::GET, "/overload") => admin_overload::list(&self.state),
+            (Method::GET, "/endpoints") => admin_endpoints::list(&self.state),
             (Method::GET, p) if p.starts_with("/overload/") => {
                 admin_overload::one(&self.state, &p["/overload/".len()..])
             }
@@ -532,8 +533,8 @@ impl AdminApp {
             (
                 _,
                 "/healthz" | "/ready" | "/live" | "/drain" | "/metrics" | "/config" | "/reload"
-                | "/limits" | "/overload" | "/blocks" | "/breakers" | "/fleet" | "/cluster"
-                | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream" | "/cache",
+                | "/limits" | "/overload" | "/endpoints" | "/blocks" | "/breakers" | "/fleet"
+                | "/cluster" | "/hotkeys" | "/hotkeys/stats" | "/hotkeys/stream" | "/cache",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }

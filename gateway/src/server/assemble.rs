@@ -22,6 +22,7 @@ use crate::server::housekeeping::Housekeeping;
 use crate::server::runtime_dir::{self, Prepare, RuntimePaths};
 use crate::server::workers::ProxyWorker;
 use crate::state::GatewayState;
+use crate::upstream::prober::Prober;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -185,6 +186,12 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
             background_service("breakwater fleet events", FleetEvents::new(local, status)),
         )
     });
+    let prober = background_service(
+        "breakwater health checks",
+        Prober {
+            state: state.clone(),
+        },
+    );
     let triggers = background_service("breakwater reload", ReloadTriggers { state });
 
     for (w, proxy) in proxies.into_iter().enumerate() {
@@ -197,6 +204,7 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
     server.add_service(admin);
     server.add_service(triggers);
     server.add_service(housekeeping);
+    server.add_service(prober);
     if let Some((sync, events)) = fleet {
         server.add_service(sync);
         server.add_service(events);

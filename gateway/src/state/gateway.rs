@@ -16,6 +16,7 @@ use crate::config::{parse_str, LoadError};
 use crate::fleet::FleetStatus;
 use crate::metrics::{Metrics, StatusCounters};
 use crate::state::drain::Drain;
+use crate::state::health_metrics::HealthCollector;
 use crate::state::overload_metrics::OverloadCollector;
 use crate::state::policy_metrics::PolicyCollector;
 use crate::state::reload::Reloader;
@@ -93,6 +94,7 @@ impl GatewayState {
         let store = Arc::new(ArcSwap::from_pointee(snapshot));
         PolicyCollector::register(&metrics, store.clone(), blocks.clone());
         OverloadCollector::register(&metrics, store.clone());
+        HealthCollector::register(&metrics, store.clone());
         Ok(Arc::new(Self {
             config_path: path,
             store,

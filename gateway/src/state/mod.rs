@@ -3,6 +3,7 @@
 
 pub mod drain;
 pub mod gateway;
+pub mod health_metrics;
 pub mod overload_metrics;
 pub mod policy_metrics;
 pub mod reload;

@@ -18,6 +18,10 @@ pub struct Cluster {
     retry_budget: Option<RetryBudget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     overload: Option<serde_yaml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<serde_yaml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_start: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,7 +41,22 @@ impl Cluster {
             protocol: None,
             retry_budget: None,
             overload: None,
+            health_check: None,
+            slow_start: None,
         }
+    }
+
+    /// `slow_start: <window>` (`"30s"`).
+    pub fn slow_start(mut self, window: &str) -> Cluster {
+        self.slow_start = Some(window.to_string());
+        self
+    }
+
+    /// `health_check:` as YAML, e.g.
+    /// `"{ http: /health, interval: 200ms, timeout: 150ms, rise: 2, fall: 2 }"`.
+    pub fn health_check(mut self, yaml: &str) -> Cluster {
+        self.health_check = Some(serde_yaml::from_str(yaml).expect("a valid health_check map"));
+        self
     }
 
     /// `overload: off`: no adaptive limit in front of the cluster.

@@ -14,6 +14,7 @@ mod deny;
 mod grpc;
 mod grpc_core;
 mod h2c;
+mod health;
 mod hotkeys;
 mod keys;
 mod lifecycle;

@@ -1,5 +1,11 @@
 //! Upstream clusters: endpoints, round-robin selection and per-cluster timeouts.
 //!
+//! With `health_check:` set, an endpoint its probes put down ([`health`],
+//! run by [`prober`]) is skipped by every choice, unless every endpoint is
+//! down: then all are eligible again (panic routing, as with the
+//! breakers' ejections: a probe can be wrong, and refusing everything is
+//! certain failure).
+//!
 //! Selection uses `pingora-load-balancing`'s round-robin over a static
 //! discovery. Connection reuse comes from Pingora's connector pool, which is
 //! keyed by the peer (address, TLS, SNI), so it survives config reloads: a new
@@ -13,6 +19,9 @@
 //! throughput bench measured at two extra syscalls per request. (Without
 //! work stealing each worker is also its own proxy service with its own
 //! connector, `workers.rs`; the key keeps the rule when work stealing is on.)
+
+pub mod health;
+pub mod prober;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +58,8 @@ pub struct Cluster {
     /// The adaptive concurrency limit and its queue; `None` when the
     /// config turns it off.
     pub overload: Option<ClusterOverload>,
+    /// Active health checks; `None` without `health_check:`.
+    pub health: Option<Arc<health::ClusterHealth>>,
 }
 
 /// A cluster's overload gate and the settings it was built with: a reload
@@ -121,12 +132,19 @@ impl Cluster {
             retries: accounting.retries,
             budget_exhausted: accounting.budget_exhausted,
             overload: None,
+            health: None,
         })
     }
 
     /// Puts an overload gate in front of the cluster.
     pub fn with_overload(mut self, overload: ClusterOverload) -> Self {
         self.overload = Some(overload);
+        self
+    }
+
+    /// Probes the endpoints and keeps those that fail out of rotation.
+    pub fn with_health(mut self, health: Arc<health::ClusterHealth>) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -143,16 +161,34 @@ impl Cluster {
         self.next_peer_where(|_| true)
     }
 
-    /// The next endpoint in round-robin order that `accept` takes.
+    /// The next endpoint in round-robin order that `accept` takes, among
+    /// those the health checks keep in rotation (all, when none is up).
     pub fn next_peer_where(
         &self,
         accept: impl Fn(std::net::SocketAddr) -> bool,
     ) -> Option<Box<HttpPeer>> {
-        let backend =
-            self.balancer
-                .select_with(b"", self.endpoints.len().max(1), |b, _healthy| {
-                    b.addr.as_inet().is_some_and(|a| accept(*a))
-                })?;
+        let health = self.health.as_deref().filter(|h| h.any_up());
+        let n = self.endpoints.len().max(1);
+        // `accept` last: it may take a breaker's permit for the endpoint.
+        let eligible = |a: std::net::SocketAddr, ramp: bool| {
+            health.is_none_or(|h| h.is_up(a) && (!ramp || h.takes(a))) && accept(a)
+        };
+        // Slow start first: a ramping endpoint is passed over but for its
+        // share; when that passes over every one, any eligible one will do.
+        let ramping = health.is_some_and(|h| !h.slow_start.is_zero());
+        let ramped = ramping
+            .then(|| {
+                self.balancer.select_with(b"", n, |b, _| {
+                    b.addr.as_inet().is_some_and(|a| eligible(*a, true))
+                })
+            })
+            .flatten();
+        let backend = match ramped {
+            Some(b) => b,
+            None => self.balancer.select_with(b"", n, |b, _| {
+                b.addr.as_inet().is_some_and(|a| eligible(*a, false))
+            })?,
+        };
         let mut peer = HttpPeer::new(backend.addr, self.tls, self.sni.clone());
         peer.group_key = worker_pool_key();
         let o = &mut peer.options;
@@ -252,6 +288,107 @@ mod tests {
         let there = std::thread::scope(|s| s.spawn(|| c.next_peer().unwrap()).join().unwrap());
         assert_ne!(here.group_key, there.group_key);
         assert_ne!(here.reuse_hash(), there.reuse_hash(), "pool keys differ");
+    }
+
+    #[test]
+    fn endpoints_out_of_rotation_are_skipped_unless_every_one_is() {
+        use breakwater_plugins::config_error::ConfigPath;
+        use breakwater_plugins::health::HealthCheckFile;
+        let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+        let c = Cluster::new(
+            "c",
+            endpoints,
+            timeouts(),
+            false,
+            String::new(),
+            histogram(),
+        )
+        .unwrap();
+        let file: HealthCheckFile = serde_yaml::from_str("tcp: true").unwrap();
+        let checks: Vec<_> = c
+            .addrs
+            .iter()
+            .map(|a| Arc::new(health::EndpointCheck::new(*a, 0, false)))
+            .collect();
+        let down = |i: usize| {
+            let changed = checks[i].health.record(Err("refused".into()), 1, 1, 1);
+            assert!(changed.is_some());
+        };
+        let c = c.with_health(Arc::new(health::ClusterHealth::new(
+            file.compile(&ConfigPath::root()).unwrap(),
+            health::ProbeTarget {
+                tls: false,
+                sni: String::new(),
+                h2: false,
+            },
+            checks.clone(),
+            Duration::ZERO,
+            Arc::new(breakwater_plugins::MonotonicClock::new()),
+        )));
+        let pick = |n: usize| {
+            (0..n)
+                .map(|_| c.next_peer().unwrap()._address.to_string())
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert_eq!(pick(10).len(), 2);
+        down(1);
+        assert_eq!(
+            pick(10),
+            ["127.0.0.1:7001".to_string()].into_iter().collect()
+        );
+        // A choice that excludes the one up endpoint finds none.
+        assert!(c.next_peer_where(|a| a.port() != 7001).is_none());
+        down(0);
+        assert_eq!(pick(10).len(), 2, "all down: all eligible again");
+    }
+
+    #[test]
+    fn a_ramping_endpoint_takes_about_its_share_of_the_choices() {
+        use breakwater_plugins::config_error::ConfigPath;
+        use breakwater_plugins::health::HealthCheckFile;
+        let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+        let c = Cluster::new(
+            "c",
+            endpoints,
+            timeouts(),
+            false,
+            String::new(),
+            histogram(),
+        )
+        .unwrap();
+        let file: HealthCheckFile = serde_yaml::from_str("tcp: true").unwrap();
+        let clock = Arc::new(breakwater_plugins::FakeClock::new());
+        let checks: Vec<_> = c
+            .addrs
+            .iter()
+            .map(|a| Arc::new(health::EndpointCheck::new(*a, 0, a.port() == 7002)))
+            .collect();
+        let c = c.with_health(Arc::new(health::ClusterHealth::new(
+            file.compile(&ConfigPath::root()).unwrap(),
+            health::ProbeTarget {
+                tls: false,
+                sni: String::new(),
+                h2: false,
+            },
+            checks,
+            Duration::from_secs(30),
+            clock.clone(),
+        )));
+        let ramping = |n: usize| {
+            (0..n)
+                .filter(|_| c.next_peer().unwrap()._address.to_string() == "127.0.0.1:7002")
+                .count()
+        };
+        // A tenth of the choices (not half): 10,000 of them, so the count
+        // is within a few standard deviations (30) of 900.
+        let at_start = ramping(10_000);
+        assert!((700..1_200).contains(&at_start), "{at_start} of 10000");
+        clock.advance(Duration::from_secs(15));
+        let half_way = ramping(10_000);
+        assert!((3_000..3_700).contains(&half_way), "{half_way} of 10000");
+        clock.advance(Duration::from_secs(15));
+        let ramped = ramping(10_000);
+        assert!((4_900..5_100).contains(&ramped), "{ramped} of 10000");
     }
 
     #[test]
