@@ -218,17 +218,18 @@ pub async fn probe(
 }
 
 async fn tcp(target: &ProbeTarget, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let mut peer = BasicPeer::new(&addr.to_string());
-    peer.sni = target.sni.clone();
-    peer.options.connection_timeout = Some(timeout);
-    if target.tls {
-        // A TLS handshake, not only a connect: the listener may accept
-        // and still not serve.
+    // For a TLS cluster, a TLS handshake, not only a connect: the
+    // listener may accept and still not serve.
+    let stream = if target.tls {
         let mut peer = HttpPeer::new(addr, true, target.sni.clone());
         peer.options.connection_timeout = Some(timeout);
-        return transport().new_stream(&peer).await.map(|_| ()).map_err(why);
-    }
-    transport().new_stream(&peer).await.map(|_| ()).map_err(why)
+        transport().new_stream(&peer).await
+    } else {
+        let mut peer = BasicPeer::new(&addr.to_string());
+        peer.options.connection_timeout = Some(timeout);
+        transport().new_stream(&peer).await
+    };
+    stream.map(|_| ()).map_err(why)
 }
 
 /// The probes' connectors, made once: making one builds a TLS context,

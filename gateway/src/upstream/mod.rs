@@ -290,8 +290,13 @@ mod tests {
         assert_ne!(here.reuse_hash(), there.reuse_hash(), "pool keys differ");
     }
 
-    #[test]
-    fn endpoints_out_of_rotation_are_skipped_unless_every_one_is() {
+    /// Endpoints 7001 and 7002 under TCP health checks, those `ramping`
+    /// starting a slow start of `slow_start` at time 0 on `clock`.
+    fn probed(
+        ramping: impl Fn(std::net::SocketAddr) -> bool,
+        slow_start: Duration,
+        clock: Arc<dyn breakwater_plugins::Clock>,
+    ) -> (Cluster, Vec<Arc<health::EndpointCheck>>) {
         use breakwater_plugins::config_error::ConfigPath;
         use breakwater_plugins::health::HealthCheckFile;
         let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
@@ -308,13 +313,9 @@ mod tests {
         let checks: Vec<_> = c
             .addrs
             .iter()
-            .map(|a| Arc::new(health::EndpointCheck::new(*a, 0, false)))
+            .map(|a| Arc::new(health::EndpointCheck::new(*a, 0, ramping(*a))))
             .collect();
-        let down = |i: usize| {
-            let changed = checks[i].health.record(Err("refused".into()), 1, 1, 1);
-            assert!(changed.is_some());
-        };
-        let c = c.with_health(Arc::new(health::ClusterHealth::new(
+        let health = health::ClusterHealth::new(
             file.compile(&ConfigPath::root()).unwrap(),
             health::ProbeTarget {
                 tls: false,
@@ -322,9 +323,23 @@ mod tests {
                 h2: false,
             },
             checks.clone(),
+            slow_start,
+            clock,
+        );
+        (c.with_health(Arc::new(health)), checks)
+    }
+
+    #[test]
+    fn endpoints_out_of_rotation_are_skipped_unless_every_one_is() {
+        let (c, checks) = probed(
+            |_| false,
             Duration::ZERO,
             Arc::new(breakwater_plugins::MonotonicClock::new()),
-        )));
+        );
+        let down = |i: usize| {
+            let changed = checks[i].health.record(Err("refused".into()), 1, 1, 1);
+            assert!(changed.is_some());
+        };
         let pick = |n: usize| {
             (0..n)
                 .map(|_| c.next_peer().unwrap()._address.to_string())
@@ -344,36 +359,8 @@ mod tests {
 
     #[test]
     fn a_ramping_endpoint_takes_about_its_share_of_the_choices() {
-        use breakwater_plugins::config_error::ConfigPath;
-        use breakwater_plugins::health::HealthCheckFile;
-        let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
-        let c = Cluster::new(
-            "c",
-            endpoints,
-            timeouts(),
-            false,
-            String::new(),
-            histogram(),
-        )
-        .unwrap();
-        let file: HealthCheckFile = serde_yaml::from_str("tcp: true").unwrap();
         let clock = Arc::new(breakwater_plugins::FakeClock::new());
-        let checks: Vec<_> = c
-            .addrs
-            .iter()
-            .map(|a| Arc::new(health::EndpointCheck::new(*a, 0, a.port() == 7002)))
-            .collect();
-        let c = c.with_health(Arc::new(health::ClusterHealth::new(
-            file.compile(&ConfigPath::root()).unwrap(),
-            health::ProbeTarget {
-                tls: false,
-                sni: String::new(),
-                h2: false,
-            },
-            checks,
-            Duration::from_secs(30),
-            clock.clone(),
-        )));
+        let (c, _) = probed(|a| a.port() == 7002, Duration::from_secs(30), clock.clone());
         let ramping = |n: usize| {
             (0..n)
                 .filter(|_| c.next_peer().unwrap()._address.to_string() == "127.0.0.1:7002")
