@@ -8,6 +8,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use super::prober::Prober;
 use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
 use crate::config::tls::tls_settings;
 use crate::control::admin::{AdminApp, AdminServer};
@@ -22,7 +23,6 @@ use crate::server::housekeeping::Housekeeping;
 use crate::server::runtime_dir::{self, Prepare, RuntimePaths};
 use crate::server::workers::ProxyWorker;
 use crate::state::GatewayState;
-use crate::upstream::prober::Prober;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,5 +1,6 @@
 //! The process: the command line, assembling the Pingora server and its
-//! workers, logging, process limits, the runtime directory and housekeeping.
+//! workers, logging, process limits, the runtime directory, housekeeping and
+//! the health prober.
 
 pub mod assemble;
 pub mod capped;
@@ -9,5 +10,6 @@ pub mod drain_signal;
 pub mod housekeeping;
 pub mod limits;
 pub mod logging;
+pub mod prober;
 pub mod runtime_dir;
 pub mod workers;

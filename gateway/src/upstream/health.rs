@@ -2,7 +2,7 @@
 //! gRPC health) and each endpoint's state, carried across reloads.
 //!
 //! The state machine (`rise`/`fall`) is `breakwater_plugins::health`; the
-//! loop that runs the probes on time is [`super::prober`]. An HTTP/1 or
+//! loop that runs the probes on time is `server/prober.rs`. An HTTP/1 or
 //! TCP probe opens a fresh connection every time, as HAProxy's `check`
 //! does: a pooled one would hide a listener that stopped accepting.
 //! (Pingora's HTTP/2 connector may carry a gRPC probe on a connection it

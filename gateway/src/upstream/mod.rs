@@ -1,7 +1,7 @@
 //! Upstream clusters: endpoints, round-robin selection and per-cluster timeouts.
 //!
 //! With `health_check:` set, an endpoint its probes put down ([`health`],
-//! run by [`prober`]) is skipped by every choice, unless every endpoint is
+//! run by `server/prober.rs`) is skipped by every choice, unless every endpoint is
 //! down: then all are eligible again (panic routing, as with the
 //! breakers' ejections: a probe can be wrong, and refusing everything is
 //! certain failure).
@@ -21,7 +21,6 @@
 //! connector, `workers.rs`; the key keeps the rule when work stealing is on.)
 
 pub mod health;
-pub mod prober;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

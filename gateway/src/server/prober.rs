@@ -14,8 +14,8 @@ use breakwater_plugins::health::Change;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::health::{probe, Claim, ClusterHealth};
 use crate::state::GatewayState;
+use crate::upstream::health::{probe, Claim, ClusterHealth};
 
 /// How often due probes are looked for: the slack on `interval`.
 const TICK: Duration = Duration::from_millis(50);
