@@ -165,6 +165,22 @@ impl KeySpec {
         &self.parts
     }
 
+    /// A 64-bit hash of the composite key (XXH3, seed 0: the same on every
+    /// gateway and build), or `None` when the request lacks any part. For
+    /// placing requests on a consistent-hash ring; not for secrets.
+    pub fn hash(&self, keys: &RequestKeys) -> Option<u64> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in &self.parts {
+            match keys.get(*part)? {
+                KeyValue::Str(s) => h.update(s.as_bytes()),
+                KeyValue::Ip(std::net::IpAddr::V4(v4)) => h.update(&v4.octets()),
+                KeyValue::Ip(std::net::IpAddr::V6(v6)) => h.update(&v6.octets()),
+            }
+            h.update(b"|");
+        }
+        Some(h.digest())
+    }
+
     /// Renders the composite key (`alice|goods`), or `None` when the request
     /// lacks any part: a request with no user is not counted under a user key.
     pub fn render(&self, keys: &RequestKeys) -> Option<String> {

@@ -7,6 +7,7 @@
 //! benchmarkable on its own; the gateway crate does all of the I/O.
 
 pub mod abuse;
+pub mod balance;
 pub mod block_list;
 pub mod bounds;
 pub mod breaker;

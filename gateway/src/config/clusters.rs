@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use breakwater_plugins::balance::config::MAX_IN_FLIGHT;
+use breakwater_plugins::balance::BalanceKind;
 use breakwater_plugins::bounds::{duration_in, in_range, nanos, MAX_TIMEOUT};
 use breakwater_plugins::config_error::ConfigPath;
 use breakwater_plugins::ConfigError;
@@ -13,8 +15,9 @@ use super::context::CompileContext;
 use super::file::ClusterFile;
 use breakwater_plugins::overload::{AdaptiveLimit, Gate};
 
+use crate::route::keys::KeyExtractor;
 use crate::upstream::health::{ClusterHealth, EndpointCheck, ProbeTarget};
-use crate::upstream::{Cluster, ClusterAccounting, ClusterOverload, ClusterTimeouts};
+use crate::upstream::{Balance, Cluster, ClusterAccounting, ClusterOverload, ClusterTimeouts};
 
 /// The upstream clusters by name.
 pub type Clusters = BTreeMap<String, Arc<Cluster>>;
@@ -29,23 +32,37 @@ pub fn require_one(clusters: &BTreeMap<String, ClusterFile>) -> Result<(), Confi
     Ok(())
 }
 
+/// Compiles the clusters; `keys` names the request keys a consistent hash
+/// may place requests by.
 pub fn compile_clusters(
     clusters: &BTreeMap<String, ClusterFile>,
+    keys: &KeyExtractor,
     cx: &CompileContext<'_>,
 ) -> Result<Clusters, ConfigError> {
+    let custom: Vec<String> = keys.custom.iter().map(|(n, _)| n.clone()).collect();
     clusters
         .iter()
-        .map(|(name, c)| Ok((name.clone(), Arc::new(compile_cluster(name, c, cx)?))))
+        .map(|(name, c)| {
+            let cluster = compile_cluster(name, c, &custom, cx)?;
+            Ok((name.clone(), Arc::new(cluster)))
+        })
         .collect()
 }
 
 fn compile_cluster(
     name: &str,
     c: &ClusterFile,
+    custom_keys: &[String],
     cx: &CompileContext<'_>,
 ) -> Result<Cluster, ConfigError> {
     let path = ConfigPath::root().field("clusters").field(name);
-    check_endpoints(&c.endpoints, &path)?;
+    let names: Vec<String> = c
+        .endpoints
+        .iter()
+        .map(|e| e.address().to_string())
+        .collect();
+    check_endpoints(&names, &path)?;
+    let balance = balance(c, custom_keys, &path)?;
     let timeouts = timeouts(c, &path)?;
     let m = cx.metrics;
     let accounting = ClusterAccounting {
@@ -58,18 +75,12 @@ fn compile_cluster(
         budget_exhausted: m.budget_exhausted.with_label_values(&[name]),
     };
     in_range(c.h2_streams, 1..=10_000, path.field("h2_streams"))?;
-    let cluster = Cluster::new(
-        name,
-        c.endpoints.clone(),
-        timeouts,
-        c.tls,
-        c.sni.clone(),
-        accounting,
-    )
-    .map_err(|e| {
-        path.field("endpoints")
-            .error(format!("cannot resolve: {e}"))
-    })?;
+    let cluster = Cluster::new(name, names, timeouts, c.tls, c.sni.clone(), accounting)
+        .map_err(|e| {
+            path.field("endpoints")
+                .error(format!("cannot resolve: {e}"))
+        })?
+        .balance(balance, cx.previous_cluster(name).map(|p| &**p));
     let cluster = match overload(name, c, &path, cx)? {
         Some(o) => cluster.with_overload(o),
         None => cluster,
@@ -98,7 +109,12 @@ fn overload(
     };
     let live = cx
         .previous_cluster(name)
-        .filter(|prev| prev.endpoints == c.endpoints)
+        .filter(|prev| {
+            prev.endpoints
+                .iter()
+                .map(String::as_str)
+                .eq(c.endpoints.iter().map(|e| e.address()))
+        })
         .and_then(|prev| prev.overload.as_ref())
         .filter(|prev| prev.settings == settings);
     let gate = match live {
@@ -170,6 +186,36 @@ fn health(
         slow_start,
         cx.clock.clone(),
     ))))
+}
+
+/// How the cluster balances: its order, each endpoint's weight and cap.
+fn balance(
+    c: &ClusterFile,
+    custom_keys: &[String],
+    path: &ConfigPath,
+) -> Result<Balance, ConfigError> {
+    let kind = match &c.balance {
+        Some(b) => b.compile(custom_keys, &path.field("balance"))?,
+        None => BalanceKind::RoundRobin,
+    };
+    let default_cap = in_range(
+        c.max_in_flight,
+        0..=MAX_IN_FLIGHT,
+        path.field("max_in_flight"),
+    )?;
+    let mut weights = Vec::with_capacity(c.endpoints.len());
+    let mut caps = Vec::with_capacity(c.endpoints.len());
+    for (i, e) in c.endpoints.iter().enumerate() {
+        let at = path.item("endpoints", i);
+        weights.push(e.weight(&at)?);
+        caps.push(e.max_in_flight(&at)?.unwrap_or(default_cap));
+    }
+    Ok(Balance {
+        kind,
+        weights,
+        caps,
+        queue: c.endpoint_queue.compile(&path.field("endpoint_queue"))?,
+    })
 }
 
 /// The longest slow start: an hour of ramping is already a deploy.

@@ -28,7 +28,7 @@ pub fn compile(
     validate_static(&file, &cx)?;
     let admin = super::admin::compile_admin(&file.admin, cx.env())?;
     let keys = keys::compile_keys(&file.keys)?;
-    let clusters = clusters::compile_clusters(&file.clusters, &cx)?;
+    let clusters = clusters::compile_clusters(&file.clusters, &keys, &cx)?;
     let routes = routes::compile_routes(&file.routes, &clusters, &keys, &mut cx)?;
     let generation = cx.generation();
     let clock = cx.clock.clone();

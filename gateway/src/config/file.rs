@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use breakwater_plugins::abuse::AbuseConfig;
+use breakwater_plugins::balance::config::QueueFile;
+use breakwater_plugins::balance::{BalanceFile, EndpointFile};
 use breakwater_plugins::breaker::BreakerConfig;
 use breakwater_plugins::concurrency::ConcurrencyConfig;
 use breakwater_plugins::dedupe::DedupeConfig;
@@ -295,8 +297,19 @@ pub enum KeySourceFile {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
-    /// `host:port` endpoints, balanced round-robin.
-    pub endpoints: Vec<String>,
+    /// `host:port` endpoints, or `{address, weight, max_in_flight}`.
+    pub endpoints: Vec<EndpointFile>,
+    /// `round_robin` (default), `least_request` or `{ hash: <key> }`
+    /// (`plugins/src/balance/config.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceFile>,
+    /// Each endpoint's cap on attempts in flight; 0: none.
+    #[serde(default)]
+    pub max_in_flight: u32,
+    /// Requests waiting for an endpoint under its cap.
+    #[serde(default)]
+    pub endpoint_queue: QueueFile,
+
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     #[serde(default = "default_io_timeout_ms")]

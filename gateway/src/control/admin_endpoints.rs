@@ -1,7 +1,9 @@
 //! `GET /endpoints`: every cluster's endpoints and what the gateway knows
 //! of them: the active health checks' verdict (in rotation or not, the
 //! current streak, probes and failures, the last probe's result, how long
-//! since the last change) and the probe settings.
+//! since the last change) and the probe settings; how the cluster balances,
+//! each endpoint's weight, cap and requests in flight, and the requests
+//! waiting for an endpoint under its cap.
 
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,7 +26,8 @@ fn report(c: &Cluster, now: u64) -> Value {
         .endpoints
         .iter()
         .zip(&c.addrs)
-        .map(|(name, addr)| {
+        .enumerate()
+        .map(|(i, (name, addr))| {
             let checked = health.and_then(|h| h.get(*addr)).map(|e| {
                 let r = e.health.report();
                 json!({
@@ -43,6 +46,9 @@ fn report(c: &Cluster, now: u64) -> Value {
                 "address": addr.to_string(),
                 "in_rotation": health.is_none_or(|h| h.is_up(*addr) || !h.any_up()),
                 "share": health.map_or(1.0, |h| h.share(*addr)),
+                "weight": c.balancer.weight(i),
+                "in_flight": c.loads[i].in_flight(),
+                "max_in_flight": c.caps[i],
                 "health": checked,
             })
         })
@@ -60,6 +66,8 @@ fn report(c: &Cluster, now: u64) -> Value {
     });
     json!({
         "cluster": &*c.name,
+        "balance": c.balance_name(),
+        "queued": c.waiters.waiting(),
         "health_check": settings,
         "endpoints": endpoints,
     })

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     /// The deadline ran out before the upstream was called (in a queue, or
     /// between retries).
     pub deadline_before_upstream: bool,
+    /// Every endpoint stayed at its `max_in_flight` for the queue's timeout.
+    pub endpoints_full: bool,
     pub attempts: Attempts,
     /// The request's place at its cluster's overload gate, held until the
     /// provider answers ([`crate::proxy::overload`]).
@@ -102,6 +104,7 @@ impl RequestCtx {
             deadline: None,
             deadline_is_callers: false,
             deadline_before_upstream: false,
+            endpoints_full: false,
             attempts: Attempts::default(),
             overload: None,
         }
@@ -131,6 +134,7 @@ impl RequestCtx {
         Facts {
             kind: self.failure_kind(e),
             deadline_before_upstream: self.deadline_before_upstream,
+            endpoints_full: self.endpoints_full,
         }
     }
 

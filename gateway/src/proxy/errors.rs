@@ -49,6 +49,9 @@ pub struct Facts {
     pub kind: ErrorKind,
     /// The deadline ran out before the upstream was called.
     pub deadline_before_upstream: bool,
+    /// Every endpoint stayed at its `max_in_flight` (the cluster's
+    /// `endpoint_queue` timed out or was full).
+    pub endpoints_full: bool,
 }
 
 /// The client's answer for a failed request. A client that left gets a
@@ -67,6 +70,11 @@ pub fn rejection_for(e: &Error, facts: Facts) -> Rejection {
             "the client did not send its request in time".to_string(),
         ),
         (ErrorSource::Downstream, _) => (K::BadRequest, 400, "malformed request".to_string()),
+        (ErrorSource::Upstream, _) if facts.endpoints_full => (
+            K::Overloaded,
+            503,
+            "every endpoint is at its max_in_flight".to_string(),
+        ),
         (ErrorSource::Upstream, _) if facts.deadline_before_upstream => (
             K::DeadlineExceeded,
             504,
@@ -151,6 +159,7 @@ mod tests {
             Facts {
                 kind,
                 deadline_before_upstream: false,
+                endpoints_full: false,
             },
         );
         (r.status, r.grpc_status, r.kind.as_str())
@@ -219,6 +228,7 @@ mod tests {
             Facts {
                 kind: ErrorKind::Timeout,
                 deadline_before_upstream: true,
+                endpoints_full: false,
             },
         );
         assert_eq!((r.status, r.kind), (504, RejectionKind::DeadlineExceeded));

@@ -38,6 +38,7 @@ use crate::proxy::request_id;
 use crate::proxy::responses::{render, Scope};
 use crate::proxy::upstream_headers;
 use crate::state::GatewayState;
+use crate::upstream::NoPeer;
 
 pub use crate::proxy::request_id::REQUEST_ID;
 
@@ -137,12 +138,23 @@ impl ProxyHttp for Gateway {
         let route = ctx
             .route_in(&snapshot)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let (mut peer, endpoint) = ctx.attempts.next_peer(route).await.ok_or_else(|| {
-            Error::explain(
-                ErrorType::ConnectNoRoute,
-                format!("cluster {} has no endpoint to send to", route.cluster.name),
-            )
-        })?;
+        let key = route.cluster.key_hash(ctx.keys.as_ref());
+        let (mut peer, endpoint) = match ctx.attempts.next_peer(route, key).await {
+            Ok(choice) => choice,
+            Err(NoPeer::Full) => {
+                ctx.endpoints_full = true;
+                return Err(errors::upstream_error(
+                    ErrorType::ConnectNoRoute,
+                    "every endpoint is at its max_in_flight",
+                ));
+            }
+            Err(NoPeer::None) => {
+                return Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("cluster {} has no endpoint to send to", route.cluster.name),
+                ))
+            }
+        };
         // The first attempt holds no earlier endpoint guard: without an
         // outlier detector, nothing to hand over.
         if endpoint.is_some() || ctx.attempts.count > 1 {

@@ -1,4 +1,12 @@
-//! Upstream clusters: endpoints, round-robin selection and per-cluster timeouts.
+//! Upstream clusters: endpoints, their choice and per-cluster timeouts.
+//!
+//! The choice is `breakwater_plugins::balance`'s: smooth weighted round
+//! robin, least request (two random choices) or a consistent hash of a
+//! request key, over the endpoints that are eligible. Each attempt holds a
+//! [`Ticket`] on its endpoint, which counts it in flight (least request
+//! reads the count) and caps it at the endpoint's `max_in_flight`; a
+//! request that finds every endpoint at its cap waits in the cluster's
+//! queue (`proxy/attempts.rs`).
 //!
 //! With `health_check:` set, an endpoint its probes put down ([`health`],
 //! run by `server/prober.rs`) is skipped by every choice, unless every endpoint is
@@ -6,8 +14,7 @@
 //! breakers' ejections: a probe can be wrong, and refusing everything is
 //! certain failure).
 //!
-//! Selection uses `pingora-load-balancing`'s round-robin over a static
-//! discovery. Connection reuse comes from Pingora's connector pool, which is
+//! Connection reuse comes from Pingora's connector pool, which is
 //! keyed by the peer (address, TLS, SNI), so it survives config reloads: a new
 //! snapshot's cluster hands out equal peers and finds the same idle sockets.
 //!
@@ -22,13 +29,16 @@
 
 pub mod health;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use breakwater_plugins::balance::config::QueueSettings;
+use breakwater_plugins::balance::{BalanceKind, Balancer, Load, Ticket, Waiters};
 use breakwater_plugins::overload::{Gate, OverloadSettings};
 use breakwater_plugins::retry::RetryBudget;
-use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use breakwater_plugins::{KeySpec, RequestKeys};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{Histogram, IntCounter};
@@ -39,7 +49,17 @@ pub struct Cluster {
     pub endpoints: Vec<String>,
     /// The endpoints, resolved, in the order of `endpoints`.
     pub addrs: Vec<std::net::SocketAddr>,
-    balancer: LoadBalancer<RoundRobin>,
+    /// How endpoints are ordered for a choice, with their weights.
+    pub balancer: Balancer,
+    /// The request key a consistent hash places requests by.
+    hash_key: Option<KeySpec>,
+    /// Each endpoint's attempts in flight, in endpoint order.
+    pub loads: Vec<Arc<Load>>,
+    /// Each endpoint's cap on attempts in flight (0: none).
+    pub caps: Vec<u32>,
+    /// The requests waiting for an endpoint under its cap.
+    pub waiters: Arc<Waiters>,
+    pub queue: QueueSettings,
     pub timeouts: ClusterTimeouts,
     pub tls: bool,
     pub sni: String,
@@ -86,6 +106,32 @@ pub struct ClusterTimeouts {
     pub idle: Duration,
 }
 
+/// How a cluster balances: the order, each endpoint's weight and cap, and
+/// the queue for a request that finds every endpoint at its cap.
+pub struct Balance {
+    pub kind: BalanceKind,
+    pub weights: Vec<u32>,
+    pub caps: Vec<u32>,
+    pub queue: QueueSettings,
+}
+
+/// Why no endpoint was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPeer {
+    /// None would take the attempt (none eligible, or every one refused).
+    None,
+    /// Every endpoint that would take it is at its `max_in_flight`.
+    Full,
+}
+
+/// A chosen endpoint: its peer, its in-flight ticket, and what `accept`
+/// returned for it.
+pub struct Chosen<T> {
+    pub peer: Box<HttpPeer>,
+    pub ticket: Ticket,
+    pub taken: T,
+}
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
@@ -97,8 +143,9 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Builds a cluster. Endpoints that are not literal addresses are resolved
-    /// once, here, with the system resolver.
+    /// Builds a cluster balanced round robin, every endpoint of weight 1
+    /// and uncapped (see [`Self::balance`]). Endpoints that are not literal
+    /// addresses are resolved here, with the system resolver.
     pub fn new(
         name: &str,
         endpoints: Vec<String>,
@@ -107,20 +154,27 @@ impl Cluster {
         sni: String,
         accounting: ClusterAccounting,
     ) -> std::io::Result<Self> {
-        let balancer = LoadBalancer::try_from_iter(endpoints.iter().map(String::as_str))?;
         let addrs = endpoints
             .iter()
-            .map(|e| {
-                std::net::ToSocketAddrs::to_socket_addrs(e.as_str())?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other(format!("{e} resolves to nothing")))
-            })
+            .map(|e| resolve(e))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let n = endpoints.len();
+        let waiters = Arc::new(Waiters::default());
         Ok(Self {
             name: name.into(),
+            balancer: Balancer::round_robin(&vec![1; n]),
+            hash_key: None,
+            loads: (0..n)
+                .map(|_| Arc::new(Load::new(waiters.clone())))
+                .collect(),
+            caps: vec![0; n],
+            waiters,
+            queue: QueueSettings {
+                size: 0,
+                timeout: Duration::ZERO,
+            },
             endpoints,
             addrs,
-            balancer,
             timeouts,
             tls,
             sni,
@@ -133,6 +187,54 @@ impl Cluster {
             overload: None,
             health: None,
         })
+    }
+
+    /// Balances as `balance` says. `previous`, the live cluster of this
+    /// name, lends its in-flight counts (by address) and its queue: the
+    /// attempts it has in flight stay counted against their endpoints.
+    pub fn balance(mut self, balance: Balance, previous: Option<&Cluster>) -> Self {
+        let names: Vec<&str> = self.endpoints.iter().map(String::as_str).collect();
+        self.balancer = match &balance.kind {
+            BalanceKind::RoundRobin => Balancer::round_robin(&balance.weights),
+            BalanceKind::LeastRequest => Balancer::least_request(&balance.weights),
+            BalanceKind::Hash(_) => Balancer::hash(&names, &balance.weights),
+        };
+        self.hash_key = match balance.kind {
+            BalanceKind::Hash(spec) => Some(spec),
+            _ => None,
+        };
+        if let Some(prev) = previous {
+            self.waiters = prev.waiters.clone();
+        }
+        let waiters = &self.waiters;
+        self.loads = self
+            .addrs
+            .iter()
+            .map(|addr| {
+                previous
+                    .and_then(|p| p.addrs.iter().position(|a| a == addr).map(|i| &p.loads[i]))
+                    .filter(|l| l.shares(waiters))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Load::new(waiters.clone())))
+            })
+            .collect();
+        self.caps = balance.caps;
+        self.queue = balance.queue;
+        self
+    }
+
+    /// `round_robin`, `least_request` or `hash:<key>`, as the admin shows it.
+    pub fn balance_name(&self) -> String {
+        match (&self.hash_key, self.balancer.is_least_request()) {
+            (Some(k), _) => format!("hash:{}", k.text()),
+            (None, true) => "least_request".into(),
+            (None, false) => "round_robin".into(),
+        }
+    }
+
+    /// The hash of the request's key, for a cluster balanced by one.
+    pub fn key_hash(&self, keys: Option<&RequestKeys>) -> Option<u64> {
+        self.hash_key.as_ref()?.hash(keys?)
     }
 
     /// Puts an overload gate in front of the cluster.
@@ -154,41 +256,67 @@ impl Cluster {
         self
     }
 
-    /// The next endpoint in round-robin order, as a Pingora peer carrying this
-    /// cluster's timeouts.
-    pub fn next_peer(&self) -> Option<Box<HttpPeer>> {
-        self.next_peer_where(|_| true)
+    /// The next endpoint, as a Pingora peer carrying this cluster's
+    /// timeouts, with its ticket.
+    pub fn next_peer(&self) -> Result<Chosen<()>, NoPeer> {
+        self.choose(None, |_| true, |_| Some(()))
     }
 
-    /// The next endpoint in round-robin order that `accept` takes, among
-    /// those the health checks keep in rotation (all, when none is up).
-    pub fn next_peer_where(
+    /// Chooses an endpoint for an attempt, among those the health checks
+    /// keep in rotation (all, when none is up), that `eligible` admits
+    /// and that have room under their cap; then `accept` (which may take a
+    /// breaker's permit) has the last word. `key`: the request key's hash,
+    /// for a consistent hash.
+    pub fn choose<T>(
         &self,
-        accept: impl Fn(std::net::SocketAddr) -> bool,
-    ) -> Option<Box<HttpPeer>> {
+        key: Option<u64>,
+        eligible: impl Fn(SocketAddr) -> bool,
+        mut accept: impl FnMut(SocketAddr) -> Option<T>,
+    ) -> Result<Chosen<T>, NoPeer> {
         let health = self.health.as_deref().filter(|h| h.any_up());
-        let n = self.endpoints.len().max(1);
-        // `accept` last: it may take a breaker's permit for the endpoint.
-        let eligible = |a: std::net::SocketAddr, ramp: bool| {
-            health.is_none_or(|h| h.is_up(a) && (!ramp || h.takes(a))) && accept(a)
+        let up = |i: usize| health.is_none_or(|h| h.endpoints[i].health.is_up());
+        let room = |i: usize| self.caps[i] == 0 || self.loads[i].in_flight() < self.caps[i];
+        let load = |i: usize| self.loads[i].in_flight();
+        let mut take = |i: usize| {
+            let ticket = self.loads[i].try_take(self.caps[i])?;
+            accept(self.addrs[i]).map(|taken| (i, ticket, taken))
         };
         // Slow start first: a ramping endpoint is passed over but for its
         // share; when that passes over every one, any eligible one will do.
         let ramping = health.is_some_and(|h| !h.slow_start.is_zero());
         let ramped = ramping
             .then(|| {
-                self.balancer.select_with(b"", n, |b, _| {
-                    b.addr.as_inet().is_some_and(|a| eligible(*a, true))
-                })
+                let h = health.expect("ramping implies health");
+                self.balancer.pick(
+                    key,
+                    |i| up(i) && room(i) && h.takes(self.addrs[i]) && eligible(self.addrs[i]),
+                    load,
+                    &mut take,
+                )
             })
             .flatten();
-        let backend = match ramped {
-            Some(b) => b,
-            None => self.balancer.select_with(b"", n, |b, _| {
-                b.addr.as_inet().is_some_and(|a| eligible(*a, false))
-            })?,
+        let chosen = ramped.or_else(|| {
+            self.balancer.pick(
+                key,
+                |i| up(i) && room(i) && eligible(self.addrs[i]),
+                load,
+                &mut take,
+            )
+        });
+        let Some((i, ticket, taken)) = chosen else {
+            let full = (0..self.addrs.len()).any(|i| !room(i) && up(i) && eligible(self.addrs[i]));
+            return Err(if full { NoPeer::Full } else { NoPeer::None });
         };
-        let mut peer = HttpPeer::new(backend.addr, self.tls, self.sni.clone());
+        Ok(Chosen {
+            peer: self.peer(self.addrs[i]),
+            ticket,
+            taken,
+        })
+    }
+
+    /// A Pingora peer for `addr` with this cluster's timeouts and pool key.
+    fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, self.tls, self.sni.clone());
         peer.group_key = worker_pool_key();
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);
@@ -201,8 +329,15 @@ impl Cluster {
             o.alpn = ALPN::H2;
             o.max_h2_streams = streams;
         }
-        Some(Box::new(peer))
+        Box::new(peer)
     }
+}
+
+/// The first address `endpoint` (`host:port`) resolves to.
+pub fn resolve(endpoint: &str) -> std::io::Result<SocketAddr> {
+    std::net::ToSocketAddrs::to_socket_addrs(endpoint)?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{endpoint} resolves to nothing")))
 }
 
 /// The calling worker thread's share of the upstream connection pool: a
@@ -260,7 +395,7 @@ mod tests {
         .unwrap();
         let mut counts = std::collections::HashMap::new();
         for _ in 0..300 {
-            let peer = c.next_peer().unwrap();
+            let peer = c.next_peer().unwrap().peer;
             *counts.entry(peer._address.to_string()).or_insert(0) += 1;
             assert_eq!(
                 peer.options.connection_timeout,
@@ -282,9 +417,9 @@ mod tests {
             histogram(),
         )
         .unwrap();
-        let here = c.next_peer().unwrap();
-        assert_eq!(here.group_key, c.next_peer().unwrap().group_key);
-        let there = std::thread::scope(|s| s.spawn(|| c.next_peer().unwrap()).join().unwrap());
+        let here = c.next_peer().unwrap().peer;
+        assert_eq!(here.group_key, c.next_peer().unwrap().peer.group_key);
+        let there = std::thread::scope(|s| s.spawn(|| c.next_peer().unwrap().peer).join().unwrap());
         assert_ne!(here.group_key, there.group_key);
         assert_ne!(here.reuse_hash(), there.reuse_hash(), "pool keys differ");
     }
@@ -341,7 +476,7 @@ mod tests {
         };
         let pick = |n: usize| {
             (0..n)
-                .map(|_| c.next_peer().unwrap()._address.to_string())
+                .map(|_| c.next_peer().unwrap().peer._address.to_string())
                 .collect::<std::collections::HashSet<_>>()
         };
         assert_eq!(pick(10).len(), 2);
@@ -351,7 +486,10 @@ mod tests {
             ["127.0.0.1:7001".to_string()].into_iter().collect()
         );
         // A choice that excludes the one up endpoint finds none.
-        assert!(c.next_peer_where(|a| a.port() != 7001).is_none());
+        assert_eq!(
+            c.choose(None, |a| a.port() != 7001, |_| Some(())).err(),
+            Some(NoPeer::None)
+        );
         down(0);
         assert_eq!(pick(10).len(), 2, "all down: all eligible again");
     }
@@ -362,7 +500,7 @@ mod tests {
         let (c, _) = probed(|a| a.port() == 7002, Duration::from_secs(30), clock.clone());
         let ramping = |n: usize| {
             (0..n)
-                .filter(|_| c.next_peer().unwrap()._address.to_string() == "127.0.0.1:7002")
+                .filter(|_| c.next_peer().unwrap().peer._address.to_string() == "127.0.0.1:7002")
                 .count()
         };
         // A tenth of the choices (not half): 10,000 of them, so the count
@@ -375,6 +513,92 @@ mod tests {
         clock.advance(Duration::from_secs(15));
         let ramped = ramping(10_000);
         assert!((4_900..5_100).contains(&ramped), "{ramped} of 10000");
+    }
+
+    fn two(balance: Balance) -> Cluster {
+        let endpoints = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+        Cluster::new(
+            "c",
+            endpoints,
+            timeouts(),
+            false,
+            String::new(),
+            histogram(),
+        )
+        .unwrap()
+        .balance(balance, None)
+    }
+
+    #[test]
+    fn an_endpoint_at_its_cap_is_passed_over_and_all_at_their_caps_is_full() {
+        let c = two(Balance {
+            kind: BalanceKind::RoundRobin,
+            weights: vec![1, 1],
+            caps: vec![1, 2],
+            queue: QueueSettings {
+                size: 10,
+                timeout: Duration::from_secs(1),
+            },
+        });
+        let port = |ch: &Chosen<()>| ch.peer._address.as_inet().unwrap().port();
+        let held: Vec<_> = (0..3).map(|_| c.next_peer().unwrap()).collect();
+        let mut ports: Vec<u16> = held.iter().map(port).collect();
+        ports.sort();
+        assert_eq!(ports, vec![7001, 7002, 7002]);
+        assert_eq!(c.next_peer().err(), Some(NoPeer::Full));
+        drop(held);
+        assert!(c.next_peer().is_ok(), "tickets given back on drop");
+    }
+
+    #[test]
+    fn least_request_follows_the_tickets_in_flight() {
+        let c = two(Balance {
+            kind: BalanceKind::LeastRequest,
+            weights: vec![1, 1],
+            caps: vec![0, 0],
+            queue: QueueSettings {
+                size: 0,
+                timeout: Duration::ZERO,
+            },
+        });
+        let busy: Vec<_> = (0..5)
+            .map(|_| c.choose(None, |a| a.port() == 7001, |_| Some(())).unwrap())
+            .collect();
+        assert_eq!(c.loads[0].in_flight(), 5);
+        for _ in 0..50 {
+            let ch = c.next_peer().unwrap();
+            assert_eq!(ch.peer._address.as_inet().unwrap().port(), 7002);
+        }
+        drop(busy);
+        assert_eq!(c.loads[0].in_flight(), 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counts_in_flight_of_the_endpoints_it_keeps() {
+        let balance = || Balance {
+            kind: BalanceKind::RoundRobin,
+            weights: vec![1, 1],
+            caps: vec![0, 0],
+            queue: QueueSettings {
+                size: 0,
+                timeout: Duration::ZERO,
+            },
+        };
+        let old = two(balance());
+        let _held = old.next_peer().unwrap();
+        let new = Cluster::new(
+            "c",
+            vec!["127.0.0.1:7002".to_string(), "127.0.0.1:7001".to_string()],
+            timeouts(),
+            false,
+            String::new(),
+            histogram(),
+        )
+        .unwrap()
+        .balance(balance(), Some(&old));
+        let total: u32 = new.loads.iter().map(|l| l.in_flight()).sum();
+        assert_eq!(total, 1);
+        assert!(Arc::ptr_eq(&new.waiters, &old.waiters));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 /// An upstream cluster (`clusters.<name>`): endpoints balanced round-robin.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cluster {
-    endpoints: Vec<String>,
+    endpoints: Vec<serde_yaml::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connect_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -22,6 +22,9 @@ pub struct Cluster {
     health_check: Option<serde_yaml::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_start: Option<String>,
+    /// Fields set as YAML by [`Cluster::set`].
+    #[serde(flatten)]
+    more: std::collections::BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -35,7 +38,10 @@ impl Cluster {
     /// `addr`.
     pub fn new<A: Display>(endpoints: impl IntoIterator<Item = A>) -> Cluster {
         Cluster {
-            endpoints: endpoints.into_iter().map(|a| a.to_string()).collect(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|a| serde_yaml::Value::String(a.to_string()))
+                .collect(),
             connect_timeout_ms: None,
             read_timeout_ms: None,
             protocol: None,
@@ -43,7 +49,24 @@ impl Cluster {
             overload: None,
             health_check: None,
             slow_start: None,
+            more: Default::default(),
         }
+    }
+
+    /// Gives the endpoints these weights (`{address, weight}`), in order.
+    pub fn weights(mut self, weights: &[u32]) -> Cluster {
+        for (e, w) in self.endpoints.iter_mut().zip(weights) {
+            let address = e.as_str().expect("an address").to_string();
+            *e = serde_yaml::from_str(&format!("{{address: \"{address}\", weight: {w}}}")).unwrap();
+        }
+        self
+    }
+
+    /// Any other field, as YAML: `set("balance", "least_request")`.
+    pub fn set(mut self, field: &str, yaml: &str) -> Cluster {
+        let value = serde_yaml::from_str(yaml).expect("valid YAML");
+        self.more.insert(field.to_string(), value);
+        self
     }
 
     /// `slow_start: <window>` (`"30s"`).

@@ -2,6 +2,7 @@
 
 mod admin;
 mod avalanche;
+mod balance;
 mod breakers;
 mod cache;
 mod cluster;
