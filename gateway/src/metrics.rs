@@ -24,6 +24,8 @@ pub struct Metrics {
     pub attempts: IntCounterVec,
     pub retries: IntCounterVec,
     pub budget_exhausted: IntCounterVec,
+    /// `breakwater_upstream_dns_resolutions_total{cluster, result}`.
+    pub dns: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,8 +84,17 @@ impl Metrics {
             "breakwater_retry_budget_exhausted_total",
             "Retries refused because the cluster's retry budget was spent.",
         );
+        let dns = IntCounterVec::new(
+            Opts::new(
+                "breakwater_upstream_dns_resolutions_total",
+                "Periodic resolutions of a cluster's endpoint names, by result (same, changed, failed).",
+            ),
+            &["cluster", "result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dns.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(decisions.clone()),
             Box::new(reloads.clone()),
@@ -104,6 +115,7 @@ impl Metrics {
             attempts,
             retries,
             budget_exhausted,
+            dns,
         }
     }
 

@@ -60,7 +60,8 @@ pub struct MockUpstream {
     task: JoinHandle<()>,
     /// Keeps the port while the upstream is killed, so that it stays dead
     /// (refusing connections) until revived, and nobody else takes it.
-    _lease: PortLease,
+    /// The port's lease, for an upstream on a leased port.
+    _lease: Option<PortLease>,
 }
 
 /// FNV-1a over a byte slice: a cheap content fingerprint for body checks.
@@ -243,7 +244,23 @@ impl MockUpstream {
             addr,
             shared,
             task,
-            _lease: lease,
+            _lease: Some(lease),
+        }
+    }
+
+    /// Starts an upstream named `name` listening at `addr` exactly (say, a
+    /// second loopback address on another upstream's port, for a DNS name
+    /// that moves between them).
+    pub async fn start_at(name: &str, addr: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind the address");
+        let shared = Arc::new(Shared::default());
+        let task = serve(listener, name.into(), shared.clone());
+        Self {
+            name: name.to_string(),
+            addr,
+            shared,
+            task,
+            _lease: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! retry budgets.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,12 +76,19 @@ fn compile_cluster(
         budget_exhausted: m.budget_exhausted.with_label_values(&[name]),
     };
     in_range(c.h2_streams, 1..=10_000, path.field("h2_streams"))?;
-    let cluster = Cluster::new(name, names, timeouts, c.tls, c.sni.clone(), accounting)
-        .map_err(|e| {
-            path.field("endpoints")
-                .error(format!("cannot resolve: {e}"))
-        })?
-        .balance(balance, cx.previous_cluster(name).map(|p| &**p));
+    let previous = cx.previous_cluster(name).map(|p| &**p);
+    let addrs = resolve_all(&names, previous, &path)?;
+    let cluster = Cluster::resolved(
+        name,
+        names,
+        addrs,
+        timeouts,
+        c.tls,
+        c.sni.clone(),
+        accounting,
+    )
+    .refresh_dns(dns_refresh(c, &path)?)
+    .balance(balance, previous);
     let cluster = match overload(name, c, &path, cx)? {
         Some(o) => cluster.with_overload(o),
         None => cluster,
@@ -187,6 +195,61 @@ fn health(
         cx.clock.clone(),
     ))))
 }
+
+/// Resolves each endpoint (`host:port`) to its first address, with the
+/// system resolver. A name that fails to resolve keeps the address the live
+/// cluster has for it, if any (a DNS hiccup does not undo a reload, nor
+/// stop a refresh of the other names); a new one is an error.
+fn resolve_all(
+    names: &[String],
+    previous: Option<&Cluster>,
+    path: &ConfigPath,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            crate::upstream::resolve(name).or_else(|e| {
+                let kept = previous.and_then(|p| {
+                    let at = p.endpoints.iter().position(|n| n == name)?;
+                    Some(p.addrs[at])
+                });
+                match kept {
+                    Some(addr) => {
+                        tracing::warn!(
+                            target: "breakwater::dns",
+                            endpoint = %name,
+                            address = %addr,
+                            error = %e,
+                            "endpoint name did not resolve; keeping its address"
+                        );
+                        Ok(addr)
+                    }
+                    None => Err(path
+                        .item("endpoints", i)
+                        .error(format!("cannot resolve \"{name}\": {e}"))),
+                }
+            })
+        })
+        .collect()
+}
+
+/// `dns_refresh`: 30s unless set; `0s` turns it off; else 100ms to 1h.
+fn dns_refresh(c: &ClusterFile, path: &ConfigPath) -> Result<Duration, ConfigError> {
+    match c.dns_refresh.map(|d| d.as_duration()) {
+        None => Ok(DEFAULT_DNS_REFRESH),
+        Some(d) if d.is_zero() => Ok(Duration::ZERO),
+        Some(d) => duration_in(
+            d,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            path.field("dns_refresh"),
+        ),
+    }
+}
+
+/// Envoy refreshes every 5s; names behind a gateway change with deploys,
+/// and a resolution costs a getaddrinfo per name.
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// How the cluster balances: its order, each endpoint's weight and cap.
 fn balance(

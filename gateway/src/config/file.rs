@@ -309,6 +309,10 @@ pub struct ClusterFile {
     /// Requests waiting for an endpoint under its cap.
     #[serde(default)]
     pub endpoint_queue: QueueFile,
+    /// How often endpoint names are resolved again (30s unless set; `0s`:
+    /// only when the config is compiled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh: Option<HumanDuration>,
 
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,

@@ -9,6 +9,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::prober::Prober;
+use super::resolver::Resolver;
 use crate::config::file::{ListenerFile, ListenerProtocol, ServerFile};
 use crate::config::tls::tls_settings;
 use crate::control::admin::{AdminApp, AdminServer};
@@ -192,6 +193,12 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
             state: state.clone(),
         },
     );
+    let resolver = background_service(
+        "breakwater dns refresh",
+        Resolver {
+            state: state.clone(),
+        },
+    );
     let triggers = background_service("breakwater reload", ReloadTriggers { state });
 
     for (w, proxy) in proxies.into_iter().enumerate() {
@@ -205,6 +212,7 @@ pub fn build(state: Arc<GatewayState>, flags: RunFlags) -> Result<Server, String
     server.add_service(triggers);
     server.add_service(housekeeping);
     server.add_service(prober);
+    server.add_service(resolver);
     if let Some((sync, events)) = fleet {
         server.add_service(sync);
         server.add_service(events);

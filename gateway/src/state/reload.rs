@@ -64,9 +64,34 @@ impl Reloader {
     /// Re-reads the config file and, if it is valid, makes it live.
     /// Blocking: it reads a file and may resolve endpoint host names.
     pub fn reload(&self, state: &GatewayState, trigger: &'static str) -> ReloadOutcome {
+        self.apply(state, trigger, |current| self.try_reload(state, current))
+    }
+
+    /// Compiles the live config again as it is, so that its endpoint names
+    /// are resolved again (a DNS refresh saw an address change). What the
+    /// live snapshot holds is carried over as in any reload: endpoints that
+    /// keep their address keep their state. Blocking: it resolves names.
+    pub fn re_resolve(&self, state: &GatewayState) -> ReloadOutcome {
+        self.apply(state, "dns", |current| {
+            let mut next =
+                crate::config::compile(current.source.clone(), "", state.compile_context(current))
+                    .map_err(|e| e.to_string())?;
+            next.hash = current.hash.clone();
+            Ok(Some(next))
+        })
+    }
+
+    /// Makes the snapshot `next` builds from the live one live, one change
+    /// at a time; logs, counts and records the outcome.
+    fn apply(
+        &self,
+        state: &GatewayState,
+        trigger: &'static str,
+        next: impl FnOnce(&Snapshot) -> Result<Option<Snapshot>, String>,
+    ) -> ReloadOutcome {
         let _one_at_a_time = self.serialize.lock();
         let current = state.snapshot();
-        let outcome = match self.try_reload(state, &current) {
+        let outcome = match next(&current) {
             Ok(Some(next)) => {
                 let pending_restart = pending_restart(&current, &next);
                 let outcome = ReloadOutcome::Ok {

@@ -60,6 +60,8 @@ pub struct Cluster {
     /// The requests waiting for an endpoint under its cap.
     pub waiters: Arc<Waiters>,
     pub queue: QueueSettings,
+    /// How often endpoint names are resolved again (zero: never).
+    pub dns_refresh: Duration,
     pub timeouts: ClusterTimeouts,
     pub tls: bool,
     pub sni: String,
@@ -158,9 +160,24 @@ impl Cluster {
             .iter()
             .map(|e| resolve(e))
             .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self::resolved(
+            name, endpoints, addrs, timeouts, tls, sni, accounting,
+        ))
+    }
+
+    /// Builds a cluster whose endpoints resolved to `addrs`, in order.
+    pub fn resolved(
+        name: &str,
+        endpoints: Vec<String>,
+        addrs: Vec<SocketAddr>,
+        timeouts: ClusterTimeouts,
+        tls: bool,
+        sni: String,
+        accounting: ClusterAccounting,
+    ) -> Self {
         let n = endpoints.len();
         let waiters = Arc::new(Waiters::default());
-        Ok(Self {
+        Self {
             name: name.into(),
             balancer: Balancer::round_robin(&vec![1; n]),
             hash_key: None,
@@ -173,6 +190,7 @@ impl Cluster {
                 size: 0,
                 timeout: Duration::ZERO,
             },
+            dns_refresh: Duration::ZERO,
             endpoints,
             addrs,
             timeouts,
@@ -186,7 +204,23 @@ impl Cluster {
             budget_exhausted: accounting.budget_exhausted,
             overload: None,
             health: None,
-        })
+        }
+    }
+
+    /// Resolves the endpoint names again every `every` (zero: never).
+    pub fn refresh_dns(mut self, every: Duration) -> Self {
+        self.dns_refresh = every;
+        self
+    }
+
+    /// The endpoints given by name, not address, with their index: what
+    /// DNS refreshes follow.
+    pub fn named(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.parse::<SocketAddr>().is_err())
+            .map(|(i, e)| (i, e.as_str()))
     }
 
     /// Balances as `balance` says. `previous`, the live cluster of this

@@ -12,6 +12,7 @@ mod connections;
 mod deadlines;
 mod dedupe;
 mod deny;
+mod dns;
 mod grpc;
 mod grpc_core;
 mod h2c;
