@@ -7,13 +7,15 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::state::pressure::{self, Pressure};
 use crate::state::GatewayState;
 
 /// How often policies are ticked: hot keys cool at most this late.
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// Expires blocks on time (logging each), even for keys that never come
-/// back, and ticks every policy of the live snapshot (hot keys cool here).
+/// back, ticks every policy of the live snapshot (hot keys cool here), and
+/// looks for memory pressure on the bounded stores (`state/pressure.rs`).
 pub struct Housekeeping {
     pub state: Arc<GatewayState>,
 }
@@ -23,6 +25,8 @@ impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(TICK);
         let mut ticks: u64 = 0;
+        let mut pressure = Pressure::default();
+        let look_every = (pressure::EVERY.as_millis() / TICK.as_millis()) as u64;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -35,6 +39,9 @@ impl BackgroundService for Housekeeping {
                     ticks += 1;
                     if ticks.is_multiple_of(10) {
                         self.state.blocks.purge_expired();
+                    }
+                    if ticks.is_multiple_of(look_every) {
+                        pressure.look(&self.state.snapshot());
                     }
                 }
             }

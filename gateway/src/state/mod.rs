@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod health_metrics;
 pub mod overload_metrics;
 pub mod policy_metrics;
+pub mod pressure;
 pub mod reload;
 
 pub use gateway::{build_snapshot, read_config, GatewayState};

@@ -42,6 +42,7 @@ struct Families {
     cache_requests: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
+    cache_evictions: IntCounterVec,
     dedupe_requests: IntCounterVec,
     dedupe_in_flight: IntGaugeVec,
 }
@@ -137,6 +138,14 @@ fn families() -> Families {
             &["rule"],
         )
         .expect("valid metric"),
+        cache_evictions: IntCounterVec::new(
+            Opts::new(
+                "breakwater_cache_evictions_total",
+                "Answers a rule's cache evicted to stay within max_bytes (memory pressure).",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric"),
         dedupe_requests: IntCounterVec::new(
             Opts::new(
                 "breakwater_dedupe_requests_total",
@@ -181,6 +190,7 @@ impl PolicyCollector {
             f.cache_requests.desc(),
             f.cache_bytes.desc(),
             f.cache_entries.desc(),
+            f.cache_evictions.desc(),
             f.dedupe_requests.desc(),
             f.dedupe_in_flight.desc(),
         ]
@@ -244,6 +254,7 @@ impl Collector for PolicyCollector {
             f.cache_requests.collect(),
             f.cache_bytes.collect(),
             f.cache_entries.collect(),
+            f.cache_evictions.collect(),
             f.dedupe_requests.collect(),
             f.dedupe_in_flight.collect(),
         ]
@@ -301,6 +312,9 @@ fn hot_key_metrics(f: &Families, name: &str, rule: &HotKeyRule) {
     f.cache_entries
         .with_label_values(&[name])
         .set(c.entries as i64);
+    f.cache_evictions
+        .with_label_values(&[name])
+        .inc_by(c.evicted);
 }
 
 fn breaker_metrics(f: &Families, b: &Breaker) {

@@ -144,6 +144,9 @@ pub struct CacheCounts {
     pub stored: u64,
     pub entries: u64,
     pub bytes: u64,
+    /// Entries evicted to stay within `max_bytes` (not expired ones).
+    pub evicted: u64,
+    pub max_bytes: u64,
 }
 
 pub struct ResponseCache {
@@ -175,6 +178,7 @@ struct Counters {
     collapsed: AtomicU64,
     bypass: AtomicU64,
     stored: AtomicU64,
+    evicted: AtomicU64,
 }
 
 /// What a lookup found for one request.
@@ -250,11 +254,19 @@ impl CacheConfig {
             ));
         }
         let counts = Arc::new(Counters::default());
+        let evictions = counts.clone();
         Ok(ResponseCache {
             store: Arc::new(Store {
                 entries: Cache::builder()
                     .max_capacity(self.max_bytes)
                     .weigher(|_k: &u64, v: &Entry| v.weight())
+                    .eviction_listener(move |_k, _v, cause| {
+                        // Memory pressure: the cache is full and its
+                        // policy pushed an entry out before its time.
+                        if cause == moka::notification::RemovalCause::Size {
+                            evictions.evicted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
                     .expire_after(Expiry)
                     .support_invalidation_closures()
                     .build(),
@@ -495,6 +507,8 @@ impl ResponseCache {
             stored: self.counts.stored.load(Ordering::Relaxed),
             entries: entries.entry_count(),
             bytes: entries.weighted_size(),
+            evicted: self.counts.evicted.load(Ordering::Relaxed),
+            max_bytes: entries.policy().max_capacity().unwrap_or(0),
         }
     }
 }

@@ -803,3 +803,18 @@ fn an_answer_as_old_as_its_max_age_is_not_stored_as_fresh() {
     }
     assert_eq!(r.cache().unwrap().counts().stored, 0);
 }
+
+#[test]
+fn a_full_cache_counts_what_it_evicts_and_stays_within_max_bytes() {
+    let env = Env::new();
+    let r = rule(&env, ", max_bytes: 4096, max_body: 1024");
+    for i in 0..40 {
+        let (_, mut p) = env.decide(&r, &user(&format!("user-{i}")));
+        answer(&mut p, 200, &[], &[b'x'; 512]);
+    }
+    let c = r.cache().unwrap().counts();
+    assert_eq!(c.max_bytes, 4096);
+    assert!(c.bytes <= 4096, "{} bytes", c.bytes);
+    assert!(c.evicted > 0 && c.evicted < 40, "{} evicted", c.evicted);
+    assert!(c.entries + c.evicted <= 40);
+}
